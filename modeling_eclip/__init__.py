@@ -1,0 +1,39 @@
+# Copyright 2026 The ECLIP for transformers authors.
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in
+# compliance with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""ECLIP for transformers. Importing this package registers ECLIP with the Auto classes."""
+
+from transformers import AutoConfig, AutoModel, AutoProcessor
+
+from .configuration_eclip import EclipConfig, EclipDecoderConfig
+from .modeling_eclip import (
+    EclipDecoderOutput,
+    EclipInstanceDecoder,
+    EclipModel,
+    EclipOutput,
+    EclipPreTrainedModel,
+)
+from .processing_eclip import EclipProcessor
+
+AutoConfig.register("eclip", EclipConfig, exist_ok=True)
+AutoConfig.register("eclip_decoder", EclipDecoderConfig, exist_ok=True)
+AutoModel.register(EclipConfig, EclipModel, exist_ok=True)
+AutoModel.register(EclipDecoderConfig, EclipInstanceDecoder, exist_ok=True)
+AutoProcessor.register(EclipConfig, EclipProcessor, exist_ok=True)
+
+# save_pretrained writes `auto_map` and copies the code, so checkpoints load with trust_remote_code=True
+# where this package is not installed.
+EclipConfig.register_for_auto_class()
+EclipModel.register_for_auto_class("AutoModel")
+EclipProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "EclipConfig",
+    "EclipDecoderConfig",
+    "EclipDecoderOutput",
+    "EclipInstanceDecoder",
+    "EclipModel",
+    "EclipOutput",
+    "EclipPreTrainedModel",
+    "EclipProcessor",
+]

@@ -1,0 +1,750 @@
+# Copyright 2026 The ECLIP for transformers authors.
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in
+# compliance with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""PyTorch ECLIP: instance-level multi-modal pretraining for e-commerce (Jin et al., CVPR 2023).
+
+Equation numbers refer to the paper. Where the paper is silent we follow ALBEF / BLIP / open_clip / transformers
+and say so in the docstring.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import MODEL_MAPPING, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_eclip import EclipConfig, EclipDecoderConfig
+
+TEXT_PROMPT = 0
+IMAGE_PROMPT = 1
+
+
+@dataclass
+class EclipDecoderOutput(ModelOutput):
+    r"""
+    Output of [`EclipInstanceDecoder`].
+
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_queries, hidden_size)`):
+        The final instance representations H^L (after the decoder's final LayerNorm).
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+        H^0 (zeros) and the slots after each of the L blocks, each `(batch_size, num_queries, hidden_size)`.
+    assignment_maps (`tuple(torch.FloatTensor)`, *optional*, returned when `output_assignment_maps=True`):
+        The soft assignment M of every block (Eq. 3), each `(batch_size, num_patches, num_queries)`: for every
+        token, a distribution over the T queries.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    assignment_maps: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class EclipOutput(ModelOutput):
+    r"""
+    Output of [`EclipModel`].
+
+    loss (`torch.FloatTensor`, *optional*, returned when `return_loss=True`):
+        The image-text contrastive loss L_itc (Eq. 6-7).
+    logits_per_image (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+        Scaled cosine similarities between image and text embeddings, s(x^I, x^T) / tau.
+    logits_per_text (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+        The transpose of `logits_per_image`.
+    text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+        L2-normalised g_T(w_cls).
+    image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+        L2-normalised g_I(v_cls).
+    instance_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+        L2-normalised product embedding h^L of the positive slot (Sec. 3.4).
+    grounding_maps (`torch.FloatTensor` of shape `(batch_size, height_patches, width_patches)`):
+        The positive slot's assignment over the patch grid from the last block (Sec. 4.2.4).
+    decoder_output (`EclipDecoderOutput`):
+        The instance decoder's output.
+    text_model_output (`BaseModelOutputWithPooling`):
+        The text tower's output.
+    vision_model_output (`BaseModelOutputWithPooling`):
+        The image tower's output.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    instance_embeds: torch.FloatTensor | None = None
+    grounding_maps: torch.FloatTensor | None = None
+    decoder_output: EclipDecoderOutput | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class EclipSlotAttention(nn.Module):
+    """Slot attention of one decoder block, Eq. 2-5.
+
+    The token projections `Z W_z` and `Z W_v` are not computed here: Z is the same for every block, so
+    [`EclipInstanceDecoder`] computes all blocks' projections in one matmul and passes this block's `keys` (Z W_z)
+    and `values` (Z W_v) in. Pre-LayerNorm on the query side (placement is not given by the paper).
+    """
+
+    def __init__(self, config: EclipDecoderConfig):
+        super().__init__()
+        self.scale = config.hidden_size**-0.5
+        self.epsilon = config.slot_attention_epsilon
+        self.query_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.query_proj = nn.Linear(config.hidden_size, config.hidden_size)  # W_q
+        self.output_proj = nn.Linear(config.hidden_size, config.hidden_size)  # W_o
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        query_embeds: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = self.query_proj(self.query_layernorm(query_embeds + hidden_states))
+        # Eq. 2: M = (Z W_z)((Q + H^{l-1}) W_q)^T / sqrt(D), shape (B, N, T).
+        logits = torch.matmul(keys, queries.transpose(1, 2)) * self.scale
+        # Eq. 3: softmax over the T queries, so queries compete for each token (in fp32 for bf16 stability).
+        assignment = logits.softmax(dim=-1, dtype=torch.float32)
+        # Eq. 4: weighted mean of W_v z_i over the N tokens, epsilon guards an empty slot.
+        weights = assignment / (assignment.sum(dim=1, keepdim=True) + self.epsilon)
+        delta = torch.matmul(weights.transpose(1, 2).to(values.dtype), values)
+        # Eq. 5: residual update h^l = h^{l-1} + W_o delta.
+        return hidden_states + self.output_proj(delta), assignment
+
+
+class EclipSelfAttention(nn.Module):
+    """Multi-head self-attention over the T slots, through transformers' attention interface."""
+
+    def __init__(self, config: EclipDecoderConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(attn_output.reshape(*input_shape, -1).contiguous()), attn_weights
+
+
+class EclipMLP(nn.Module):
+    def __init__(self, config: EclipDecoderConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation(self.fc1(hidden_states)))
+
+
+class EclipDecoderLayer(GradientCheckpointingLayer):
+    """One decoder block (Sec. 3.2): slot attention (Eq. 2-5), then self-attention over slots and an FFN
+    ("as in [24]"), both pre-LayerNorm residual branches."""
+
+    def __init__(self, config: EclipDecoderConfig):
+        super().__init__()
+        self.slot_attention = EclipSlotAttention(config)
+        self.self_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attention = EclipSelfAttention(config)
+        self.mlp_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = EclipMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        query_embeds: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden_states, assignment = self.slot_attention(hidden_states, query_embeds, keys, values)
+        attn_output, _ = self.self_attention(self.self_attention_layernorm(hidden_states), **kwargs)
+        hidden_states = hidden_states + self.dropout(attn_output)
+        hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_layernorm(hidden_states)))
+        return hidden_states, assignment
+
+
+class EclipPreTrainedModel(PreTrainedModel):
+    config: EclipConfig
+    base_model_prefix = "eclip"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["EclipDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, EclipModel):
+            init.constant_(module.logit_scale, module.config.logit_scale_init_value)
+            init.copy_(module.gaussian_negative_queries, module.draw_gaussian_negative_queries())
+            init.zeros_(module.ema_negative_queries)
+
+
+class EclipInstanceDecoder(EclipPreTrainedModel):
+    r"""
+    The instance decoder of Sec. 3.2: L blocks of slot attention (Eq. 2-5) + self-attention + FFN over T slots.
+
+    Inputs are the instance queries Q (Eq. 1, built by [`EclipModel`]) and the projected patch tokens Z; the
+    slots start at H^0 = 0. The token LayerNorm is shared by all blocks because Eq. 2-5 share one Z: that lets
+    `token_projection` compute every block's `Z W_z` and `Z W_v` in a single matmul (block l's W_z is output rows
+    `[2lD, (2l+1)D)` and its W_v rows `[(2l+1)D, (2l+2)D)`), the same maths with far fewer small operations.
+    """
+
+    config: EclipDecoderConfig
+    base_model_prefix = "decoder"
+    main_input_name = "query_embeds"
+    # Loading the decoder alone from a full ECLIP checkpoint: the towers' weights are expected leftovers.
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(layers|token_layernorm|token_projection|layernorm)\.)"]
+
+    def __init__(self, config: EclipDecoderConfig):
+        super().__init__(config)
+        self.token_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.token_projection = nn.Linear(config.hidden_size, 2 * config.num_hidden_layers * config.hidden_size)
+        self.layers = nn.ModuleList([EclipDecoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        query_embeds: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_assignment_maps: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> EclipDecoderOutput | tuple:
+        r"""
+        query_embeds (`torch.FloatTensor` of shape `(batch_size, num_queries, hidden_size)`):
+            The instance queries Q of Eq. 1.
+        encoder_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_patches, hidden_size)`):
+            The projected patch tokens Z.
+        output_assignment_maps (`bool`, *optional*):
+            Return every block's assignment map M (Eq. 3).
+        """
+        hidden_size = self.config.hidden_size
+        if query_embeds.dim() != 3 or query_embeds.shape[-1] != hidden_size:
+            raise ValueError(
+                f"query_embeds must be (batch, num_queries, {hidden_size}), got {tuple(query_embeds.shape)}."
+            )
+        if encoder_hidden_states.dim() != 3 or encoder_hidden_states.shape[-1] != hidden_size:
+            raise ValueError(
+                f"encoder_hidden_states must be (batch, num_patches, {hidden_size}), "
+                f"got {tuple(encoder_hidden_states.shape)}."
+            )
+        if query_embeds.shape[0] != encoder_hidden_states.shape[0]:
+            raise ValueError(
+                f"query_embeds has batch size {query_embeds.shape[0]} but encoder_hidden_states has "
+                f"{encoder_hidden_states.shape[0]}."
+            )
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        token_projections = self.token_projection(self.token_layernorm(encoder_hidden_states))
+        keys_and_values = token_projections.split(hidden_size, dim=-1)
+        hidden_states = torch.zeros_like(query_embeds)  # H^0 = 0
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        all_assignments = [] if output_assignment_maps else None
+        for index, layer in enumerate(self.layers):
+            hidden_states, assignment = layer(
+                hidden_states,
+                query_embeds,
+                keys_and_values[2 * index],
+                keys_and_values[2 * index + 1],
+                **kwargs,
+            )
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+            if output_assignment_maps:
+                all_assignments.append(assignment)
+        output = EclipDecoderOutput(
+            last_hidden_state=self.layernorm(hidden_states),
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+            assignment_maps=tuple(all_assignments) if output_assignment_maps else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def _build_tower(config) -> PreTrainedModel:
+    """Builds a tower with `AutoModel.from_config`, without a pooler: ECLIP reads the [CLS] output itself."""
+    model_class = MODEL_MAPPING[type(config)]
+    kwargs = {"add_pooling_layer": False} if "add_pooling_layer" in _init_parameters(model_class) else {}
+    return AutoModel.from_config(config, **kwargs)
+
+
+def _init_parameters(model_class: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model_class.__init__).parameters)
+
+
+class EclipModel(EclipPreTrainedModel):
+    r"""
+    ECLIP (Sec. 3.1-3.2): an image tower (ViT), a text tower (BERT-like), projections g_I and g_T to the joint space
+    D, a patch projection giving Z, instance queries (Eq. 1) and the instance decoder.
+
+    Prompts enter the query space L2-normalised and scaled to norm sqrt(D) (the expected norm of a standard Gaussian
+    vector in R^D). The paper does not say how prompts are scaled; this makes trained prompts and the Gaussian
+    negative queries of Sec. 3.4 live on the same scale, so the transfer recipe matches pretraining.
+    """
+
+    main_input_name = "pixel_values"
+
+    def __init__(
+        self,
+        config: EclipConfig,
+        vision_model: PreTrainedModel | None = None,
+        text_model: PreTrainedModel | None = None,
+    ):
+        super().__init__(config)
+        self.vision_model = vision_model if vision_model is not None else _build_tower(config.vision_config)
+        self.text_model = text_model if text_model is not None else _build_tower(config.text_config)
+        # One config object per tower, shared with the parent, so attention switches reach the towers.
+        self.vision_model.config = config.vision_config
+        self.text_model.config = config.text_config
+
+        dim = config.projection_dim
+        decoder_config = config.decoder_config
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, dim, bias=False)  # g_I
+        self.text_projection = nn.Linear(config.text_config.hidden_size, dim, bias=False)  # g_T
+        self.patch_projection = nn.Linear(config.vision_config.hidden_size, dim, bias=False)  # v_i -> z_i
+        self.query_position_embeddings = nn.Embedding(decoder_config.num_queries, dim)  # q^pos, Eq. 1
+        self.query_type_embeddings = nn.Embedding(decoder_config.num_prompt_types, dim)  # q^type, Eq. 1
+        self.decoder = EclipInstanceDecoder._from_config(decoder_config)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        num_negatives = decoder_config.num_queries - 1
+        # Regenerated from the seed on every load, so it is not stored in checkpoints.
+        self.register_buffer("gaussian_negative_queries", torch.empty(num_negatives, dim), persistent=False)
+        # "ema" negative mode (Table 6): a moving average of the negative queries seen in pretraining.
+        self.register_buffer("ema_negative_queries", torch.zeros(num_negatives, dim))
+        self.post_init()
+
+    # ----- construction from pretrained towers -----
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls, vision_model_name_or_path: str, text_model_name_or_path: str, **kwargs
+    ) -> "EclipModel":
+        """Initialises the towers from any local or Hub ViT and BERT-like checkpoints; the rest is new.
+
+        Keyword arguments prefixed `vision_` / `text_` go to the towers' `from_pretrained`, the others to
+        [`EclipConfig`] (for example `projection_dim=256` or `decoder_config={...}`).
+        """
+        vision_kwargs = {k.removeprefix("vision_"): kwargs.pop(k) for k in list(kwargs) if k.startswith("vision_")}
+        text_kwargs = {k.removeprefix("text_"): kwargs.pop(k) for k in list(kwargs) if k.startswith("text_")}
+        vision_model = _load_tower(vision_model_name_or_path, **vision_kwargs)
+        text_model = _load_tower(text_model_name_or_path, **text_kwargs)
+        config = EclipConfig.from_vision_text_configs(vision_model.config, text_model.config, **kwargs)
+        return cls(config, vision_model=vision_model, text_model=text_model)
+
+    # ----- encoders -----
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor, name: str = "pixel_values") -> None:
+        size = self.config.image_size
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"{name} must be (batch, channels, {size}, {size}) for this model's image_size={size}, got "
+                f"{tuple(pixel_values.shape)}; resize with the model's EclipProcessor."
+            )
+
+    def encode_image(
+        self, pixel_values: torch.Tensor, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor, BaseModelOutputWithPooling]:
+        """Runs the image tower once and returns (g_I(v_cls), Z, tower output); Z are the projected patches."""
+        self._check_pixel_values(pixel_values)
+        vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
+        tokens = vision_outputs.last_hidden_state
+        return self.visual_projection(tokens[:, 0]), self.patch_projection(tokens[:, 1:]), vision_outputs
+
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+        """Runs the text tower and returns (g_T(w_cls), tower output)."""
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        return self.text_projection(text_outputs.last_hidden_state[:, 0]), text_outputs
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Text tower output whose `pooler_output` is the (unnormalised) text embedding g_T(w_cls)."""
+        text_embeds, text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, **kwargs)
+        text_outputs.pooler_output = text_embeds
+        return text_outputs if return_dict else text_outputs.to_tuple()
+
+    def get_image_features(
+        self, pixel_values: torch.Tensor, return_dict: bool = True, **kwargs
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Image tower output whose `pooler_output` is the (unnormalised) image embedding g_I(v_cls)."""
+        image_embeds, _, vision_outputs = self.encode_image(pixel_values, **kwargs)
+        vision_outputs.pooler_output = image_embeds
+        return vision_outputs if return_dict else vision_outputs.to_tuple()
+
+    def get_patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The projected patch tokens Z, `(batch, num_patches, projection_dim)`, for dense similarity maps."""
+        return self.encode_image(pixel_values)[1]
+
+    # ----- instance queries and decoding -----
+
+    def prompts_to_query_space(self, prompts: torch.Tensor) -> torch.Tensor:
+        """Maps projected prompts g_T(w_cls) / g_I(v_cls) onto the query scale: unit direction times sqrt(D)."""
+        return F.normalize(prompts, dim=-1) * math.sqrt(self.config.projection_dim)
+
+    def draw_gaussian_negative_queries(self) -> torch.Tensor:
+        """The fixed standard-Gaussian negative queries of Sec. 3.4, drawn from a seeded generator."""
+        decoder_config = self.config.decoder_config
+        generator = torch.Generator().manual_seed(decoder_config.negative_query_seed)
+        return torch.randn(decoder_config.num_queries - 1, self.config.projection_dim, generator=generator)
+
+    def inference_negative_queries(self, positive_queries: torch.Tensor) -> torch.Tensor:
+        """The T-1 negative queries used at transfer time (Sec. 3.4, Table 6), `(batch, T-1, D)`.
+
+        `gaussian` and `ema` give every sample the same negatives, so an embedding never depends on the batch;
+        `text` uses the other products' prompts in the batch and tops up with the Gaussian set when the batch has
+        fewer than T-1 other products.
+        """
+        batch_size = positive_queries.shape[0]
+        mode = self.config.decoder_config.negative_query_mode
+        gaussian = self.gaussian_negative_queries.to(positive_queries.dtype)
+        if mode == "ema":
+            return self.ema_negative_queries.to(positive_queries.dtype).expand(batch_size, -1, -1)
+        if mode == "gaussian" or batch_size == 1:
+            return gaussian.expand(batch_size, -1, -1)
+        num_negatives = gaussian.shape[0]
+        shifts = range(1, min(batch_size, num_negatives + 1))
+        others = torch.stack([positive_queries.roll(-shift, dims=0) for shift in shifts], dim=1)
+        top_up = gaussian[: num_negatives - others.shape[1]].expand(batch_size, -1, -1)
+        return torch.cat([others, top_up], dim=1)
+
+    def build_instance_queries(
+        self,
+        positive_queries: torch.Tensor,
+        positive_types: torch.Tensor,
+        negative_queries: torch.Tensor,
+        negative_types: torch.Tensor | None = None,
+        positive_slot: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Eq. 1: q_t = q_t^prompt + q_t^pos + q_t^type, with the positive prompt at `positive_slot`.
+
+        Args:
+            positive_queries: `(B, D)` positive prompts in query space (see `prompts_to_query_space`).
+            positive_types: `(B,)` prompt modality of the positive (0 text, 1 image).
+            negative_queries: `(B, T-1, D)` negative prompts in query space.
+            negative_types: `(B, T-1)` their modalities (default: text).
+            positive_slot: `(B,)` slot index r of the positive (default 0, the transfer setting of Sec. 3.4).
+        Returns:
+            `(B, T, D)` instance queries.
+        """
+        batch_size, dim = positive_queries.shape
+        num_queries = self.config.decoder_config.num_queries
+        if negative_queries.shape != (batch_size, num_queries - 1, dim):
+            raise ValueError(
+                f"negative_queries must be {(batch_size, num_queries - 1, dim)}, got {tuple(negative_queries.shape)}."
+            )
+        device = positive_queries.device
+        if negative_types is None:
+            negative_types = torch.full((batch_size, num_queries - 1), TEXT_PROMPT, device=device)
+        prompts = torch.cat([positive_queries.unsqueeze(1), negative_queries], dim=1)
+        types = torch.cat([positive_types.view(batch_size, 1).to(device), negative_types], dim=1)
+        if positive_slot is not None:
+            # Move the positive from column 0 to column r, keeping the negatives' order.
+            order = _positive_first_to_slot_order(positive_slot.to(device), num_queries)
+            prompts = prompts.gather(1, order.unsqueeze(-1).expand(-1, -1, dim))
+            types = types.gather(1, order)
+        position_ids = torch.arange(num_queries, device=device)
+        return prompts + self.query_position_embeddings(position_ids) + self.query_type_embeddings(types)
+
+    def _resolve_prompt(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor | None,
+        prompt_pixel_values: torch.Tensor | None,
+        prompt_embeds: torch.Tensor | None,
+        prompt_type: int | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Picks the positive prompt: explicit embeddings, else a prompt image, else the text, else the image."""
+        batch_size = image_embeds.shape[0]
+        if prompt_embeds is not None:
+            if prompt_embeds.dim() != 2 or prompt_embeds.shape != (batch_size, self.config.projection_dim):
+                raise ValueError(
+                    f"prompt_embeds must be (batch={batch_size}, projection_dim={self.config.projection_dim}), "
+                    f"got {tuple(prompt_embeds.shape)}."
+                )
+            prompts, kind = prompt_embeds, TEXT_PROMPT if prompt_type is None else prompt_type
+        elif prompt_pixel_values is not None:
+            self._check_pixel_values(prompt_pixel_values, "prompt_pixel_values")
+            _check_batch(batch_size, prompt_pixel_values.shape[0], "pixel_values", "prompt_pixel_values")
+            prompts, kind = self.encode_image(prompt_pixel_values)[0], IMAGE_PROMPT
+        elif text_embeds is not None:
+            prompts, kind = text_embeds, TEXT_PROMPT
+        else:
+            prompts, kind = image_embeds, IMAGE_PROMPT
+        return prompts, torch.full((batch_size,), kind, dtype=torch.long, device=prompts.device)
+
+    def decode_instances(
+        self,
+        patch_embeds: torch.Tensor,
+        prompts: torch.Tensor,
+        prompt_types: torch.Tensor,
+        output_assignment_maps: bool = True,
+        output_hidden_states: bool | None = None,
+    ) -> EclipDecoderOutput:
+        """Transfer-time decoding (Sec. 3.4): the positive prompt in slot 0, inference negatives elsewhere."""
+        positive_queries = self.prompts_to_query_space(prompts)
+        negative_queries = self.inference_negative_queries(positive_queries)
+        queries = self.build_instance_queries(positive_queries, prompt_types, negative_queries)
+        return self.decoder(
+            queries,
+            patch_embeds,
+            output_assignment_maps=output_assignment_maps,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+
+    def to_grounding_maps(self, assignment: torch.Tensor, slot: int = 0) -> torch.Tensor:
+        """Reshapes one slot's assignment `(B, N, T)` to the patch grid `(B, h, w)`."""
+        side = self.config.num_patches_per_side
+        return assignment[:, :, slot].reshape(assignment.shape[0], side, side)
+
+    def get_instance_features(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        prompt_pixel_values: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """The product embedding h^L of the positive slot (Sec. 3.4) as `pooler_output` (unnormalised);
+        `last_hidden_state` holds all T slots. The prompt is the text if given (image + title), else the prompt
+        image, else the image itself."""
+        output = self(
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            prompt_pixel_values=prompt_pixel_values,
+            prompt_embeds=prompt_embeds,
+            normalize_instance_embeds=False,
+        )
+        slots = output.decoder_output.last_hidden_state
+        features = BaseModelOutputWithPooling(last_hidden_state=slots, pooler_output=output.instance_embeds)
+        return features if return_dict else features.to_tuple()
+
+    def get_grounding_map(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        prompt_pixel_values: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        layer: int = -1,
+    ) -> torch.Tensor:
+        """The positive slot's assignment over the patch grid, `(B, h, w)` (Sec. 4.2.4, Fig. 4a).
+
+        `layer` picks the decoder block (default the last). Values are the share of each patch assigned to the
+        prompted product (Eq. 3); upsample to the image size to draw a heat map or rank boxes.
+        """
+        output = self(
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            prompt_pixel_values=prompt_pixel_values,
+            prompt_embeds=prompt_embeds,
+        )
+        return self.to_grounding_maps(output.decoder_output.assignment_maps[layer])
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        prompt_pixel_values: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        return_loss: bool = False,
+        output_hidden_states: bool | None = None,
+        normalize_instance_embeds: bool = True,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> EclipOutput | tuple:
+        r"""
+        One pass gives everything evaluation needs: unimodal embeddings and their logits, the instance embedding
+        and the grounding map (so no image is encoded twice).
+
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`, *optional*):
+            Product images. With images, the decoder runs and `instance_embeds` / `grounding_maps` are returned.
+        input_ids, attention_mask, token_type_ids (*optional*):
+            The product texts, one per image (the default positive prompt).
+        prompt_pixel_values (*optional*):
+            Image prompts ("find this product in that scene"), one per image; take precedence over the text.
+        prompt_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`, *optional*):
+            Ready-made projected prompts; take precedence over everything else.
+        return_loss (`bool`):
+            Return the image-text contrastive loss L_itc (Eq. 6-7), as `CLIPModel` does.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if pixel_values is None and input_ids is None:
+            raise ValueError("EclipModel needs at least one modality: pass pixel_values and/or input_ids.")
+        if pixel_values is not None and input_ids is not None:
+            _check_batch(pixel_values.shape[0], input_ids.shape[0], "pixel_values", "input_ids")
+
+        image_embeds = text_embeds = vision_outputs = text_outputs = None
+        instance_embeds = grounding_maps = decoder_output = None
+        if input_ids is not None:
+            text_embeds, text_outputs = self.encode_text(
+                input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states, **kwargs
+            )
+        if pixel_values is not None:
+            image_embeds, patch_embeds, vision_outputs = self.encode_image(
+                pixel_values, output_hidden_states=output_hidden_states, **kwargs
+            )
+            prompts, prompt_types = self._resolve_prompt(
+                image_embeds, text_embeds, prompt_pixel_values, prompt_embeds, None
+            )
+            decoder_output = self.decode_instances(
+                patch_embeds, prompts, prompt_types, output_hidden_states=output_hidden_states
+            )
+            instance_embeds = decoder_output.last_hidden_state[:, 0]
+            if normalize_instance_embeds:
+                instance_embeds = F.normalize(instance_embeds, dim=-1)
+            grounding_maps = self.to_grounding_maps(decoder_output.assignment_maps[-1])
+            image_embeds = F.normalize(image_embeds, dim=-1)
+        if text_embeds is not None:
+            text_embeds = F.normalize(text_embeds, dim=-1)
+
+        logits_per_image = logits_per_text = loss = None
+        if image_embeds is not None and text_embeds is not None:
+            logit_scale = self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
+            logits_per_image = logit_scale * image_embeds @ text_embeds.t()
+            logits_per_text = logits_per_image.t()
+            if return_loss:
+                labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+                loss = 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels))
+
+        output = EclipOutput(
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            instance_embeds=instance_embeds,
+            grounding_maps=grounding_maps,
+            decoder_output=decoder_output,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int) -> torch.Tensor:
+    """Gather indices `(B, T)` that move column 0 (the positive) to column r and shift columns 1..r left by one."""
+    if positive_slot.min() < 0 or positive_slot.max() >= num_queries:
+        raise ValueError(f"positive_slot must lie in [0, {num_queries}), got {positive_slot.tolist()}.")
+    slots = torch.arange(num_queries, device=positive_slot.device).unsqueeze(0)
+    r = positive_slot.view(-1, 1)
+    return torch.where(slots == r, 0, torch.where(slots < r, slots + 1, slots))
+
+
+def _check_batch(expected: int, actual: int, expected_name: str, actual_name: str) -> None:
+    if expected != actual:
+        raise ValueError(
+            f"{expected_name} has batch size {expected} but {actual_name} has {actual}: ECLIP pairs one text or "
+            "prompt with each image. To score every image against every text, use get_image_features and "
+            "get_text_features."
+        )
+
+
+def _load_tower(name_or_path: str, **kwargs) -> PreTrainedModel:
+    """Loads a pretrained tower without its pooler (unused by ECLIP)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "revision"})
+    if "add_pooling_layer" in _init_parameters(MODEL_MAPPING[type(config)]):
+        kwargs.setdefault("add_pooling_layer", False)
+    return AutoModel.from_pretrained(name_or_path, **kwargs)
+
+
+__all__ = [
+    "EclipDecoderOutput",
+    "EclipInstanceDecoder",
+    "EclipModel",
+    "EclipOutput",
+    "EclipPreTrainedModel",
+]

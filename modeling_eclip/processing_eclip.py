@@ -1,0 +1,132 @@
+# Copyright 2026 The ECLIP for transformers authors.
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in
+# compliance with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""EclipProcessor: a ViT image processor and a BERT tokenizer behind one call."""
+
+import io
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from transformers import BatchFeature, ProcessorMixin
+
+# Sec. 4.1: texts are tokenized by WordPiece with a maximum length of 55.
+DEFAULT_MAX_TEXT_LENGTH = 55
+
+
+def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
+    """Decodes a PIL image, path, bytes or array into an RGB PIL image.
+
+    Grayscale, palette, CMYK and 16-bit images are converted; transparent pixels are composited onto white (product
+    cut-outs are usually shown on white). Errors name the file or the position of the image.
+    """
+    try:
+        if isinstance(image, (str, os.PathLike)):
+            name = os.fspath(image)
+            with Image.open(image) as opened:
+                image = opened.copy()
+        elif isinstance(image, (bytes, bytearray)):
+            with Image.open(io.BytesIO(image)) as opened:
+                image = opened.copy()
+        elif isinstance(image, np.ndarray):
+            image = _array_to_image(image)
+        elif not isinstance(image, Image.Image):
+            raise TypeError(f"unsupported type {type(image).__name__}; pass a PIL image, a path, bytes or an array")
+        image.load()
+        return _convert_mode(image)
+    except (OSError, ValueError, TypeError, SyntaxError) as error:
+        raise ValueError(f"Cannot decode {name}: {error}") from error
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels-first to channels-last
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype != np.uint8:
+        array = np.asarray(array, dtype=np.float64)
+        # Float images in [0, 1] are common (e.g. from numpy pipelines); anything else is rescaled by its range.
+        high = 1.0 if array.max(initial=0.0) <= 1.0 else float(array.max())
+        array = np.clip(np.round(array / max(high, 1e-12) * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def _convert_mode(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(array / high * 255.0, 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    # CMYK (Pillow already undoes Adobe's inverted CMYK when decoding), L, YCbCr...: plain conversion.
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def to_rgb_images(images: Any, argument: str) -> list[Image.Image]:
+    """`to_rgb_image` over one image or a list, naming `argument[index]` in errors."""
+    if isinstance(images, (list, tuple)):
+        return [to_rgb_image(image, f"{argument}[{index}]") for index, image in enumerate(images)]
+    return [to_rgb_image(images, argument)]
+
+
+class EclipProcessor(ProcessorMixin):
+    r"""
+    Builds ECLIP inputs: a ViT image processor (resizes the whole image to the model's size, no centre crop, so
+    grounding maps cover the whole picture) and a BERT tokenizer (max length 55, Sec. 4.1).
+
+    Args:
+        image_processor: a ViT-style image processor.
+        tokenizer: a BERT-style tokenizer.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    def __call__(
+        self,
+        images: Any = None,
+        text: str | Sequence[str] | None = None,
+        prompt_images: Any = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        r"""
+        images: product images (PIL, path, bytes or array, or a list of them) -> `pixel_values`.
+        text: product texts -> `input_ids`, `attention_mask` (and `token_type_ids`); padded to the longest text,
+            truncated at 55 tokens unless `max_length` / `padding` say otherwise.
+        prompt_images: image prompts, one per image -> `prompt_pixel_values`.
+        """
+        if images is None and text is None and prompt_images is None:
+            raise ValueError("EclipProcessor needs at least one of `images`, `text` or `prompt_images`.")
+        data: dict[str, Any] = {}
+        if text is not None:
+            if isinstance(text, str):
+                text = [text]
+            if not all(isinstance(item, str) for item in text):
+                raise ValueError("`text` must be a string or a list of strings.")
+            text_kwargs = {
+                "padding": True,
+                "truncation": True,
+                "max_length": DEFAULT_MAX_TEXT_LENGTH,
+                **kwargs,
+            }
+            data.update(self.tokenizer(list(text), return_tensors=return_tensors, **text_kwargs))
+        if images is not None:
+            pixels = self.image_processor(to_rgb_images(images, "images"), return_tensors=return_tensors)
+            data["pixel_values"] = pixels["pixel_values"]
+        if prompt_images is not None:
+            prompts = self.image_processor(to_rgb_images(prompt_images, "prompt_images"), return_tensors=return_tensors)
+            data["prompt_pixel_values"] = prompts["pixel_values"]
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return [*self.tokenizer.model_input_names, "pixel_values", "prompt_pixel_values"]
+
+
+__all__ = ["EclipProcessor", "to_rgb_image", "to_rgb_images"]
