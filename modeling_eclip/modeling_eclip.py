@@ -24,6 +24,16 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_eclip import EclipConfig, EclipDecoderConfig
+from .loss_eclip import (
+    assignment_entropy_regularizer,
+    distributed_rank_and_world_size,
+    gather_features,
+    image_text_contrastive_loss,
+    instance_text_matching_loss,
+    inter_product_contrastive_loss,
+    intra_product_contrastive_loss,
+    sample_hard_negatives,
+)
 
 TEXT_PROMPT = 0
 IMAGE_PROMPT = 1
@@ -109,6 +119,30 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+class EclipSlotQueryProjection(nn.Linear):
+    """W_q of Eq. 2, initialised N(0, 1/D) (see `EclipPreTrainedModel._init_weights`)."""
+
+
+class EclipTokenProjection(nn.Linear):
+    """`Z W_z` and `Z W_v` of all L blocks as one matmul: output rows `[2lD, (2l+1)D)` are block l's W_z and rows
+    `[(2l+1)D, (2l+2)D)` its W_v (Eq. 2 and 4 share one Z across blocks)."""
+
+    def __init__(self, hidden_size: int, num_layers: int):
+        super().__init__(hidden_size, 2 * num_layers * hidden_size)
+        self.hidden_size = hidden_size
+
+    def initial_weight(self, initializer_range: float) -> torch.Tensor:
+        """W_v rows ~ N(0, initializer_range^2), W_z rows ~ N(0, 1/D) (see `EclipPreTrainedModel._init_weights`)."""
+        rows = torch.arange(self.out_features, device=self.weight.device) // self.hidden_size
+        std = torch.where(rows % 2 == 0, self.hidden_size**-0.5, initializer_range).to(self.weight.dtype)
+        return torch.randn_like(self.weight) * std.unsqueeze(1)
+
+    def per_layer(self, hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Projects Z once and returns `[(Z W_z, Z W_v)]` for every block."""
+        chunks = self(hidden_states).split(self.hidden_size, dim=-1)
+        return list(zip(chunks[0::2], chunks[1::2]))
+
+
 class EclipSlotAttention(nn.Module):
     """Slot attention of one decoder block, Eq. 2-5.
 
@@ -122,7 +156,7 @@ class EclipSlotAttention(nn.Module):
         self.scale = config.hidden_size**-0.5
         self.epsilon = config.slot_attention_epsilon
         self.query_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.query_proj = nn.Linear(config.hidden_size, config.hidden_size)  # W_q
+        self.query_proj = EclipSlotQueryProjection(config.hidden_size, config.hidden_size)  # W_q
         self.output_proj = nn.Linear(config.hidden_size, config.hidden_size)  # W_o
 
     def forward(
@@ -235,6 +269,18 @@ class EclipPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
+        # W_q and W_z with std 1/sqrt(D) give the Eq. 2 logits unit variance at init; with the usual 0.02 the
+        # assignment starts uniform, every slot receives the same update and Eq. 9-10 have almost no gradient.
+        # (Done on the Linear leaves: transformers skips remote-code modules that own no parameters directly.)
+        if isinstance(module, EclipSlotQueryProjection):
+            init.normal_(module.weight, std=module.in_features**-0.5)
+        if isinstance(module, EclipTokenProjection):
+            init.copy_(module.weight, module.initial_weight(self.config.initializer_range))
+        if isinstance(module, EclipForPreTraining):
+            init.zeros_(module.queue_embeds)
+            init.zeros_(module.queue_prompts)
+            init.constant_(module.queue_product_ids, -1)
+            init.zeros_(module.queue_pointer)
         if isinstance(module, EclipModel):
             init.constant_(module.logit_scale, module.config.logit_scale_init_value)
             init.copy_(module.gaussian_negative_queries, module.draw_gaussian_negative_queries())
@@ -247,20 +293,18 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
 
     Inputs are the instance queries Q (Eq. 1, built by [`EclipModel`]) and the projected patch tokens Z; the
     slots start at H^0 = 0. The token LayerNorm is shared by all blocks because Eq. 2-5 share one Z: that lets
-    `token_projection` compute every block's `Z W_z` and `Z W_v` in a single matmul (block l's W_z is output rows
-    `[2lD, (2l+1)D)` and its W_v rows `[(2l+1)D, (2l+2)D)`), the same maths with far fewer small operations.
+    [`EclipTokenProjection`] compute every block's `Z W_z` and `Z W_v` in a single matmul, the same maths with far
+    fewer small operations.
     """
 
     config: EclipDecoderConfig
     base_model_prefix = "decoder"
     main_input_name = "query_embeds"
-    # Loading the decoder alone from a full ECLIP checkpoint: the towers' weights are expected leftovers.
-    _keys_to_ignore_on_load_unexpected = [r"^(?!(layers|token_layernorm|token_projection|layernorm)\.)"]
 
     def __init__(self, config: EclipDecoderConfig):
         super().__init__(config)
         self.token_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.token_projection = nn.Linear(config.hidden_size, 2 * config.num_hidden_layers * config.hidden_size)
+        self.token_projection = EclipTokenProjection(config.hidden_size, config.num_hidden_layers)
         self.layers = nn.ModuleList([EclipDecoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
@@ -303,19 +347,12 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
-        token_projections = self.token_projection(self.token_layernorm(encoder_hidden_states))
-        keys_and_values = token_projections.split(hidden_size, dim=-1)
+        keys_and_values = self.token_projection.per_layer(self.token_layernorm(encoder_hidden_states))
         hidden_states = torch.zeros_like(query_embeds)  # H^0 = 0
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_assignments = [] if output_assignment_maps else None
-        for index, layer in enumerate(self.layers):
-            hidden_states, assignment = layer(
-                hidden_states,
-                query_embeds,
-                keys_and_values[2 * index],
-                keys_and_values[2 * index + 1],
-                **kwargs,
-            )
+        for layer, (keys, values) in zip(self.layers, keys_and_values):
+            hidden_states, assignment = layer(hidden_states, query_embeds, keys, values, **kwargs)
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
             if output_assignment_maps:
@@ -352,6 +389,8 @@ class EclipModel(EclipPreTrainedModel):
     """
 
     main_input_name = "pixel_values"
+    # Loading the inference model from an EclipForPreTraining checkpoint leaves these behind on purpose.
+    _keys_to_ignore_on_load_unexpected = [r"momentum_eclip\.", r"itm_head\.", r"queue_"]
 
     def __init__(
         self,
@@ -713,6 +752,371 @@ class EclipModel(EclipPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+@dataclass
+class EclipForPreTrainingOutput(ModelOutput):
+    r"""
+    Output of [`EclipForPreTraining`]: the weighted total and every term, for logging.
+
+    loss (`torch.FloatTensor`): the weighted sum of the enabled objectives.
+    loss_itc, loss_inter, loss_itm, loss_intra, loss_entropy (`torch.FloatTensor`, *optional*):
+        L_itc (Eq. 6-7), L_inter (Eq. 8), L_itm, L_intra (Eq. 9) and L_R (Eq. 10), unweighted; None when off.
+    temperature (`torch.FloatTensor`): tau = 1 / exp(clamped logit scale).
+    positive_slot_entropy (`torch.FloatTensor`, *optional*):
+        Mean entropy (nats) of the positive slot's attention over the N tokens, last block: falls as it grounds.
+    image_embeds, text_embeds, instance_embeds (`torch.FloatTensor`, *optional*):
+        The online model's normalised g_I(v_cls), g_T(w_cls) and positive-slot h (local rows).
+    positive_slot (`torch.LongTensor`, *optional*): the slot r that held each sample's positive prompt.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_itc: torch.FloatTensor | None = None
+    loss_inter: torch.FloatTensor | None = None
+    loss_itm: torch.FloatTensor | None = None
+    loss_intra: torch.FloatTensor | None = None
+    loss_entropy: torch.FloatTensor | None = None
+    temperature: torch.FloatTensor | None = None
+    positive_slot_entropy: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    instance_embeds: torch.FloatTensor | None = None
+    positive_slot: torch.LongTensor | None = None
+
+
+class EclipForPreTraining(EclipPreTrainedModel):
+    r"""
+    ECLIP pretraining (Sec. 3.3): an [`EclipModel`], its momentum (EMA) copy, the ITM head f: R^D -> R^2 and queues
+    of momentum features with their product ids.
+
+    Batch contract: `pixel_values` (one image x per product), `positive_pixel_values` (another image x+ of the same
+    product), `input_ids` / `attention_mask` (the product text) and `product_ids` (int64; every same-product pair is
+    masked in every objective).
+
+    Choices where the paper is silent (ALBEF-style):
+    - The momentum model encodes x+ once; that pass gives the Eq. 8 targets h_xi and the image prompts g_I(v_cls) of
+      x+ (used with probability `image_prompt_probability`), so no second online image pass is needed.
+    - h_xi is decoded with the transfer recipe of Sec. 3.4 (text prompt in slot 0, inference negatives), so the
+      embedding used downstream is the one that Eq. 8 trains.
+    - Negative prompts are other products' text prompts from the (global) batch, then from a queue of momentum text
+      prompts; while both are short, the Gaussian negatives of Sec. 3.4 fill the remaining slots.
+    - The positive prompt sits at a random slot when `random_positive_slot` (so q^pos cannot solve Eq. 9).
+
+    Call [`EclipForPreTraining.momentum_update`] after every optimiser step. `model.eclip` is the inference model
+    (save it with `model.eclip.save_pretrained`); `EclipModel.from_pretrained` on a pretraining checkpoint also
+    yields it, ignoring the momentum copy, the ITM head and the queues.
+    """
+
+    def __init__(self, config: EclipConfig):
+        super().__init__(config)
+        dim = config.projection_dim
+        self.eclip = EclipModel(config)
+        self.momentum_eclip = EclipModel(config)
+        self.itm_head = nn.Linear(dim, 2)  # f(h ⊙ g_T(w_cls)), text after Eq. 8
+        self.register_buffer("queue_embeds", torch.zeros(config.queue_size, dim))
+        self.register_buffer("queue_prompts", torch.zeros(config.queue_size, dim))
+        self.register_buffer("queue_product_ids", torch.full((config.queue_size,), -1, dtype=torch.long))
+        self.register_buffer("queue_pointer", torch.zeros(1, dtype=torch.long))
+        self.post_init()
+        self.copy_online_to_momentum()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`; starting from an inference checkpoint (an `EclipModel`), the momentum
+        model starts as a copy of the loaded online model instead of random weights."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        if any(key.startswith("momentum_eclip.") for key in info["missing_keys"]):
+            model.copy_online_to_momentum()
+        return (model, info) if output_loading_info else model
+
+    @torch.no_grad()
+    def copy_online_to_momentum(self) -> None:
+        """Sets the momentum model equal to the online model and freezes it."""
+        for online, momentum in zip(self.eclip.parameters(), self.momentum_eclip.parameters()):
+            momentum.copy_(online)
+            momentum.requires_grad_(False)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """EMA update xi <- m * xi + (1 - m) * theta of the momentum model (Eq. 8, after every optimiser step)."""
+        online = [p.detach() for p in self.eclip.parameters()]
+        momentum = list(self.momentum_eclip.parameters())
+        torch._foreach_mul_(momentum, self.config.momentum)
+        torch._foreach_add_(momentum, online, alpha=1.0 - self.config.momentum)
+
+    def check_global_batch_size(self, global_batch_size: int) -> None:
+        """Raises a clear error when the queue cannot hold whole global batches (call before training)."""
+        queue_size = self.config.queue_size
+        if not self.uses_momentum:
+            return
+        if global_batch_size > queue_size:
+            raise ValueError(f"The global batch ({global_batch_size}) is larger than queue_size ({queue_size}).")
+        if queue_size % global_batch_size != 0:
+            raise ValueError(
+                f"queue_size ({queue_size}) must be a multiple of the global batch size ({global_batch_size}) so "
+                "every enqueue writes one contiguous block; change queue_size or the batch size."
+            )
+
+    @property
+    def uses_momentum(self) -> bool:
+        """Whether an objective needing the momentum model, the decoder and the queues is switched on."""
+        config = self.config
+        return any(getattr(config, name) > 0 for name in config.loss_weight_names if name != "itc_loss_weight")
+
+    @torch.no_grad()
+    def _enqueue(self, embeds: torch.Tensor, prompts: torch.Tensor, product_ids: torch.Tensor) -> None:
+        batch_size = embeds.shape[0]
+        self.check_global_batch_size(batch_size)
+        start = int(self.queue_pointer.item())
+        self.queue_embeds[start : start + batch_size] = embeds.to(self.queue_embeds.dtype)
+        self.queue_prompts[start : start + batch_size] = prompts.to(self.queue_prompts.dtype)
+        self.queue_product_ids[start : start + batch_size] = product_ids
+        self.queue_pointer[0] = (start + batch_size) % self.config.queue_size
+
+    def _select_negative_queries(
+        self, all_prompts: torch.Tensor, all_product_ids: torch.Tensor, product_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """T-1 negative queries per local row: other products' prompts from the batch first, then the queue,
+        then the Gaussian set; picked at random inside each group, never of the row's own product."""
+        num_negatives = self.config.decoder_config.num_queries - 1
+        candidates = torch.cat([all_prompts.detach(), self.queue_prompts.to(all_prompts.dtype)], dim=0)
+        candidate_ids = torch.cat([all_product_ids, self.queue_product_ids], dim=0)
+        valid = (candidate_ids[None, :] != product_ids[:, None]) & (candidate_ids[None, :] >= 0)
+        # Random keys: batch candidates in (2, 3), queue candidates in (1, 2), invalid 0 -> batch before queue.
+        keys = torch.rand(valid.shape, device=valid.device)
+        keys[:, : all_prompts.shape[0]] += 1.0
+        keys = torch.where(valid, keys + 1.0, torch.zeros_like(keys))
+        picked_keys, picked = keys.topk(min(num_negatives, keys.shape[1]), dim=1)
+        negatives = self.eclip.prompts_to_query_space(candidates[picked])
+        gaussian = self.eclip.gaussian_negative_queries.to(negatives.dtype)
+        if negatives.shape[1] < num_negatives:
+            pad = gaussian[negatives.shape[1] :].expand(negatives.shape[0], -1, -1)
+            negatives = torch.cat([negatives, pad], dim=1)
+            picked_keys = F.pad(picked_keys, (0, pad.shape[1]))
+        fallback = gaussian.expand_as(negatives)
+        return torch.where((picked_keys > 0).unsqueeze(-1), negatives, fallback)
+
+    def _check_batch(self, pixel_values, positive_pixel_values, input_ids, product_ids) -> None:
+        if pixel_values is None or input_ids is None:
+            raise ValueError("EclipForPreTraining needs pixel_values and input_ids (image and product text).")
+        batch_size = pixel_values.shape[0]
+        _check_batch(batch_size, input_ids.shape[0], "pixel_values", "input_ids")
+        needs_ids = self.uses_momentum
+        if needs_ids and positive_pixel_values is None:
+            raise ValueError(
+                "positive_pixel_values (a second image of each product) is required when inter_loss_weight, "
+                "itm_loss_weight, intra_loss_weight or entropy_loss_weight is > 0."
+            )
+        if needs_ids and product_ids is None:
+            raise ValueError("product_ids are required to mask same-product pairs in the ECLIP objectives.")
+        if positive_pixel_values is not None:
+            _check_batch(batch_size, positive_pixel_values.shape[0], "pixel_values", "positive_pixel_values")
+        if product_ids is not None:
+            if product_ids.dim() != 1:
+                raise ValueError(f"product_ids must be 1-D (batch,), got shape {tuple(product_ids.shape)}.")
+            _check_batch(batch_size, product_ids.shape[0], "pixel_values", "product_ids")
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        positive_pixel_values: torch.Tensor | None = None,
+        product_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> EclipForPreTrainingOutput | tuple:
+        r"""
+        Computes the enabled objectives on one (local) batch; with a process group, features are gathered with
+        gradients so N processes give the loss and gradients of the global batch. In training mode the momentum
+        features are enqueued after the losses are computed.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        config = self.config
+        self._check_batch(pixel_values, positive_pixel_values, input_ids, product_ids)
+        rank, _ = distributed_rank_and_world_size()
+        batch_size = pixel_values.shape[0]
+        row_offset = rank * batch_size
+
+        image_raw, patch_embeds, _ = self.eclip.encode_image(pixel_values, **kwargs)
+        text_raw, _ = self.eclip.encode_text(input_ids, attention_mask, token_type_ids, **kwargs)
+        image_embeds, text_embeds = F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1)
+        logit_scale = self.eclip.logit_scale.clamp(max=config.logit_scale_max).exp()
+        all_image_embeds, all_text_embeds = gather_features(image_embeds), gather_features(text_embeds)
+        all_product_ids = gather_features(product_ids) if product_ids is not None else None
+        if product_ids is not None and batch_size > 1 and bool((all_product_ids == all_product_ids[0]).all()):
+            raise ValueError("Every sample in the batch is the same product: there are no negatives to contrast.")
+
+        terms: dict[str, torch.Tensor | None] = dict.fromkeys(("itc", "inter", "itm", "intra", "entropy"))
+        if config.itc_loss_weight > 0:
+            terms["itc"] = image_text_contrastive_loss(
+                image_embeds,
+                text_embeds,
+                all_image_embeds,
+                all_text_embeds,
+                logit_scale,
+                product_ids,
+                all_product_ids,
+                row_offset,
+            )
+        instance_embeds = positive_slot = positive_slot_entropy = None
+        if self.uses_momentum:
+            instance_embeds, positive_slot, positive_slot_entropy = self._instance_objectives(
+                terms,
+                patch_embeds,
+                image_embeds,
+                text_embeds,
+                text_raw,
+                all_image_embeds,
+                all_text_embeds,
+                positive_pixel_values,
+                input_ids,
+                attention_mask,
+                token_type_ids,
+                product_ids,
+                all_product_ids,
+                logit_scale,
+                row_offset,
+            )
+        weights = {name: getattr(config, f"{name}_loss_weight") for name in terms}
+        loss = sum(weights[name] * value for name, value in terms.items() if value is not None)
+        output = EclipForPreTrainingOutput(
+            loss=loss,
+            loss_itc=terms["itc"],
+            loss_inter=terms["inter"],
+            loss_itm=terms["itm"],
+            loss_intra=terms["intra"],
+            loss_entropy=terms["entropy"],
+            temperature=(1.0 / logit_scale).detach(),
+            positive_slot_entropy=positive_slot_entropy,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            instance_embeds=instance_embeds,
+            positive_slot=positive_slot,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _instance_objectives(
+        self,
+        terms: dict,
+        patch_embeds: torch.Tensor,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        text_raw: torch.Tensor,
+        all_image_embeds: torch.Tensor,
+        all_text_embeds: torch.Tensor,
+        positive_pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        product_ids: torch.Tensor,
+        all_product_ids: torch.Tensor,
+        logit_scale: torch.Tensor,
+        row_offset: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """L_inter, L_itm, L_intra and L_R: everything that needs the decoder and the momentum model."""
+        config = self.config
+        batch_size, device = text_raw.shape[0], text_raw.device
+        num_queries = config.decoder_config.num_queries
+
+        with torch.no_grad():
+            momentum_image_raw, momentum_patches, _ = self.momentum_eclip.encode_image(positive_pixel_values)
+            momentum_text_raw, _ = self.momentum_eclip.encode_text(input_ids, attention_mask, token_type_ids)
+            text_prompt_types = torch.full((batch_size,), TEXT_PROMPT, dtype=torch.long, device=device)
+            momentum_instances = self.momentum_eclip.decode_instances(
+                momentum_patches, momentum_text_raw, text_prompt_types, output_assignment_maps=False
+            ).last_hidden_state[:, 0]
+            momentum_instances = F.normalize(momentum_instances, dim=-1)
+            momentum_prompts = F.normalize(momentum_text_raw, dim=-1)
+
+        # Eq. 1 queries: text prompt g_T(w_cls), or the image prompt g_I(v_cls) of x+, at a (random) slot r.
+        use_image_prompt = torch.rand(batch_size, device=device) < config.image_prompt_probability
+        positive_prompts = torch.where(use_image_prompt.unsqueeze(-1), momentum_image_raw.to(text_raw.dtype), text_raw)
+        positive_types = use_image_prompt.long()  # TEXT_PROMPT = 0, IMAGE_PROMPT = 1
+        if config.random_positive_slot:
+            positive_slot = torch.randint(0, num_queries, (batch_size,), device=device)
+        else:
+            positive_slot = torch.zeros(batch_size, dtype=torch.long, device=device)
+        negative_queries = self._select_negative_queries(all_text_embeds, all_product_ids, product_ids)
+        queries = self.eclip.build_instance_queries(
+            self.eclip.prompts_to_query_space(positive_prompts),
+            positive_types,
+            negative_queries,
+            positive_slot=positive_slot,
+        )
+        decoder_output = self.eclip.decoder(queries, patch_embeds, output_assignment_maps=True, return_dict=True)
+        slots = decoder_output.last_hidden_state
+        assignment = decoder_output.assignment_maps[-1]
+        rows = torch.arange(batch_size, device=device)
+        instance_embeds = F.normalize(slots[rows, positive_slot], dim=-1)
+
+        all_momentum_instances = gather_features(momentum_instances)
+        if config.inter_loss_weight > 0:
+            filled = self.queue_product_ids >= 0  # slots not yet written hold no feature
+            terms["inter"] = inter_product_contrastive_loss(
+                instance_embeds,
+                all_momentum_instances,
+                self.queue_embeds[filled],
+                product_ids,
+                all_product_ids,
+                self.queue_product_ids[filled],
+                logit_scale,
+                row_offset,
+            )
+        if config.itm_loss_weight > 0:
+            terms["itm"] = self._instance_text_matching(
+                instance_embeds,
+                image_embeds,
+                text_embeds,
+                all_image_embeds,
+                all_text_embeds,
+                product_ids,
+                all_product_ids,
+                row_offset,
+            )
+        if config.intra_loss_weight > 0:
+            terms["intra"] = intra_product_contrastive_loss(slots, text_embeds, positive_slot, logit_scale)
+        if config.entropy_loss_weight > 0:
+            terms["entropy"] = assignment_entropy_regularizer(assignment, positive_slot)
+
+        with torch.no_grad():
+            positive_map = assignment.float()[rows, :, positive_slot]
+            positive_map = positive_map / positive_map.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+            positive_slot_entropy = -(positive_map * positive_map.clamp_min(1e-12).log()).sum(-1).mean()
+
+        if self.training:
+            with torch.no_grad():
+                momentum = config.momentum
+                ema = self.eclip.ema_negative_queries
+                ema.mul_(momentum).add_(negative_queries.detach().float().mean(0).to(ema.dtype), alpha=1 - momentum)
+            self._enqueue(all_momentum_instances, gather_features(momentum_prompts), all_product_ids)
+        return instance_embeds, positive_slot, positive_slot_entropy
+
+    def _instance_text_matching(
+        self,
+        instance_embeds: torch.Tensor,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        all_image_embeds: torch.Tensor,
+        all_text_embeds: torch.Tensor,
+        product_ids: torch.Tensor,
+        all_product_ids: torch.Tensor,
+        row_offset: int,
+    ) -> torch.Tensor:
+        """L_itm over f(h ⊙ g_T(w_cls)): each positive pair, a hard negative text per instance and a hard negative
+        instance per text, sampled from the ITC similarities (same-product pairs masked), as in ALBEF."""
+        all_instances = gather_features(instance_embeds)
+        with torch.no_grad():
+            negative_text = sample_hard_negatives(image_embeds @ all_text_embeds.t(), product_ids, all_product_ids)
+            negative_image = sample_hard_negatives(text_embeds @ all_image_embeds.t(), product_ids, all_product_ids)
+        instances = torch.cat([instance_embeds, instance_embeds, all_instances[negative_image]], dim=0)
+        texts = torch.cat([text_embeds, all_text_embeds[negative_text], text_embeds], dim=0)
+        match_logits = self.itm_head(instances * texts)
+        batch_size = instance_embeds.shape[0]
+        labels = torch.cat([torch.ones(batch_size), torch.zeros(2 * batch_size)]).long().to(match_logits.device)
+        return instance_text_matching_loss(match_logits, labels)
+
+
 def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int) -> torch.Tensor:
     """Gather indices `(B, T)` that move column 0 (the positive) to column r and shift columns 1..r left by one."""
     if positive_slot.min() < 0 or positive_slot.max() >= num_queries:
@@ -742,6 +1146,8 @@ def _load_tower(name_or_path: str, **kwargs) -> PreTrainedModel:
 
 
 __all__ = [
+    "EclipForPreTraining",
+    "EclipForPreTrainingOutput",
     "EclipDecoderOutput",
     "EclipInstanceDecoder",
     "EclipModel",
