@@ -3,11 +3,13 @@
 # compliance with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """ECLIP for transformers. Importing this package registers ECLIP with the Auto classes."""
 
-from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from .configuration_eclip import EclipConfig, EclipDecoderConfig
 from .modeling_eclip import (
     EclipDecoderOutput,
+    EclipForPreTraining,
+    EclipForPreTrainingOutput,
     EclipInstanceDecoder,
     EclipModel,
     EclipOutput,
@@ -19,18 +21,22 @@ AutoConfig.register("eclip", EclipConfig, exist_ok=True)
 AutoConfig.register("eclip_decoder", EclipDecoderConfig, exist_ok=True)
 AutoModel.register(EclipConfig, EclipModel, exist_ok=True)
 AutoModel.register(EclipDecoderConfig, EclipInstanceDecoder, exist_ok=True)
+AutoModelForPreTraining.register(EclipConfig, EclipForPreTraining, exist_ok=True)
 AutoProcessor.register(EclipConfig, EclipProcessor, exist_ok=True)
 
 # save_pretrained writes `auto_map` and copies the code, so checkpoints load with trust_remote_code=True
 # where this package is not installed.
 EclipConfig.register_for_auto_class()
 EclipModel.register_for_auto_class("AutoModel")
+EclipForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 EclipProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "EclipConfig",
     "EclipDecoderConfig",
     "EclipDecoderOutput",
+    "EclipForPreTraining",
+    "EclipForPreTrainingOutput",
     "EclipInstanceDecoder",
     "EclipModel",
     "EclipOutput",
