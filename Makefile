@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_APT_PACKAGES := unicode-data fonts-noto-color-emoji fonts-dejavu-core
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -16,6 +17,17 @@ $(STAMP): setup.cfg pyproject.toml
 	# CPU build on this machine; GPU users install their CUDA torch into .venv first.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	# Inputs of the offline demo catalogue (processing/build_demo_catalogue.py): emoji list, Noto emoji, a
+	# banner font. Installed only when missing, and only as root with apt-get; otherwise we say what to install.
+	@missing=""; \
+	for pkg in $(DEMO_APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) \
+			|| echo "warning: could not install$$missing; the demo catalogue needs them"; \
+	else \
+		echo "note: the demo catalogue needs the Debian packages$$missing: sudo apt-get install$$missing"; \
+	fi
 	touch $(STAMP)
 
 lint: install
