@@ -1,0 +1,385 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Streaming product-pair pipeline: catalogue shards -> batches of (x, x+, text, product id) for ECLIP pretraining.
+
+Pipeline (one process per rank)::
+
+    parquet shards --datasets streaming--> shuffle(seed, buffer) --split_dataset_by_node--> examples
+      --(worker pool) pick two different images of the product + decode--> samples
+      --(main process) batcher: no product twice in a batch--> ProductPairCollator (EclipProcessor) --> batches
+
+Exact resume. ``datasets`` can checkpoint a streaming dataset, but its ``state_dict`` does not hold the content of a
+shuffle buffer ("examples from shuffle buffers are lost when resuming", see ``IterableDataset.state_dict``). The
+stream therefore checkpoints its position as (epoch, number of examples of that epoch consumed) plus the positions
+of the examples held over for the next batch. Shuffling depends only on (seed, epoch) via ``set_epoch`` and the image
+pair of an example only on (seed, epoch, position), so re-reading the epoch and skipping the consumed examples (without
+decoding them) gives exactly the batches an uninterrupted run would have produced.
+
+This module is used by the training loop and evaluation; it is not part of the remote code of a checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets.distributed import split_dataset_by_node
+
+from .processing_eclip import to_rgb_image
+
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # processing/ is a top-level folder of the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from processing.shard_format import list_shards  # noqa: E402
+
+DEFAULT_SHUFFLE_BUFFER = 1000
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_NUM_WORKERS = 2
+# Examples handed to a decode worker at once: amortises inter-process overhead without delaying the first batch.
+_DECODE_CHUNK = 8
+# Rows read from the parquet stream at once (arrow -> python conversion is cheaper in batches).
+_READ_BATCH = 64
+COUNTER_NAMES = ("skipped_corrupt_images", "skipped_single_image_products", "deferred_duplicates")
+
+
+def product_id_to_int(product_id: str) -> int:
+    """Stable signed int64 of a string product id (first 8 bytes of its blake2b digest), equal on every host/run."""
+    digest = hashlib.blake2b(product_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def load_product_stream(
+    data_files: str | Sequence[str] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "train",
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> datasets.IterableDataset:
+    """Stream the product rows of a catalogue, shuffled with ``seed`` and split across ``world_size`` ranks.
+
+    Pass either ``data_files`` (parquet shard paths or globs) or ``data_dir`` (a catalogue root; its ``split``
+    sub-folder is read). ``shuffle_buffer=0`` disables shuffling. Call ``set_epoch`` on the result to reshuffle.
+    """
+    if (data_files is None) == (data_dir is None):
+        raise ValueError("pass exactly one of data_files or data_dir")
+    if data_dir is not None:
+        data_files = [str(path) for path in list_shards(data_dir, split)]
+        if not data_files:
+            raise FileNotFoundError(f"no shards in {Path(data_dir) / split}")
+    # The parquet files are already one split; datasets calls a plain file list "train" whatever it holds.
+    stream = datasets.load_dataset("parquet", data_files=data_files, split="train", streaming=True)
+    if shuffle_buffer > 0:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    if world_size > 1:
+        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+    return stream
+
+
+def choose_pair_order(images: Sequence[Mapping[str, Any]], rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Candidate (anchor, positive) index pairs of a product's images, best first.
+
+    The anchor is drawn at random; positives are ranked by preferring another source, then another kind (an
+    instance seen by a different camera / in a different context is the harder, more useful positive), ties broken at
+    random. Later candidates are the fallbacks used when an image turns out not to decode.
+    """
+    count = len(images)
+    anchors = rng.permutation(count)
+    noise = rng.random((count, count))
+    pairs = []
+    for anchor in anchors:
+        others = [i for i in range(count) if i != anchor]
+        others.sort(
+            key=lambda i: (
+                images[i]["source"] == images[anchor]["source"],
+                images[i]["kind"] == images[anchor]["kind"],
+                noise[anchor, i],
+            )
+        )
+        pairs.extend((int(anchor), i) for i in others)
+    return pairs
+
+
+def make_pair(example: Mapping[str, Any], seed: int, epoch: int, position: int) -> dict[str, Any]:
+    """Pick and decode two different images of one product row.
+
+    Returns a sample (``anchor``, ``positive`` RGB PIL images, ``title``, ``product_id`` int64, ``product_key``
+    string) or, when fewer than two images decode, ``{"rejected": "single_image"}``; ``corrupt`` counts the images
+    that failed to decode. The choice depends only on (seed, epoch, position), which makes resumption exact.
+    """
+    images = example["images"]
+    rng = np.random.default_rng([seed, epoch, position])
+    decoded: dict[int, Any] = {}
+    bad: set[int] = set()
+
+    def load(index: int) -> Any:
+        if index not in decoded and index not in bad:
+            try:
+                decoded[index] = to_rgb_image(images[index]["image"], f"{example['product_id']} image {index}")
+            except ValueError:
+                bad.add(index)
+        return decoded.get(index)
+
+    sample: dict[str, Any] = {"rejected": "single_image"}
+    if len(images) >= 2:
+        for anchor, positive in choose_pair_order(images, rng):
+            if anchor in bad or positive in bad:
+                continue
+            if load(anchor) is not None and load(positive) is not None:
+                sample = {
+                    "anchor": decoded[anchor],
+                    "positive": decoded[positive],
+                    "title": example["title"],
+                    "product_id": product_id_to_int(example["product_id"]),
+                    "product_key": example["product_id"],
+                }
+                break
+    sample["corrupt"] = len(bad)
+    return sample
+
+
+def _make_pairs(jobs: list[tuple[dict[str, Any], int, int, int]]) -> list[dict[str, Any]]:
+    """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position)."""
+    return [make_pair(*job) for job in jobs]
+
+
+class ProductPairCollator:
+    """Turn product-pair samples into the ``EclipForPreTraining`` batch contract with an ``EclipProcessor``.
+
+    Returns ``pixel_values`` (anchors), ``positive_pixel_values``, ``input_ids``, ``attention_mask`` (and
+    ``token_type_ids`` when the tokenizer makes them) and ``product_ids`` (int64).
+    """
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        anchors = self.processor(images=[s["anchor"] for s in samples], text=[s["title"] for s in samples])
+        positives = self.processor(images=[s["positive"] for s in samples])["pixel_values"]
+        batch = {
+            "pixel_values": anchors["pixel_values"],
+            "positive_pixel_values": positives,
+            "input_ids": anchors["input_ids"],
+            "attention_mask": anchors["attention_mask"],
+        }
+        if "token_type_ids" in anchors:
+            batch["token_type_ids"] = anchors["token_type_ids"]
+        batch["product_ids"] = torch.tensor([s["product_id"] for s in samples], dtype=torch.int64)
+        return batch
+
+
+class ProductPairStream(torch.utils.data.IterableDataset):
+    """Batches of product pairs from a catalogue stream, with an exactly restorable position.
+
+    Iterating yields the batches of the current epoch from the current position; after the last batch the stream
+    moves on to the next epoch. Every batch has ``batch_size`` different products (a product id already in the batch
+    is held over for the next one and counted); the incomplete last batch of an epoch is dropped unless
+    ``drop_last=False``. Decoding runs in ``num_workers`` processes; batching and the processor run in the iterating
+    process, so the position lives there and ``state_dict()`` is exact whatever ``num_workers`` is.
+
+    Use it directly (``for batch in stream``) or through ``torch.utils.data.DataLoader(stream, batch_size=None)``.
+    Inside a DataLoader with ``num_workers=W > 0`` each loader worker reads and decodes the whole stream but runs
+    the processor only for every W-th batch, so the batches come out in the same order as in direct use; the loader
+    workers' positions do not reach the main process, though, so checkpoint with direct use (the stream's own
+    ``num_workers`` decode pool) when exact resumption matters.
+
+    Args:
+        stream: product rows, e.g. from :func:`load_product_stream` (shuffled and split by node).
+        processor: an ``EclipProcessor``.
+        batch_size: products per batch.
+        seed: seed of the image-pair choice (the shuffle has its own, in ``load_product_stream``).
+        num_workers: decode processes (0: decode in the iterating process).
+        drop_last: drop the incomplete last batch of an epoch (fixed batch sizes keep distributed gathers simple).
+    """
+
+    def __init__(
+        self,
+        stream: datasets.IterableDataset,
+        processor: Any,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        seed: int = 0,
+        num_workers: int = DEFAULT_NUM_WORKERS,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 2:
+            raise ValueError("batch_size must be at least 2: the objectives need other products as negatives")
+        self.stream = stream
+        self.collator = ProductPairCollator(processor)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+        self.epoch = 0
+        self._consumed = 0  # examples of this epoch taken by the batcher (in a batch, held over or rejected)
+        self._pending: list[int] = []  # positions of held-over examples, oldest first
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+
+    # ------------------------------------------------------------------------------------------------ state
+    @property
+    def counters(self) -> dict[str, int]:
+        """Skip / deferral counts so far: ``skipped_corrupt_images``, ``skipped_single_image_products``,
+        ``deferred_duplicates`` (restored with the state)."""
+        return dict(self._counters)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning; the shuffle order depends only on (shuffle seed, epoch)."""
+        self.epoch = epoch
+        self._consumed = 0
+        self._pending = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position after the last batch yielded: epoch, examples consumed, held-over positions, counters."""
+        return {
+            "epoch": self.epoch,
+            "consumed": self._consumed,
+            "pending": list(self._pending),
+            "counters": dict(self._counters),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume at the position saved by :meth:`state_dict` (with the same stream, seed and batch size)."""
+        if state["seed"] != self.seed or state["batch_size"] != self.batch_size:
+            raise ValueError("the state was saved with another seed or batch size; the batches would differ")
+        self.epoch = int(state["epoch"])
+        self._consumed = int(state["consumed"])
+        self._pending = [int(position) for position in state["pending"]]
+        self._counters = {name: int(state["counters"].get(name, 0)) for name in COUNTER_NAMES}
+
+    # ------------------------------------------------------------------------------------------- iteration
+    def _jobs(self, epoch: int, start: int, replay: set[int]) -> Iterator[tuple[int, tuple | None]]:
+        """(position, job) for each example of ``epoch``: a job for positions >= ``start`` and those in ``replay``
+        (held-over examples of a restored state), ``None`` for the skipped ones (no image is decoded for them)."""
+        self.stream.set_epoch(epoch)
+        position = 0
+        # ``iter`` rather than ``__iter__``: inside a DataLoader worker ``__iter__`` would hand this worker only some
+        # of the parquet files, whereas every loader worker must see the whole stream (see the class docstring).
+        for rows in self.stream.iter(batch_size=_READ_BATCH):
+            for product_id, title, images in zip(rows["product_id"], rows["title"], rows["images"]):
+                if position >= start or position in replay:
+                    # Only what make_pair needs crosses the process boundary (boxes stay behind).
+                    example = {
+                        "product_id": product_id,
+                        "title": title,
+                        "images": [{"image": im["image"], "source": im["source"], "kind": im["kind"]} for im in images],
+                    }
+                    yield position, (example, self.seed, epoch, position)
+                else:
+                    yield position, None
+                position += 1
+
+    def _samples(self, epoch: int, start: int, replay: set[int], workers: int) -> Iterator[tuple[int, dict]]:
+        """(position, sample) in stream order for the positions that have a job, decoded by ``workers`` processes."""
+        jobs = ((position, job) for position, job in self._jobs(epoch, start, replay) if job is not None)
+        if workers <= 0:
+            for position, job in jobs:
+                yield position, make_pair(*job)
+            return
+        # fork keeps worker start-up cheap (no re-import); the workers only run make_pair on plain data.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers)
+        try:
+            in_flight: collections.deque = collections.deque()
+            chunk: list[tuple[int, tuple]] = []
+            max_in_flight = 4 * workers  # bounded read-ahead: a stream can be far larger than memory
+
+            def submit(items: list[tuple[int, tuple]]) -> None:
+                in_flight.append(([p for p, _ in items], pool.apply_async(_make_pairs, ([j for _, j in items],))))
+
+            for item in jobs:
+                chunk.append(item)
+                if len(chunk) == _DECODE_CHUNK:
+                    submit(chunk)
+                    chunk = []
+                while len(in_flight) >= max_in_flight:
+                    positions, result = in_flight.popleft()
+                    yield from zip(positions, result.get())
+            if chunk:
+                submit(chunk)
+            while in_flight:
+                positions, result = in_flight.popleft()
+                yield from zip(positions, result.get())
+        finally:
+            pool.terminate()
+            pool.join()
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = torch.utils.data.get_worker_info()
+        if worker is None:
+            yield from self._iterate(self.num_workers, owned=None)
+        else:
+            # Inside a DataLoader worker: a private copy of the stream; run the processor for every W-th batch only.
+            yield from self._iterate(0, owned=(worker.id, worker.num_workers))
+
+    def _iterate(self, workers: int, owned: tuple[int, int] | None) -> Iterator[dict[str, torch.Tensor]]:
+        epoch, start = self.epoch, self._consumed
+        replay = set(self._pending)
+        counters = self._counters
+        held: collections.deque = collections.deque()  # (position, sample) held over, oldest first
+        batch: list[tuple[int, dict]] = []
+        ids: set[int] = set()
+        batch_index = 0
+
+        def add(position: int, sample: dict) -> None:
+            if sample["product_id"] in ids:
+                held.append((position, sample))
+                counters["deferred_duplicates"] += 1
+            else:
+                batch.append((position, sample))
+                ids.add(sample["product_id"])
+
+        restored: list[tuple[int, dict]] = []
+
+        def start_batch() -> None:
+            """Held-over products start the next batch in stream order; one still clashing there is held again."""
+            nonlocal batch, ids
+            batch, ids = [], set()
+            for _ in range(len(held)):
+                held_position, held_sample = held.popleft()
+                if held_sample["product_id"] in ids or len(batch) == self.batch_size:
+                    held.append((held_position, held_sample))
+                else:
+                    batch.append((held_position, held_sample))
+                    ids.add(held_sample["product_id"])
+
+        for position, sample in self._samples(epoch, start, replay, workers):
+            if position in replay:  # a held-over example of the restored state: already counted when deferred
+                restored.append((position, sample))
+                continue
+            if restored:  # rebuild the batch start exactly as the uninterrupted run did after its last batch
+                held.extend(sorted(restored, key=lambda item: item[0]))
+                restored = []
+                start_batch()
+            counters["skipped_corrupt_images"] += sample["corrupt"]
+            if "rejected" in sample:
+                counters["skipped_single_image_products"] += 1
+            else:
+                add(position, sample)
+            self._consumed = position + 1
+            if len(batch) == self.batch_size:
+                samples = [s for _, s in batch]
+                start_batch()
+                self._pending = sorted(p for p, _ in [*batch, *held])
+                if owned is None or batch_index % owned[1] == owned[0]:
+                    yield self.collator(samples)
+                batch_index += 1
+        if restored:  # the restored position was at the very end of the epoch
+            held.extend(sorted(restored, key=lambda item: item[0]))
+            start_batch()
+        leftover = [s for _, s in batch] + [s for _, s in held]
+        if not self.drop_last and leftover:
+            distinct = list({s["product_id"]: s for s in reversed(leftover)}.values())[::-1]
+            if len(distinct) >= 2 and (owned is None or batch_index % owned[1] == owned[0]):
+                yield self.collator(distinct)
+        self.set_epoch(epoch + 1)

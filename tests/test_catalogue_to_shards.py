@@ -1,0 +1,152 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Tests of the catalogue-to-shards converter (processing/catalogue_to_shards.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from processing import catalogue_to_shards as c2s  # noqa: E402
+from processing import shard_format as sf  # noqa: E402
+
+EXPECTED = {
+    "no_title": 1,
+    "missing_image_file": 1,
+    "duplicate": 1,
+    "unreadable_image": 1,
+    "invalid_kind": 0,
+    "single_image_product": 1,
+}
+GOOD_PRODUCTS = {"p-good-1", "p-good-2", "p-cmyk", "p-16bit"}
+
+
+def _rgb(seed: int, size: int = 40) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size + 8, 3), dtype=np.uint8))
+
+
+def _save(image: Image.Image, path: Path, **kwargs) -> str:
+    image.save(path, **kwargs)
+    return path.name
+
+
+def _make_images(folder: Path) -> list[dict]:
+    """Catalogue rows (image paths relative to ``folder``) with one of each problem."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def add(pid: str, image: str, title: str = "", **extra) -> None:
+        rows.append({"product_id": pid, "title": title or f"title of {pid}", "image": image, **extra})
+
+    add("p-good-1", _save(_rgb(1), folder / "g1a.png"), category="toys", source="shop", kind="catalog")
+    add("p-good-1", _save(_rgb(2), folder / "g1b.jpg", quality=95), source="phone", kind="customer")
+    add("p-good-2", _save(_rgb(3), folder / "g2a.jpg"))
+    add("p-good-2", _save(_rgb(4), folder / "g2b.png"), kind="ad")
+    # A truncated JPEG: the other two images of p-good-2 keep the product.
+    full = io.BytesIO()
+    _rgb(5, 96).save(full, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
+    add("p-good-2", "truncated.jpg")
+    add("p-cmyk", _save(_rgb(6).convert("CMYK"), folder / "cmyk.jpg"))
+    add("p-cmyk", _save(_rgb(7), folder / "cmyk-partner.png"))
+    sixteen = Image.fromarray((np.random.default_rng(8).integers(0, 65536, (40, 48))).astype(np.uint16))
+    assert sixteen.mode.startswith("I;16")
+    add("p-16bit", _save(sixteen, folder / "sixteen.png"))
+    add("p-16bit", _save(_rgb(9), folder / "sixteen-partner.jpg"))
+    add("p-16bit", "sixteen-partner.jpg")  # duplicate row: same product, same image
+    add("p-untitled", _save(_rgb(10), folder / "untitled.png"), title=" ")
+    rows[-1]["title"] = " "
+    add("p-single", _save(_rgb(11), folder / "single.png"))
+    add("p-good-1", "does-not-exist.png")
+    return rows
+
+
+@pytest.fixture
+def rows(tmp_path: Path) -> list[dict]:
+    return _make_images(tmp_path / "catalogue")
+
+
+def _write_jsonl(rows: list[dict], folder: Path) -> Path:
+    path = folder / "catalogue.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _check_output(output: Path, report: dict, image_size: int | None = None, missing: int = 1) -> list[dict]:
+    assert report["rejected_rows"] == {**EXPECTED, "missing_image_file": missing}
+    assert report["input_rows"] == 12 + missing
+    assert report["accepted_rows"] == 8  # the 8 images of the 4 good products, whatever else was rejected
+    assert json.loads((output / "rejections.json").read_text()) == report
+    assert not [p for p in output.rglob("*") if ".tmp" in p.name]
+    products = sf.read_split(output, "train")
+    assert {row["product_id"] for row in products} == GOOD_PRODUCTS
+    for row in products:
+        sf.validate_row(row)
+        assert row["split"] == "train" and len(row["images"]) >= 2
+        for image in row["images"]:
+            decoded = Image.open(io.BytesIO(image["image"]))
+            assert decoded.mode == "RGB"  # CMYK and 16-bit sources were converted
+            if image_size:
+                assert decoded.size == (image_size, image_size)
+    by_id = {row["product_id"]: row for row in products}
+    assert [im["kind"] for im in by_id["p-good-1"]["images"]] == ["catalog", "customer"]
+    assert [im["source"] for im in by_id["p-good-1"]["images"]] == ["shop", "phone"]
+    assert by_id["p-good-1"]["category"] == "toys"
+    return products
+
+
+def test_jsonl(rows: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    catalogue = _write_jsonl(rows, tmp_path / "catalogue")
+    assert c2s.main([str(catalogue), "--output", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "rejections.json").read_text())
+    _check_output(tmp_path / "out", report)
+    printed = capsys.readouterr().out
+    assert "| rejected: unreadable_image | 1 |" in printed
+
+
+def test_csv_with_absolute_paths_and_pre_resize(rows: list[dict], tmp_path: Path) -> None:
+    folder = tmp_path / "catalogue"
+    path = tmp_path / "elsewhere" / "catalogue.csv"
+    path.parent.mkdir()
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["product_id", "title", "category", "image", "source", "kind"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "image": str(folder / row["image"])})
+    report = c2s.convert(path, tmp_path / "out", image_size=24)
+    _check_output(tmp_path / "out", report, image_size=24)
+
+
+def test_saved_datasets_dataset(rows: list[dict], tmp_path: Path) -> None:
+    import datasets
+
+    folder = tmp_path / "catalogue"
+    rows = [row for row in rows if row["image"] != "does-not-exist.png"]  # save_to_disk embeds every image file
+    columns = {key: [row.get(key) or "" for row in rows] for key in ("product_id", "title", "category", "source")}
+    columns["kind"] = [row.get("kind") or "catalog" for row in rows]
+    columns["image"] = [str(folder / row["image"]) for row in rows]
+    # An Image feature: save_to_disk embeds the bytes; loading would decode to PIL unless the converter says not to.
+    dataset = datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    report = c2s.convert(tmp_path / "saved", tmp_path / "out")
+    _check_output(tmp_path / "out", report, missing=0)
+
+
+def test_test_fraction_splits_by_product(rows: list[dict], tmp_path: Path) -> None:
+    catalogue = _write_jsonl(rows, tmp_path / "catalogue")
+    report = c2s.convert(catalogue, tmp_path / "out", test_fraction=0.5, seed=3)
+    assert report["splits"]["train"]["products"] == report["splits"]["test"]["products"] == 2
+    train = {row["product_id"] for row in sf.read_split(tmp_path / "out", "train")}
+    test = {row["product_id"] for row in sf.read_split(tmp_path / "out", "test")}
+    assert not train & test and train | test == GOOD_PRODUCTS
+    assert all(row["split"] == "test" for row in sf.read_split(tmp_path / "out", "test"))

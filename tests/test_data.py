@@ -1,0 +1,175 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Tests of the streaming product-pair pipeline (modeling_eclip/data_eclip.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import datasets.config
+import pytest
+import torch
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from modeling_eclip import EclipForPreTraining  # noqa: E402
+from modeling_eclip.data_eclip import (  # noqa: E402
+    ProductPairStream,
+    load_product_stream,
+    product_id_to_int,
+)
+from processing import build_demo_catalogue as bdc  # noqa: E402
+from processing import demo_products as dp  # noqa: E402
+from processing import shard_format as sf  # noqa: E402
+
+BATCH = 4
+CONTRACT = ("pixel_values", "positive_pixel_values", "input_ids", "attention_mask", "product_ids")
+
+
+@pytest.fixture(autouse=True)
+def _no_parquet_shutdown_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    # datasets sleeps 5 s whenever a parquet stream ends (an arrow shutdown workaround); tests end many streams.
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+
+
+@pytest.fixture(scope="session")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo catalogue (30 products, 32 px), built once per session like tests/test_demo_catalogue.py."""
+    if dp.find_emoji_test() is None or not bdc.discover_sources():
+        pytest.skip("needs emoji-test.txt and emoji artwork (see tests/test_demo_catalogue.py)")
+    output = tmp_path_factory.mktemp("data") / "catalogue"
+    bdc.build_catalogue(output, seed=0, image_size=32, max_products=30, workers=1)
+    return output
+
+
+@pytest.fixture(scope="session")
+def duplicated(catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shards where the first products appear three times each, so the batcher must hold duplicates over."""
+    rows = sf.read_split(catalogue, "train")
+    root = tmp_path_factory.mktemp("duplicated")
+    with sf.ShardWriter(root / "train") as writer:
+        for index, row in enumerate(rows):
+            for _ in range(3 if index < 4 else 1):
+                writer.write(row)
+    return root
+
+
+def _stream(processor, root: Path, *, seed: int = 0, buffer: int = 16, workers: int = 0, **kwargs):
+    rank_kwargs = {key: kwargs.pop(key) for key in ("rank", "world_size") if key in kwargs}
+    stream = load_product_stream(data_dir=root, shuffle_buffer=buffer, seed=seed, **rank_kwargs)
+    return ProductPairStream(
+        stream, processor, batch_size=kwargs.pop("batch_size", BATCH), num_workers=workers, **kwargs
+    )
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b)
+    )
+
+
+def test_product_id_to_int_is_stable_int64() -> None:
+    value = product_id_to_int("emoji-1f3b8")
+    assert value == product_id_to_int("emoji-1f3b8") != product_id_to_int("emoji-1f3b9")
+    assert -(2**63) <= value < 2**63
+    assert torch.tensor([value]).dtype == torch.int64
+
+
+def test_batch_contract_and_forward(processor, catalogue: Path) -> None:
+    batch = next(iter(_stream(processor, catalogue)))
+    assert set(batch) - {"token_type_ids"} == set(CONTRACT)
+    assert batch["pixel_values"].shape == batch["positive_pixel_values"].shape == (BATCH, 3, 32, 32)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["input_ids"].shape[0] == BATCH
+    assert batch["input_ids"].dtype == torch.int64
+    assert batch["product_ids"].shape == (BATCH,) and batch["product_ids"].dtype == torch.int64
+    torch.manual_seed(0)
+    model = EclipForPreTraining(tiny_config()).train()
+    output = model(**batch)
+    assert torch.isfinite(output.loss)
+
+
+def test_no_product_twice_in_a_batch_and_pair_images_differ(processor, duplicated: Path) -> None:
+    stream = _stream(processor, duplicated)
+    batches = list(stream)
+    assert batches
+    for batch in batches:
+        assert len(set(batch["product_ids"].tolist())) == BATCH
+        for anchor, positive in zip(batch["pixel_values"], batch["positive_pixel_values"]):
+            assert not torch.equal(anchor, positive)
+    # 4 products appear 3 times: the repeats that met their twin in the open batch were held over, and counted.
+    assert stream.counters["deferred_duplicates"] > 0
+    assert stream.counters["skipped_corrupt_images"] == stream.counters["skipped_single_image_products"] == 0
+
+
+def test_resume_gives_exactly_the_uninterrupted_batches(processor, duplicated: Path) -> None:
+    reference = list(_stream(processor, duplicated))
+    counters = _stream(processor, duplicated)
+    list(counters)
+    held_over_checkpoints = 0
+    for stop in range(len(reference) + 1):  # a checkpoint after every batch, the start and the end included
+        interrupted = _stream(processor, duplicated)
+        iterator = iter(interrupted)
+        head = [next(iterator) for _ in range(stop)]
+        state = interrupted.state_dict()
+        iterator.close()
+        held_over_checkpoints += bool(state["pending"])
+        resumed = _stream(processor, duplicated)
+        resumed.load_state_dict(state)
+        assert _same(head + list(resumed), reference), f"resumed after batch {stop}"
+        assert resumed.counters == counters.counters
+    assert held_over_checkpoints, "some checkpoint should hold duplicates over, to test their restoration"
+
+
+def test_epochs_reshuffle_deterministically(processor, catalogue: Path) -> None:
+    stream = _stream(processor, catalogue)
+    epoch0 = list(stream)
+    assert stream.epoch == 1  # an exhausted stream moves on to the next epoch
+    epoch1 = list(stream)
+    assert not _same(epoch0, epoch1)
+    stream.set_epoch(0)
+    assert _same(list(stream), epoch0)
+
+
+def test_worker_processes_and_dataloader_give_the_same_batches(processor, catalogue: Path) -> None:
+    reference = list(_stream(processor, catalogue))
+    assert _same(list(_stream(processor, catalogue, workers=2)), reference)
+    loader = torch.utils.data.DataLoader(_stream(processor, catalogue), batch_size=None, num_workers=2)
+    assert _same(list(loader), reference)
+
+
+def test_two_ranks_split_without_overlap(processor, catalogue: Path) -> None:
+    everything = {row["product_id"] for row in sf.read_split(catalogue, "train")}
+    seen = []
+    for rank in range(2):
+        rows = load_product_stream(data_dir=catalogue, shuffle_buffer=16, seed=0, rank=rank, world_size=2)
+        seen.append({row["product_id"] for row in rows})
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == everything
+    ids = []
+    for rank in range(2):
+        stream = _stream(processor, catalogue, rank=rank, world_size=2, drop_last=False)
+        ids.append({pid for batch in stream for pid in batch["product_ids"].tolist()})
+    assert not ids[0] & ids[1]
+    assert ids[0] | ids[1] == {product_id_to_int(pid) for pid in everything}
+
+
+def test_corrupt_images_and_single_image_products_are_skipped_and_counted(processor, catalogue: Path, tmp_path: Path):
+    rows = sf.read_split(catalogue, "train")
+    corrupt = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40  # a PNG signature followed by garbage: passes the writer's checks
+    broken = dict(rows[0], images=[dict(rows[0]["images"][0], image=corrupt), rows[0]["images"][1]])
+    single = dict(rows[1], images=rows[1]["images"][:1])
+    with sf.ShardWriter(tmp_path / "train") as writer:
+        for row in [broken, single, *rows[2:]]:
+            writer.write(row)
+    stream = _stream(processor, tmp_path, drop_last=False)
+    ids = {pid for batch in stream for pid in batch["product_ids"].tolist()}
+    assert stream.counters == {
+        "skipped_corrupt_images": 1,
+        "skipped_single_image_products": 2,  # the one left with a single decodable image, and the one with one
+        "deferred_duplicates": 0,
+    }
+    assert ids == {product_id_to_int(row["product_id"]) for row in rows[2:]}
