@@ -629,8 +629,8 @@ class EclipModel(EclipPreTrainedModel):
         return_dict: bool = True,
     ) -> BaseModelOutputWithPooling | tuple:
         """The product embedding h^L of the positive slot (Sec. 3.4) as `pooler_output` (unnormalised);
-        `last_hidden_state` holds all T slots. The prompt is the text if given (image + title), else the prompt
-        image, else the image itself."""
+        `last_hidden_state` holds all T slots. The prompt is `prompt_embeds` if given, else the prompt image, else
+        the text (image + title), else the image itself."""
         output = self(
             pixel_values=pixel_values,
             input_ids=input_ids,
