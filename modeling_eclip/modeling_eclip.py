@@ -401,9 +401,12 @@ class EclipModel(EclipPreTrainedModel):
         super().__init__(config)
         self.vision_model = vision_model if vision_model is not None else _build_tower(config.vision_config)
         self.text_model = text_model if text_model is not None else _build_tower(config.text_config)
-        # One config object per tower, shared with the parent, so attention switches reach the towers.
-        self.vision_model.config = config.vision_config
-        self.text_model.config = config.text_config
+        # One config object per tower, shared with the parent, so attention switches reach the towers. A pretrained
+        # tower keeps its attention implementation: without one, transformers builds no padding mask at all.
+        for tower, tower_config in ((self.vision_model, config.vision_config), (self.text_model, config.text_config)):
+            if tower_config._attn_implementation is None:
+                tower_config._attn_implementation = tower.config._attn_implementation
+            tower.config = tower_config
 
         dim = config.projection_dim
         decoder_config = config.decoder_config
@@ -476,21 +479,26 @@ class EclipModel(EclipPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        return_dict: bool = True,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         """Text tower output whose `pooler_output` is the (unnormalised) text embedding g_T(w_cls)."""
         text_embeds, text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, **kwargs)
         text_outputs.pooler_output = text_embeds
-        return text_outputs if return_dict else text_outputs.to_tuple()
+        return self._maybe_tuple(text_outputs, return_dict)
 
     def get_image_features(
-        self, pixel_values: torch.Tensor, return_dict: bool = True, **kwargs
+        self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs
     ) -> BaseModelOutputWithPooling | tuple:
         """Image tower output whose `pooler_output` is the (unnormalised) image embedding g_I(v_cls)."""
         image_embeds, _, vision_outputs = self.encode_image(pixel_values, **kwargs)
         vision_outputs.pooler_output = image_embeds
-        return vision_outputs if return_dict else vision_outputs.to_tuple()
+        return self._maybe_tuple(vision_outputs, return_dict)
+
+    def _maybe_tuple(self, output: ModelOutput, return_dict: bool | None) -> ModelOutput | tuple:
+        """A tuple when `return_dict` (or, if None, `config.return_dict`) is False, as transformers' methods do."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
 
     def get_patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The projected patch tokens Z, `(batch, num_patches, projection_dim)`, for dense similarity maps."""
@@ -626,7 +634,7 @@ class EclipModel(EclipPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         prompt_pixel_values: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
-        return_dict: bool = True,
+        return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
         """The product embedding h^L of the positive slot (Sec. 3.4) as `pooler_output` (unnormalised);
         `last_hidden_state` holds all T slots. The prompt is `prompt_embeds` if given, else the prompt image, else
@@ -639,10 +647,11 @@ class EclipModel(EclipPreTrainedModel):
             prompt_pixel_values=prompt_pixel_values,
             prompt_embeds=prompt_embeds,
             normalize_instance_embeds=False,
+            return_dict=True,
         )
         slots = output.decoder_output.last_hidden_state
         features = BaseModelOutputWithPooling(last_hidden_state=slots, pooler_output=output.instance_embeds)
-        return features if return_dict else features.to_tuple()
+        return self._maybe_tuple(features, return_dict)
 
     def get_grounding_map(
         self,
@@ -666,6 +675,7 @@ class EclipModel(EclipPreTrainedModel):
             token_type_ids=token_type_ids,
             prompt_pixel_values=prompt_pixel_values,
             prompt_embeds=prompt_embeds,
+            return_dict=True,
         )
         return self.to_grounding_maps(output.decoder_output.assignment_maps[layer])
 
