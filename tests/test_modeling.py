@@ -1,0 +1,916 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Tests of `EclipModel` / `EclipInstanceDecoder`: what transformers' common model tests check, plus the paper's
+equations (Eq. 1-5) against plain loop references."""
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import MINILM_DIR, TINY_IMAGE_SIZE, TINY_NUM_QUERIES, TINY_PROJECTION_DIM, tiny_config, tiny_model
+from conftest import tiny_pixel_values as pixels
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, ViTConfig, ViTModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from modeling_eclip import EclipDecoderConfig, EclipDecoderOutput, EclipInstanceDecoder, EclipModel, EclipOutput
+
+ATOL = 1e-5
+NUM_PATCHES = (TINY_IMAGE_SIZE // 8) ** 2
+OUTPUT_KEYS = ("text_embeds", "image_embeds", "instance_embeds", "grounding_maps", "logits_per_image")
+
+
+def assert_outputs_close(actual, expected, keys=OUTPUT_KEYS, atol=ATOL):
+    for key in keys:
+        assert actual[key] is not None and expected[key] is not None, key
+        torch.testing.assert_close(actual[key], expected[key], atol=atol, rtol=0, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def text_inputs(processor, texts):
+    return dict(processor(text=texts))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Save / load
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip_is_exact(tmp_path, processor_inputs):
+    model = tiny_model(decoder_config={"negative_query_mode": "ema"})
+    with torch.no_grad():  # non-default values, so a value that is not saved cannot pass by re-initialisation
+        model.logit_scale.fill_(3.3)
+        model.ema_negative_queries.copy_(torch.randn(model.ema_negative_queries.shape))
+    expected = model(**processor_inputs)
+    model.save_pretrained(tmp_path)
+
+    assert (tmp_path / "model.safetensors").is_file()
+    assert not list(tmp_path.glob("*.bin"))
+    saved = load_file(tmp_path / "model.safetensors")
+    assert "logit_scale" in saved and "ema_negative_queries" in saved
+    assert "gaussian_negative_queries" not in saved  # non-persistent: regenerated from the seed
+
+    loaded = EclipModel.from_pretrained(tmp_path)
+    assert not loaded.training
+    assert loaded.dtype == torch.float32
+    state, loaded_state = model.state_dict(), loaded.state_dict()
+    assert state.keys() == loaded_state.keys()
+    for name, tensor in state.items():
+        assert torch.equal(tensor, loaded_state[name]), name
+    for (name, buffer), (_, loaded_buffer) in zip(model.named_buffers(), loaded.named_buffers()):
+        assert torch.equal(buffer, loaded_buffer), name
+    actual = loaded(**processor_inputs)
+    for key in OUTPUT_KEYS:
+        assert torch.equal(actual[key], expected[key]), key
+
+
+def _unrelated_checkpoint(tmp_path, config):
+    config.save_pretrained(tmp_path)
+    save_file({"unrelated.weight": torch.zeros(2)}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("source", ["unrelated_checkpoint", "empty_state_dict"])
+def test_from_pretrained_with_every_weight_missing_initialises_like_init(tmp_path, source):
+    config = tiny_config()
+    torch.manual_seed(0)
+    fresh = EclipModel(config)
+    torch.manual_seed(0)
+    if source == "unrelated_checkpoint":
+        _unrelated_checkpoint(tmp_path, config)
+        loaded = EclipModel.from_pretrained(tmp_path)
+    else:  # what transformers' `test_can_init_all_missing_weights` does
+        loaded = EclipModel.from_pretrained(None, config=tiny_config(), state_dict={})
+
+    fresh_parameters = dict(fresh.named_parameters())
+    assert fresh_parameters.keys() == dict(loaded.named_parameters()).keys()
+    for name, parameter in loaded.named_parameters():
+        reference = fresh_parameters[name].detach()
+        parameter = parameter.detach()
+        assert torch.isfinite(parameter).all(), name
+        assert parameter.abs().max() < 1.5 or name == "logit_scale", f"{name}: uninitialised values"
+        if reference.numel() == 1 or torch.all(reference == reference.flatten()[0]):
+            # Constant initialisations (LayerNorm weights, biases, logit scale) must match exactly.
+            assert torch.equal(parameter, reference), name
+            continue
+        # Random initialisations: same distribution as __init__.
+        tolerance = 0.5 if reference.numel() < 256 else 0.15
+        assert abs(parameter.std() - reference.std()) < tolerance * reference.std(), name
+        assert abs(parameter.mean()) < 4 * reference.std() / math.sqrt(reference.numel()) + 1e-3, name
+        expected_std = 0.02  # initializer_range, except W_q and W_z of Eq. 2: N(0, 1/D) (documented)
+        if "slot_attention.query_proj" in name:
+            expected_std = TINY_PROJECTION_DIM**-0.5
+        if name == "decoder.token_projection.weight":
+            D = TINY_PROJECTION_DIM
+            keys, values = parameter.view(-1, 2, D, D)[:, 0], parameter.view(-1, 2, D, D)[:, 1]
+            assert abs(keys.std() - D**-0.5) < 0.15 * D**-0.5
+            assert abs(values.std() - 0.02) < 0.15 * 0.02
+        else:
+            assert abs(parameter.std() - expected_std) < tolerance * expected_std, name
+        if reference.dim() == 2:  # rows zeroed by __init__ (e.g. the padding embedding) stay zeroed
+            assert torch.equal((reference == 0).all(dim=1), (parameter == 0).all(dim=1)), name
+
+    assert loaded.logit_scale.item() == pytest.approx(config.logit_scale_init_value)
+    assert torch.equal(loaded.gaussian_negative_queries, fresh.draw_gaussian_negative_queries())
+    assert torch.equal(loaded.ema_negative_queries, torch.zeros_like(loaded.ema_negative_queries))
+    fresh_buffers = dict(fresh.named_buffers())
+    for name, buffer in loaded.named_buffers():
+        assert torch.equal(buffer, fresh_buffers[name]), name
+
+
+@torch.no_grad()
+def test_init_weights_can_init_buffers_on_meta(processor_inputs):
+    """Built on the meta device, materialised with `to_empty` and re-initialised: every buffer equals `__init__`'s
+    and no tensor is left behind on meta (transformers' `test_init_weights_can_init_buffers`)."""
+    fresh = tiny_model()
+    with torch.device("meta"):
+        model = EclipModel(tiny_config())
+    model.to_empty(device="cpu")
+    model.init_weights()
+    model.eval()
+    fresh_buffers = dict(fresh.named_buffers())
+    assert fresh_buffers.keys() == dict(model.named_buffers()).keys()
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, fresh_buffers[name]), name
+    assert model.logit_scale.item() == pytest.approx(tiny_config().logit_scale_init_value)
+    for name, parameter in model.named_parameters():
+        if name != "logit_scale":
+            assert torch.isfinite(parameter).all() and parameter.abs().max() < 2.0, name
+    output = model(**processor_inputs)
+    for key in OUTPUT_KEYS:
+        assert torch.isfinite(output[key]).all(), key
+
+
+def test_from_pretrained_missing_weights_gives_a_working_model(tmp_path, processor_inputs):
+    _unrelated_checkpoint(tmp_path, tiny_config())
+    loaded = EclipModel.from_pretrained(tmp_path)
+    output = loaded(**processor_inputs)
+    for key in OUTPUT_KEYS:
+        assert torch.isfinite(output[key]).all(), key
+    assert output.logits_per_image.abs().max() <= math.exp(tiny_config().logit_scale_init_value) + 1e-4
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Determinism, batching, attention implementations
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_eval_mode_is_deterministic(model, processor_inputs):
+    first = model(**processor_inputs, prompt_pixel_values=pixels(2, seed=5))
+    second = model(**processor_inputs, prompt_pixel_values=pixels(2, seed=5))
+    for key in OUTPUT_KEYS:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_dropout_is_active_only_in_training():
+    model = tiny_model(text_config={"hidden_dropout_prob": 0.5}, vision_config={"hidden_dropout_prob": 0.5})
+    inputs = {"pixel_values": pixels(2), "input_ids": torch.tensor([[101, 2417, 10818, 102]] * 2)}
+    assert torch.equal(model(**inputs).instance_embeds, model(**inputs).instance_embeds)
+    model.train()
+    torch.manual_seed(1)
+    first = model(**inputs).instance_embeds
+    torch.manual_seed(2)
+    assert not torch.allclose(first, model(**inputs).instance_embeds)
+
+
+@pytest.mark.parametrize("prompt", ["text", "image_prompt", "image_only"])
+def test_batch_equals_items_one_by_one(model, processor, prompt):
+    texts = ["red shoe", "a blue cotton t-shirt with a round neck and short sleeves", "brown leather bag with strap"]
+    images = pixels(3, seed=3)
+    prompt_images = pixels(3, seed=4)
+
+    def run(index):
+        selected = slice(None) if index is None else slice(index, index + 1)
+        chosen = texts if index is None else [texts[index]]
+        kwargs = {"pixel_values": images[selected]}
+        if prompt != "image_only":
+            kwargs.update(text_inputs(processor, chosen))
+        if prompt == "image_prompt":
+            kwargs["prompt_pixel_values"] = prompt_images[selected]
+        return model(**kwargs)
+
+    batched = run(None)
+    if prompt != "image_only":
+        assert (batched_mask := text_inputs(processor, texts)["attention_mask"]).sum(1).unique().numel() == 3
+        assert not batched_mask.all()  # the batch is padded
+    keys = ("image_embeds", "instance_embeds", "grounding_maps")
+    if prompt != "image_only":
+        keys += ("text_embeds",)
+    for index in range(3):
+        single = run(index)
+        for key in keys:
+            torch.testing.assert_close(batched[key][index : index + 1], single[key], atol=ATOL, rtol=0, msg=key)
+
+
+def _attention_spy(monkeypatch):
+    calls = []
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def spy(module, *args, **kwargs):
+        calls.append(type(module).__name__)
+        return sdpa(module, *args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", spy)
+    return calls
+
+
+def _implementations(model):
+    return {
+        name: module.config._attn_implementation
+        for name, module in (("", model), ("vision", model.vision_model), ("text", model.text_model))
+    } | {"decoder": model.decoder.config._attn_implementation}
+
+
+def test_eager_equals_sdpa_with_padding(tmp_path, processor_inputs, monkeypatch):
+    tiny_model().save_pretrained(tmp_path)
+    eager = EclipModel.from_pretrained(tmp_path, attn_implementation="eager")
+    sdpa = EclipModel.from_pretrained(tmp_path, attn_implementation="sdpa")
+    assert set(_implementations(eager).values()) == {"eager"}
+    assert set(_implementations(sdpa).values()) == {"sdpa"}
+    assert not processor_inputs["attention_mask"].all()
+
+    calls = _attention_spy(monkeypatch)
+    eager_output = eager(**processor_inputs, prompt_pixel_values=pixels(2, seed=8))
+    assert calls == []
+    sdpa_output = sdpa(**processor_inputs, prompt_pixel_values=pixels(2, seed=8))
+    assert {"EclipSelfAttention", "ViTAttention", "BertSelfAttention"} <= set(calls)
+    assert_outputs_close(sdpa_output, eager_output)
+
+
+def test_eager_equals_sdpa_when_built_from_config(processor_inputs):
+    torch.manual_seed(0)
+    eager = EclipModel._from_config(tiny_config(), attn_implementation="eager").eval()
+    sdpa = EclipModel._from_config(tiny_config(), attn_implementation="sdpa").eval()
+    sdpa.load_state_dict(eager.state_dict())
+    assert set(_implementations(eager).values()) == {"eager"}
+    assert set(_implementations(sdpa).values()) == {"sdpa"}
+    assert_outputs_close(sdpa(**processor_inputs), eager(**processor_inputs))
+
+
+def test_set_attn_implementation_at_runtime(model, processor_inputs, monkeypatch):
+    calls = _attention_spy(monkeypatch)
+    reference = model(**processor_inputs)
+    assert {"EclipSelfAttention", "ViTAttention", "BertSelfAttention"} <= set(calls)
+
+    model.set_attn_implementation("eager")
+    assert set(_implementations(model).values()) == {"eager"}
+    calls.clear()
+    eager_output = model(**processor_inputs)
+    assert calls == []
+    assert_outputs_close(eager_output, reference)
+
+    model.set_attn_implementation("sdpa")
+    assert set(_implementations(model).values()) == {"sdpa"}
+    calls.clear()
+    assert_outputs_close(model(**processor_inputs), reference)
+    assert "EclipSelfAttention" in calls
+
+
+def test_output_hidden_states(model, processor_inputs):
+    output = model(**processor_inputs, output_hidden_states=True)
+    assert len(output.vision_model_output.hidden_states) == 3
+    assert len(output.text_model_output.hidden_states) == 3
+    decoder_states = output.decoder_output.hidden_states
+    assert len(decoder_states) == 3  # H^0 and one per block
+    assert torch.equal(decoder_states[0], torch.zeros_like(decoder_states[0]))
+    assert len(output.decoder_output.assignment_maps) == 2
+    tuple_output = model(**processor_inputs, return_dict=False)
+    assert isinstance(tuple_output, tuple)
+    assert torch.equal(tuple_output[0], output.logits_per_image)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training, activation checkpointing, bf16
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _training_loss(model, processor_inputs):
+    output = model(**processor_inputs, prompt_pixel_values=pixels(2, seed=6), return_loss=True)
+    weights = torch.linspace(-1.0, 1.0, output.instance_embeds.numel()).view_as(output.instance_embeds)
+    map_weights = torch.linspace(0.5, 2.0, output.grounding_maps.numel()).view_as(output.grounding_maps)
+    return output.loss + (output.instance_embeds * weights).sum() + (output.grounding_maps * map_weights).sum()
+
+
+def _gradients(model, processor_inputs):
+    model.train()
+    model.zero_grad()
+    _training_loss(model, processor_inputs).backward()
+    return {name: parameter.grad for name, parameter in model.named_parameters()}
+
+
+def _counting(checkpoint, name, calls):
+    def counting(*args, **kwargs):
+        calls.append(name)
+        return checkpoint(*args, **kwargs)
+
+    return counting
+
+
+@pytest.mark.parametrize("checkpointing", [None, "reentrant", "non_reentrant", "deprecated_alias"])
+def test_training_step_updates_every_parameter(processor_inputs, checkpointing):
+    reference_gradients = _gradients(tiny_model(), processor_inputs)
+    model = tiny_model()
+    calls = []
+    if checkpointing is not None:
+        kwargs = {"use_reentrant": checkpointing == "reentrant"}
+        if checkpointing == "deprecated_alias":
+            with pytest.warns(FutureWarning):
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            model.activation_checkpointing_enable(kwargs)
+        layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+        assert len(layers) == 6 and all(layer.gradient_checkpointing for layer in layers)
+        for layer in layers:
+            checkpoint = layer._gradient_checkpointing_func
+            assert checkpoint.keywords["use_reentrant"] is kwargs["use_reentrant"]
+            layer._gradient_checkpointing_func = _counting(checkpoint, type(layer).__name__, calls)
+
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    gradients = _gradients(model, processor_inputs)
+    if checkpointing is not None:
+        # 2 text layers, 2 vision layers for the images and 2 for the prompt images, 2 decoder blocks.
+        assert Counter(calls) == {"BertLayer": 2, "ViTLayer": 4, "EclipDecoderLayer": 2}
+
+    for name, gradient in gradients.items():
+        assert gradient is not None, f"{name} gets no gradient"
+        assert torch.isfinite(gradient).all(), name
+        assert gradient.abs().max() > 0, f"{name} has a zero gradient"
+        torch.testing.assert_close(gradient, reference_gradients[name], atol=1e-6, rtol=1e-5, msg=name)
+    # Both prompt types were used (image prompt positive, text-type negatives): both type rows learn.
+    type_gradient = gradients["query_type_embeddings.weight"]
+    assert (type_gradient.abs().sum(dim=1) > 0).all()
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer.step()
+    for name, parameter in model.named_parameters():
+        assert not torch.equal(parameter.detach(), before[name]), f"{name} was not updated"
+
+
+def test_text_prompt_training_reaches_decoder_and_text_tower(processor_inputs):
+    model = tiny_model().train()
+    output = model(**processor_inputs)
+    output.instance_embeds.sum().backward()
+    # With a text prompt the text tower feeds the decoder's queries (Eq. 1).
+    assert model.text_projection.weight.grad.abs().max() > 0
+    assert model.text_model.embeddings.word_embeddings.weight.grad.abs().max() > 0
+    assert model.decoder.token_projection.weight.grad.abs().max() > 0
+
+
+@torch.no_grad()
+def test_bf16_checkpoint_loading(tmp_path, processor_inputs):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    bf16 = EclipModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16
+    assert bf16.gaussian_negative_queries.dtype == torch.bfloat16
+    inputs = {**processor_inputs, "pixel_values": processor_inputs["pixel_values"].bfloat16()}
+    output = bf16(**inputs)
+    expected = model(**processor_inputs)
+    for key in ("image_embeds", "text_embeds", "instance_embeds", "grounding_maps"):
+        assert torch.isfinite(output[key]).all(), key
+        torch.testing.assert_close(output[key].float(), expected[key], atol=5e-2, rtol=0, msg=key)
+
+
+def test_bf16_autocast_forward_backward(processor_inputs):
+    model = tiny_model().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**processor_inputs, prompt_pixel_values=pixels(2, seed=6), return_loss=True)
+        loss = output.loss + output.instance_embeds.float().sum() + output.grounding_maps.float().sum()
+    assert torch.isfinite(loss)
+    for key in OUTPUT_KEYS:
+        assert torch.isfinite(output[key]).all(), key
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+    maps = output.decoder_output.assignment_maps[-1].float()
+    torch.testing.assert_close(maps.sum(-1), torch.ones_like(maps.sum(-1)), atol=1e-2, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The decoder follows Eq. 2-5
+# ----------------------------------------------------------------------------------------------------------
+
+
+def reference_decoder(decoder, queries, tokens):
+    """Eq. 2-5 with loops over tokens i and queries t, then MSA + FFN (pre-LN), H^0 = 0, final LayerNorm."""
+    config = decoder.config
+    D, T, N, B = config.hidden_size, queries.shape[1], tokens.shape[1], queries.shape[0]
+    heads, head_dim = config.num_attention_heads, D // config.num_attention_heads
+    W_all, b_all = decoder.token_projection.weight, decoder.token_projection.bias
+    slots, maps = [torch.zeros(B, T, D)], []
+    H = torch.zeros(B, T, D)
+    for block, layer in enumerate(decoder.layers):
+        sa = layer.slot_attention
+        W_z, b_z = W_all[2 * block * D : (2 * block + 1) * D], b_all[2 * block * D : (2 * block + 1) * D]
+        W_v, b_v = W_all[(2 * block + 1) * D : (2 * block + 2) * D], b_all[(2 * block + 1) * D : (2 * block + 2) * D]
+        new_H = torch.empty_like(H)
+        block_maps = torch.empty(B, N, T)
+        for b in range(B):
+            Zn = F.layer_norm(tokens[b], (D,), decoder.token_layernorm.weight, decoder.token_layernorm.bias, 1e-6)
+            Kz = [Zn[i] @ W_z.T + b_z for i in range(N)]
+            Vz = [Zn[i] @ W_v.T + b_v for i in range(N)]
+            q_side = [
+                sa.query_proj(F.layer_norm(queries[b, t] + H[b, t], (D,), sa.query_layernorm.weight,
+                                           sa.query_layernorm.bias, 1e-6))
+                for t in range(T)
+            ]  # fmt: skip
+            M = torch.empty(N, T)
+            for i in range(N):
+                scores = torch.stack([torch.dot(Kz[i], q_side[t]) / math.sqrt(D) for t in range(T)])  # Eq. 2
+                M[i] = torch.exp(scores - scores.max()) / torch.exp(scores - scores.max()).sum()  # Eq. 3
+            block_maps[b] = M
+            for t in range(T):
+                weight_sum = sum(M[i, t] for i in range(N))
+                delta = sum(M[i, t] * Vz[i] for i in range(N)) / (weight_sum + config.slot_attention_epsilon)  # Eq. 4
+                new_H[b, t] = H[b, t] + sa.output_proj(delta)  # Eq. 5
+        H = new_H
+        # Multi-head self-attention over the T slots, then the FFN, each a pre-LN residual branch.
+        attention = layer.self_attention
+        X = layer.self_attention_layernorm(H)
+        q, k, v = attention.q_proj(X), attention.k_proj(X), attention.v_proj(X)
+        out = torch.empty_like(H)
+        for b in range(B):
+            head_outputs = []
+            for h in range(heads):
+                part = slice(h * head_dim, (h + 1) * head_dim)
+                probabilities = torch.softmax(q[b, :, part] @ k[b, :, part].T / math.sqrt(head_dim), dim=-1)
+                head_outputs.append(probabilities @ v[b, :, part])
+            out[b] = torch.cat(head_outputs, dim=-1)
+        H = H + attention.o_proj(out)
+        H = H + layer.mlp.fc2(F.gelu(layer.mlp.fc1(layer.mlp_layernorm(H))))
+        slots.append(H)
+        maps.append(block_maps)
+    return decoder.layernorm(H), slots, maps
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@torch.no_grad()
+def test_decoder_follows_equations_2_to_5(attn_implementation):
+    config = EclipDecoderConfig(
+        hidden_size=16, num_hidden_layers=2, num_queries=4, num_attention_heads=2, intermediate_size=32
+    )
+    torch.manual_seed(0)
+    decoder = EclipInstanceDecoder._from_config(config, attn_implementation=attn_implementation).eval()
+    for parameter in decoder.parameters():  # non-trivial LayerNorm affine parameters and biases
+        parameter.add_(0.05 * torch.randn_like(parameter))
+    generator = torch.Generator().manual_seed(1)
+    queries = 4 * torch.randn(2, 4, 16, generator=generator)
+    tokens = torch.randn(2, 9, 16, generator=generator)
+
+    output = decoder(queries, tokens, output_hidden_states=True, output_assignment_maps=True)
+    assert isinstance(output, EclipDecoderOutput)
+    expected_last, expected_slots, expected_maps = reference_decoder(decoder, queries, tokens)
+
+    torch.testing.assert_close(output.last_hidden_state, expected_last, atol=ATOL, rtol=0)
+    assert len(output.hidden_states) == len(expected_slots) == 3
+    for actual, expected in zip(output.hidden_states, expected_slots):
+        torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
+    assert len(output.assignment_maps) == 2
+    for actual, expected in zip(output.assignment_maps, expected_maps):
+        assert actual.shape == (2, 9, 4)
+        torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
+    # Eq. 3: every token's assignment is a distribution over the T queries, and the queries compete.
+    final_map = output.assignment_maps[-1]
+    torch.testing.assert_close(final_map.sum(-1), torch.ones(2, 9), atol=1e-6, rtol=0)
+    assert final_map.max() > 0.3 and final_map.min() < 0.2
+
+    as_tuple = decoder(queries, tokens, output_assignment_maps=True, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], output.last_hidden_state)
+
+
+@torch.no_grad()
+def test_forward_feeds_the_decoder_eq1_queries_and_projected_patches(model, processor_inputs):
+    output = model(**processor_inputs, output_hidden_states=True)
+    patches = model.get_patch_features(processor_inputs["pixel_values"])
+    vision_tokens = output.vision_model_output.last_hidden_state
+    torch.testing.assert_close(patches, model.patch_projection(vision_tokens[:, 1:]), atol=0, rtol=0)
+    text = model.get_text_features(processor_inputs["input_ids"], processor_inputs["attention_mask"]).pooler_output
+    positive = F.normalize(text, dim=-1) * math.sqrt(TINY_PROJECTION_DIM)
+    negatives = model.draw_gaussian_negative_queries().expand(2, -1, -1)
+    queries = model.build_instance_queries(positive, torch.zeros(2, dtype=torch.long), negatives)
+    expected_last, expected_slots, expected_maps = reference_decoder(model.decoder, queries, patches)
+    torch.testing.assert_close(output.decoder_output.last_hidden_state, expected_last, atol=ATOL, rtol=0)
+    torch.testing.assert_close(output.instance_embeds, F.normalize(expected_last[:, 0], dim=-1), atol=ATOL, rtol=0)
+    torch.testing.assert_close(output.grounding_maps, expected_maps[-1][:, :, 0].reshape(2, 4, 4), atol=ATOL, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Eq. 1 instance queries and negative queries
+# ----------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_build_instance_queries_eq1(model):
+    T, D, B = TINY_NUM_QUERIES, TINY_PROJECTION_DIM, 4
+    torch.nn.init.normal_(model.query_type_embeddings.weight)
+    torch.nn.init.normal_(model.query_position_embeddings.weight)
+    positives = torch.randn(B, D)
+    negatives = torch.randn(B, T - 1, D)
+    positive_types = torch.tensor([0, 1, 1, 0])
+    negative_types = torch.tensor([[0, 1, 0], [1, 1, 0], [0, 0, 0], [1, 0, 1]])
+    slots = torch.tensor([0, 1, 2, 3])
+    queries = model.build_instance_queries(positives, positive_types, negatives, negative_types, slots)
+    assert queries.shape == (B, T, D)
+    position = model.query_position_embeddings.weight
+    kind = model.query_type_embeddings.weight
+    for b in range(B):
+        r = int(slots[b])
+        negative_index = 0
+        for t in range(T):
+            if t == r:
+                expected = positives[b] + position[t] + kind[positive_types[b]]
+            else:  # negatives fill the other slots in their original order
+                expected = negatives[b, negative_index] + position[t] + kind[negative_types[b, negative_index]]
+                negative_index += 1
+            torch.testing.assert_close(queries[b, t], expected, atol=1e-6, rtol=0)
+
+    default = model.build_instance_queries(positives, positive_types, negatives)
+    for b in range(B):  # default: positive in slot 0, negatives are text-typed
+        torch.testing.assert_close(default[b, 0], positives[b] + position[0] + kind[positive_types[b]])
+        for t in range(1, T):
+            torch.testing.assert_close(default[b, t], negatives[b, t - 1] + position[t] + kind[0])
+
+    with pytest.raises(ValueError, match="positive_slot"):
+        model.build_instance_queries(positives, positive_types, negatives, positive_slot=torch.tensor([0, 0, 0, T]))
+    with pytest.raises(ValueError, match="negative_queries"):
+        model.build_instance_queries(positives, positive_types, negatives[:, :-1])
+
+
+def test_prompts_to_query_space(model):
+    prompts = torch.randn(3, TINY_PROJECTION_DIM) * torch.tensor([[0.1], [1.0], [10.0]])
+    scaled = model.prompts_to_query_space(prompts)
+    torch.testing.assert_close(scaled.norm(dim=-1), torch.full((3,), math.sqrt(TINY_PROJECTION_DIM)))
+    torch.testing.assert_close(F.normalize(scaled, dim=-1), F.normalize(prompts, dim=-1))
+
+
+def test_gaussian_negatives_are_reproducible_from_the_seed(tmp_path):
+    first, second = tiny_model(seed=0), tiny_model(seed=123)
+    generator = torch.Generator().manual_seed(0)
+    expected = torch.randn(TINY_NUM_QUERIES - 1, TINY_PROJECTION_DIM, generator=generator)
+    assert torch.equal(first.gaussian_negative_queries, expected)
+    assert torch.equal(second.gaussian_negative_queries, expected)
+    assert torch.equal(first.draw_gaussian_negative_queries(), expected)
+    assert torch.equal(first.inference_negative_queries(torch.randn(2, 16)), expected.expand(2, -1, -1))
+    other_seed = tiny_model(decoder_config={"negative_query_seed": 1})
+    assert not torch.equal(other_seed.gaussian_negative_queries, expected)
+    first.save_pretrained(tmp_path)
+    assert torch.equal(EclipModel.from_pretrained(tmp_path).gaussian_negative_queries, expected)
+
+
+def test_gaussian_instance_embedding_does_not_depend_on_the_batch(model, processor):
+    texts = ["red shoe", "blue shirt with stripes", "leather bag", "wooden chair"]
+    images = pixels(4, seed=9)
+    alone = model(pixel_values=images[:1], **text_inputs(processor, texts[:1])).instance_embeds
+    for companions in ([1], [2, 3], [3, 1, 2]):
+        indices = [0, *companions]
+        batched = model(pixel_values=images[indices], **text_inputs(processor, [texts[i] for i in indices]))
+        torch.testing.assert_close(batched.instance_embeds[:1], alone, atol=ATOL, rtol=0)
+
+
+@torch.no_grad()
+def test_text_negative_mode(processor):
+    model = tiny_model(decoder_config={"negative_query_mode": "text"})
+    D, T = TINY_PROJECTION_DIM, TINY_NUM_QUERIES
+    gaussian = model.gaussian_negative_queries
+    for B in (1, 2, 3, 6):
+        positives = torch.randn(B, D)
+        negatives = model.inference_negative_queries(positives)
+        assert negatives.shape == (B, T - 1, D)
+        num_others = min(B - 1, T - 1)
+        for b in range(B):
+            others = [positives[j] for j in range(B) if j != b]
+            for column in range(num_others):
+                assert any(torch.equal(negatives[b, column], other) for other in others)
+                assert not torch.equal(negatives[b, column], positives[b])
+            assert len({tuple(negatives[b, c].tolist()) for c in range(num_others)}) == num_others
+            assert torch.equal(negatives[b, num_others:], gaussian[: T - 1 - num_others])
+
+    texts = ["red shoe", "blue shirt with stripes", "leather bag"]
+    images = pixels(3, seed=9)
+    output = model(pixel_values=images, **text_inputs(processor, texts))
+    assert output.instance_embeds.shape == (3, D)
+    assert output.grounding_maps.shape == (3, 4, 4)
+    # Text negatives are the other products of the batch, so the embedding depends on them (Table 6).
+    swapped = model(pixel_values=images[[0, 2]], **text_inputs(processor, [texts[0], texts[2]]))
+    assert not torch.allclose(swapped.instance_embeds[0], output.instance_embeds[0], atol=1e-4)
+
+
+@torch.no_grad()
+def test_ema_negative_mode(processor):
+    model = tiny_model(decoder_config={"negative_query_mode": "ema"})
+    D, T = TINY_PROJECTION_DIM, TINY_NUM_QUERIES
+    assert model.ema_negative_queries.shape == (T - 1, D)
+    model.ema_negative_queries.copy_(torch.randn(T - 1, D))
+    negatives = model.inference_negative_queries(torch.randn(3, D))
+    assert negatives.shape == (3, T - 1, D)
+    assert torch.equal(negatives, model.ema_negative_queries.expand(3, -1, -1))
+
+    texts = ["red shoe", "blue shirt with stripes", "leather bag"]
+    images = pixels(3, seed=9)
+    output = model(pixel_values=images, **text_inputs(processor, texts))
+    assert output.instance_embeds.shape == (3, D)
+    alone = model(pixel_values=images[1:2], **text_inputs(processor, texts[1:2]))
+    torch.testing.assert_close(output.instance_embeds[1:2], alone.instance_embeds, atol=ATOL, rtol=0)
+    gaussian = tiny_model(decoder_config={"negative_query_mode": "gaussian"})
+    gaussian.load_state_dict(model.state_dict())
+    assert not torch.allclose(
+        gaussian(pixel_values=images[:1]).instance_embeds, model(pixel_values=images[:1]).instance_embeds
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public methods
+# ----------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_get_text_features(model, processor_inputs):
+    input_ids, attention_mask = processor_inputs["input_ids"], processor_inputs["attention_mask"]
+    output = model.get_text_features(input_ids, attention_mask)
+    assert isinstance(output, ModelOutput)
+    assert output.last_hidden_state.shape == (2, input_ids.shape[1], 32)
+    expected = model.text_projection(output.last_hidden_state[:, 0])
+    assert output.pooler_output.shape == (2, TINY_PROJECTION_DIM)
+    torch.testing.assert_close(output.pooler_output, expected, atol=0, rtol=0)
+    forward = model(input_ids=input_ids, attention_mask=attention_mask)
+    torch.testing.assert_close(F.normalize(output.pooler_output, dim=-1), forward.text_embeds, atol=1e-6, rtol=0)
+    assert forward.image_embeds is None and forward.instance_embeds is None and forward.logits_per_image is None
+    as_tuple = model.get_text_features(input_ids, attention_mask, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], output.last_hidden_state)
+    assert any(isinstance(item, torch.Tensor) and torch.equal(item, output.pooler_output) for item in as_tuple)
+
+
+@torch.no_grad()
+def test_get_image_features(model):
+    images = pixels(2)
+    output = model.get_image_features(images)
+    assert isinstance(output, BaseModelOutputWithPooling)
+    assert output.last_hidden_state.shape == (2, NUM_PATCHES + 1, 32)
+    torch.testing.assert_close(output.pooler_output, model.visual_projection(output.last_hidden_state[:, 0]))
+    forward = model(pixel_values=images)
+    torch.testing.assert_close(F.normalize(output.pooler_output, dim=-1), forward.image_embeds, atol=1e-6, rtol=0)
+    assert forward.text_embeds is None and forward.logits_per_image is None and forward.loss is None
+    as_tuple = model.get_image_features(images, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], output.last_hidden_state)
+    assert torch.equal(as_tuple[1], output.pooler_output)
+
+
+@torch.no_grad()
+def test_get_features_follow_config_return_dict(model, processor_inputs):
+    """Like transformers' `can_return_tuple` methods (CLIP): `config.return_dict=False` gives tuples."""
+    model.config.return_dict = False
+    assert isinstance(model(**processor_inputs), tuple)
+    assert isinstance(model.get_image_features(processor_inputs["pixel_values"]), tuple)
+    assert isinstance(model.get_text_features(processor_inputs["input_ids"]), tuple)
+
+
+@torch.no_grad()
+def test_instance_methods_work_when_config_return_dict_is_false(model, processor_inputs):
+    images = processor_inputs["pixel_values"]
+    expected_maps = model.get_grounding_map(images)
+    expected_features = model.get_instance_features(images).pooler_output
+    model.config.return_dict = False
+    maps = model.get_grounding_map(images)
+    torch.testing.assert_close(maps, expected_maps, atol=0, rtol=0)
+    features = model.get_instance_features(images)
+    pooled = features[1] if isinstance(features, tuple) else features.pooler_output
+    torch.testing.assert_close(pooled, expected_features, atol=0, rtol=0)
+
+
+@torch.no_grad()
+def test_get_instance_features(model, processor_inputs):
+    images = processor_inputs["pixel_values"]
+    text = {key: processor_inputs[key] for key in ("input_ids", "attention_mask")}
+    prompt_images = pixels(2, seed=11)
+
+    with_text = model.get_instance_features(images, **text)
+    assert isinstance(with_text, BaseModelOutputWithPooling)
+    assert with_text.last_hidden_state.shape == (2, TINY_NUM_QUERIES, TINY_PROJECTION_DIM)
+    assert with_text.pooler_output.shape == (2, TINY_PROJECTION_DIM)
+    torch.testing.assert_close(with_text.pooler_output, with_text.last_hidden_state[:, 0], atol=0, rtol=0)
+    forward = model(pixel_values=images, **text)
+    torch.testing.assert_close(F.normalize(with_text.pooler_output, dim=-1), forward.instance_embeds, atol=1e-6, rtol=0)
+
+    # An image prompt is encoded by the image tower and typed as an image (Eq. 1).
+    with_image_prompt = model.get_instance_features(images, prompt_pixel_values=prompt_images)
+    prompt_embeds = model.get_image_features(prompt_images).pooler_output
+    patches = model.get_patch_features(images)
+    expected = model.decode_instances(patches, prompt_embeds, torch.ones(2, dtype=torch.long))
+    torch.testing.assert_close(with_image_prompt.pooler_output, expected.last_hidden_state[:, 0], atol=ATOL, rtol=0)
+    as_text_typed = model.decode_instances(patches, prompt_embeds, torch.zeros(2, dtype=torch.long))
+    assert not torch.allclose(as_text_typed.last_hidden_state[:, 0], with_image_prompt.pooler_output, atol=1e-4)
+    # The prompt image takes precedence over the text.
+    both = model.get_instance_features(images, **text, prompt_pixel_values=prompt_images)
+    torch.testing.assert_close(both.pooler_output, with_image_prompt.pooler_output, atol=ATOL, rtol=0)
+
+    # Image only: the image's own embedding is the (image-typed) prompt.
+    image_only = model.get_instance_features(images)
+    own = model.get_image_features(images).pooler_output
+    expected = model.decode_instances(patches, own, torch.ones(2, dtype=torch.long))
+    torch.testing.assert_close(image_only.pooler_output, expected.last_hidden_state[:, 0], atol=ATOL, rtol=0)
+    assert not torch.allclose(image_only.pooler_output, with_text.pooler_output, atol=1e-4)
+
+    # Ready-made prompt embeddings take precedence over everything else.
+    explicit = model.get_instance_features(images, **text, prompt_embeds=own)
+    expected = model.decode_instances(patches, own, torch.zeros(2, dtype=torch.long))
+    torch.testing.assert_close(explicit.pooler_output, expected.last_hidden_state[:, 0], atol=ATOL, rtol=0)
+
+    as_tuple = model.get_instance_features(images, **text, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[1], with_text.pooler_output)
+
+
+@torch.no_grad()
+def test_get_grounding_map(model, processor_inputs):
+    images = processor_inputs["pixel_values"]
+    text = {key: processor_inputs[key] for key in ("input_ids", "attention_mask")}
+    last = model.get_grounding_map(images, **text)
+    assert last.shape == (2, 4, 4)
+    assert ((last >= 0) & (last <= 1)).all()
+    output = model(pixel_values=images, **text)
+    torch.testing.assert_close(last, output.grounding_maps, atol=0, rtol=0)
+    maps = output.decoder_output.assignment_maps
+    first = model.get_grounding_map(images, **text, layer=0)
+    assert first.shape == (2, 4, 4)
+    torch.testing.assert_close(first, maps[0][:, :, 0].reshape(2, 4, 4), atol=0, rtol=0)
+    assert not torch.allclose(first, last)
+    # Patch (row, column) of the map is ViT patch number row * 4 + column.
+    assert torch.equal(last[:, 1, 2], maps[-1][:, 1 * 4 + 2, 0])
+    single = model.get_grounding_map(images[:1])
+    assert single.shape == (1, 4, 4)
+    prompted = model.get_grounding_map(images, prompt_pixel_values=pixels(2, seed=12))
+    assert prompted.shape == (2, 4, 4)
+
+
+@torch.no_grad()
+def test_get_patch_features(model):
+    patches = model.get_patch_features(pixels(3))
+    assert patches.shape == (3, NUM_PATCHES, TINY_PROJECTION_DIM)
+
+
+@torch.no_grad()
+def test_forward_returns_everything_from_one_pass(model, processor_inputs):
+    calls = []
+    handle = model.vision_model.register_forward_hook(lambda *args: calls.append(1))
+    output = model(**processor_inputs, return_loss=True)
+    handle.remove()
+    assert len(calls) == 1  # the image is encoded once for the embeddings, the decoder and the grounding maps
+    assert isinstance(output, EclipOutput)
+    assert output.text_embeds.shape == output.image_embeds.shape == (2, TINY_PROJECTION_DIM)
+    assert output.instance_embeds.shape == (2, TINY_PROJECTION_DIM)
+    assert output.grounding_maps.shape == (2, 4, 4)
+    assert output.logits_per_image.shape == (2, 2)
+    torch.testing.assert_close(output.logits_per_text, output.logits_per_image.t())
+    for key in ("text_embeds", "image_embeds", "instance_embeds"):
+        torch.testing.assert_close(output[key].norm(dim=-1), torch.ones(2), msg=key)
+    scale = model.logit_scale.exp()
+    torch.testing.assert_close(output.logits_per_image, scale * output.image_embeds @ output.text_embeds.t())
+    labels = torch.arange(2)
+    expected_loss = 0.5 * (
+        F.cross_entropy(output.logits_per_image, labels) + F.cross_entropy(output.logits_per_text, labels)
+    )
+    torch.testing.assert_close(output.loss, expected_loss)
+
+
+@torch.no_grad()
+def test_logit_scale_is_clamped(model, processor_inputs):
+    model.logit_scale.fill_(10.0)
+    output = model(**processor_inputs)
+    expected = math.exp(model.config.logit_scale_max) * output.image_embeds @ output.text_embeds.t()
+    torch.testing.assert_close(output.logits_per_image, expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pretrained towers and the decoder alone
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_from_vision_text_pretrained_with_real_minilm(tmp_path, processor):
+    vit_dir = tmp_path / "vit"
+    vit_config = ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
+    torch.manual_seed(0)
+    ViTModel(vit_config).save_pretrained(vit_dir)
+    decoder_config = {"num_hidden_layers": 2, "num_queries": 4, "num_attention_heads": 2, "intermediate_size": 32}
+    model = EclipModel.from_vision_text_pretrained(
+        str(vit_dir), str(MINILM_DIR), projection_dim=16, decoder_config=decoder_config
+    ).eval()
+    assert model.config.text_config.hidden_size == 384
+    assert model.config.decoder_config.hidden_size == 16
+    assert model.config.decoder_config.num_queries == 4
+
+    minilm = AutoModel.from_pretrained(MINILM_DIR)
+    assert torch.equal(model.text_model.embeddings.word_embeddings.weight, minilm.embeddings.word_embeddings.weight)
+    minilm_state = minilm.state_dict()
+    for name, tensor in model.text_model.state_dict().items():
+        assert torch.equal(tensor, minilm_state[name]), name
+    vit_state = ViTModel.from_pretrained(vit_dir).state_dict()
+    for name, tensor in model.vision_model.state_dict().items():
+        assert torch.equal(tensor, vit_state[name]), name
+
+    inputs = dict(processor(text=["red shoe", "a blue cotton t-shirt with a round neck"]))
+    assert not inputs["attention_mask"].all()
+    with torch.no_grad():
+        output = model(pixel_values=pixels(2), **inputs, return_loss=True)
+        # The towers compute exactly what the checkpoints compute, padding mask included.
+        torch.testing.assert_close(
+            output.text_model_output.last_hidden_state[:, 0],
+            minilm.eval()(**inputs).last_hidden_state[:, 0],
+            atol=ATOL,
+            rtol=0,
+        )
+        alone = model(pixel_values=pixels(2)[:1], **dict(processor(text=["red shoe"])))
+    assert output.instance_embeds.shape == (2, 16)
+    assert output.grounding_maps.shape == (2, 4, 4)
+    assert torch.isfinite(output.loss)
+    for key in ("text_embeds", "instance_embeds"):
+        torch.testing.assert_close(output[key][:1], alone[key], atol=ATOL, rtol=0, msg=key)
+    assert set(_implementations(model).values()) <= {"sdpa", "eager"}, _implementations(model)
+
+    model.save_pretrained(tmp_path / "eclip")
+    reloaded = EclipModel.from_pretrained(tmp_path / "eclip")
+    with torch.no_grad():
+        assert_outputs_close(reloaded(pixel_values=pixels(2), **inputs), output)
+
+
+def test_decoder_from_full_checkpoint(tmp_path, model):
+    with torch.no_grad():
+        for parameter in model.decoder.parameters():
+            parameter.add_(0.01)
+    model.save_pretrained(tmp_path)
+    decoder = EclipInstanceDecoder.from_pretrained(tmp_path)
+    assert decoder.config.model_type == "eclip_decoder"
+    assert decoder.config.num_queries == TINY_NUM_QUERIES
+    assert decoder.config.hidden_size == TINY_PROJECTION_DIM
+    expected = model.decoder.state_dict()
+    actual = decoder.state_dict()
+    assert actual.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(actual[name], tensor), name
+    queries, tokens = torch.randn(2, TINY_NUM_QUERIES, 16), torch.randn(2, NUM_PATCHES, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(decoder(queries, tokens).last_hidden_state, model.decoder(queries, tokens)[0])
+
+
+def test_decoder_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    decoder = EclipInstanceDecoder(EclipDecoderConfig(hidden_size=16, num_attention_heads=2, num_queries=3))
+    decoder.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, EclipInstanceDecoder)
+    for name, tensor in decoder.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors(model, processor_inputs):
+    input_ids = processor_inputs["input_ids"]
+    with pytest.raises(ValueError, match="batch size"):
+        model(pixel_values=pixels(3), input_ids=input_ids)
+    with pytest.raises(ValueError, match="image_size=32"):
+        model(pixel_values=pixels(2, size=64), input_ids=input_ids)
+    with pytest.raises(ValueError, match="image_size=32"):
+        model.get_image_features(pixels(2, size=16))
+    with pytest.raises(ValueError, match="at least one modality"):
+        model()
+    with pytest.raises(ValueError, match="at least one modality"):
+        model(attention_mask=processor_inputs["attention_mask"])
+    with pytest.raises(ValueError, match="prompt_embeds"):
+        model(pixel_values=pixels(2), prompt_embeds=torch.randn(2, 8))
+    with pytest.raises(ValueError, match="prompt_embeds"):
+        model(pixel_values=pixels(2), prompt_embeds=torch.randn(3, 16))
+    with pytest.raises(ValueError, match="prompt_pixel_values"):
+        model(pixel_values=pixels(2), prompt_pixel_values=pixels(2, size=64))
+    with pytest.raises(ValueError, match="prompt_pixel_values"):
+        model(pixel_values=pixels(2), prompt_pixel_values=pixels(3))
+
+
+def test_decoder_bad_inputs_raise_clear_errors(model):
+    decoder = model.decoder
+    with pytest.raises(ValueError, match="query_embeds"):
+        decoder(torch.randn(2, 4, 8), torch.randn(2, 16, 16))
+    with pytest.raises(ValueError, match="query_embeds"):
+        decoder(torch.randn(4, 16), torch.randn(2, 16, 16))
+    with pytest.raises(ValueError, match="encoder_hidden_states"):
+        decoder(torch.randn(2, 4, 16), torch.randn(2, 16, 8))
+    with pytest.raises(ValueError, match="encoder_hidden_states"):
+        decoder(torch.randn(2, 4, 16), torch.randn(16, 16))
+    with pytest.raises(ValueError, match="batch size"):
+        decoder(torch.randn(2, 4, 16), torch.randn(3, 16, 16))
+
+
+def test_tiny_model_is_small(model):
+    # The MiniLM vocabulary alone is 30522 x 32 = 977k parameters; everything else must stay tiny.
+    word_embeddings = model.text_model.embeddings.word_embeddings.weight.numel()
+    assert sum(parameter.numel() for parameter in model.parameters()) - word_embeddings < 100_000
