@@ -836,6 +836,8 @@ class EclipForPreTraining(EclipPreTrainedModel):
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         if any(key.startswith("momentum_eclip.") for key in info["missing_keys"]):
             model.copy_online_to_momentum()
+        # Loading replaces the parameters, so the momentum model must be frozen again in every case.
+        model.momentum_eclip.requires_grad_(False)
         return (model, info) if output_loading_info else model
 
     @torch.no_grad()
@@ -920,6 +922,9 @@ class EclipForPreTraining(EclipPreTrainedModel):
             raise ValueError("product_ids are required to mask same-product pairs in the ECLIP objectives.")
         if positive_pixel_values is not None:
             _check_batch(batch_size, positive_pixel_values.shape[0], "pixel_values", "positive_pixel_values")
+        if self.training and needs_ids:
+            # Fail before any compute or state change, not at the enqueue after the forward.
+            self.check_global_batch_size(batch_size * distributed_rank_and_world_size()[1])
         if product_ids is not None:
             if product_ids.dim() != 1:
                 raise ValueError(f"product_ids must be 1-D (batch,), got shape {tuple(product_ids.shape)}.")
@@ -1030,6 +1035,8 @@ class EclipForPreTraining(EclipPreTrainedModel):
         num_queries = config.decoder_config.num_queries
 
         with torch.no_grad():
+            # The targets are decoded with the online model's inference negatives ("ema" mode trains them online).
+            self.momentum_eclip.ema_negative_queries.copy_(self.eclip.ema_negative_queries)
             momentum_image_raw, momentum_patches, _ = self.momentum_eclip.encode_image(positive_pixel_values)
             momentum_text_raw, _ = self.momentum_eclip.encode_text(input_ids, attention_mask, token_type_ids)
             text_prompt_types = torch.full((batch_size,), TEXT_PROMPT, dtype=torch.long, device=device)
