@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from processing import build_demo_catalogue
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -21,12 +23,15 @@ def test_readme_has_snippets():
 
 def test_readme_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
+    demo = tmp_path / "demo"
+    build_demo_catalogue.build_catalogue(demo, image_size=32, max_products=20, workers=1)
     namespace: dict = {}
     for index, snippet in enumerate(readme_snippets()):
-        code = snippet.replace("/tmp/", f"{tmp_path}{os.sep}")
+        code = snippet.replace("/tmp/", f"{tmp_path}{os.sep}").replace('"data/demo"', repr(str(demo)))
         try:
             exec(compile(code, f"README.md snippet {index}", "exec"), namespace)
         except Exception as error:  # pragma: no cover - the message is the point
             pytest.fail(f"README snippet {index} failed: {error!r}\n{snippet}")
     assert tuple(namespace["heat"].shape) == (2, 8, 8)
     assert namespace["out"].loss.ndim == 0
+    assert namespace["batch"]["product_ids"].unique().numel() == 8
