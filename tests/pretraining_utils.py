@@ -20,47 +20,23 @@ import os
 
 import torch
 import torch.nn.functional as F
+from conftest import TINY_IMAGE_SIZE as IMAGE_SIZE
+from conftest import TINY_PROJECTION_DIM as PROJECTION_DIM
+from conftest import tiny_config
 
 from modeling_eclip import EclipConfig
 from modeling_eclip import modeling_eclip as modeling
 from modeling_eclip.modeling_eclip import EclipForPreTraining
 
-IMAGE_SIZE = 32
-PATCH_SIZE = 8
-PROJECTION_DIM = 16
 VOCAB_SIZE = 100
 SEQ_LEN = 12
 
 
 def tiny_pretraining_config(**overrides) -> EclipConfig:
-    """Tiny ECLIP config (ViT/BERT 32 wide, 2 layers; D=16; decoder 2 layers x 4 queries); dropout 0 everywhere."""
-    vision = {
-        "model_type": "vit",
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "image_size": IMAGE_SIZE,
-        "patch_size": PATCH_SIZE,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-    }
-    text = {
-        "model_type": "bert",
-        "vocab_size": VOCAB_SIZE,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 32,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-    }
-    decoder = {"num_hidden_layers": 2, "num_queries": 4, "num_attention_heads": 2, "intermediate_size": 32}
-    decoder.update(overrides.pop("decoder_config", {}) or {})
-    kwargs = {"projection_dim": PROJECTION_DIM, "queue_size": 16}
-    kwargs.update(overrides)
-    return EclipConfig(vision_config=vision, text_config=text, decoder_config=decoder, **kwargs)
+    """The suite's tiny config (conftest) with a 100-word vocabulary, so random token ids stay cheap, and a
+    16-entry queue; dropout 0 everywhere."""
+    text = {"vocab_size": VOCAB_SIZE, "max_position_embeddings": 32, **(overrides.pop("text_config", {}) or {})}
+    return tiny_config(text_config=text, **{"queue_size": 16, **overrides})
 
 
 def make_batch(product_ids, seed: int = 0, noise: float = 0.5) -> dict:
