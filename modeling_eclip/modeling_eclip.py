@@ -7,6 +7,7 @@ Equation numbers refer to the paper. Where the paper is silent we follow ALBEF /
 and say so in the docstring.
 """
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import MODEL_MAPPING, AutoModel, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -365,17 +366,20 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-def _build_tower(config) -> PreTrainedModel:
-    """Builds a tower with `AutoModel.from_config`, without a pooler: ECLIP reads the [CLS] output itself."""
+def _without_pooler(config: PreTrainedConfig) -> dict[str, bool]:
+    """`add_pooling_layer=False` for tower classes that take it: ECLIP reads the [CLS] output itself, and an unused
+    pooler would get no gradient."""
     model_class = MODEL_MAPPING[type(config)]
-    kwargs = {"add_pooling_layer": False} if "add_pooling_layer" in _init_parameters(model_class) else {}
-    return AutoModel.from_config(config, **kwargs)
+    return (
+        {"add_pooling_layer": False}
+        if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+        else {}
+    )
 
 
-def _init_parameters(model_class: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model_class.__init__).parameters)
+def _build_tower(config: PreTrainedConfig) -> PreTrainedModel:
+    """Builds a tower with `AutoModel.from_config`, without a pooler."""
+    return AutoModel.from_config(config, **_without_pooler(config))
 
 
 class EclipModel(EclipPreTrainedModel):
@@ -580,7 +584,6 @@ class EclipModel(EclipPreTrainedModel):
         text_embeds: torch.Tensor | None,
         prompt_pixel_values: torch.Tensor | None,
         prompt_embeds: torch.Tensor | None,
-        prompt_type: int | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Picks the positive prompt: explicit embeddings, else a prompt image, else the text, else the image."""
         batch_size = image_embeds.shape[0]
@@ -590,7 +593,7 @@ class EclipModel(EclipPreTrainedModel):
                     f"prompt_embeds must be (batch={batch_size}, projection_dim={self.config.projection_dim}), "
                     f"got {tuple(prompt_embeds.shape)}."
                 )
-            prompts, kind = prompt_embeds, TEXT_PROMPT if prompt_type is None else prompt_type
+            prompts, kind = prompt_embeds, TEXT_PROMPT
         elif prompt_pixel_values is not None:
             self._check_pixel_values(prompt_pixel_values, "prompt_pixel_values")
             _check_batch(batch_size, prompt_pixel_values.shape[0], "pixel_values", "prompt_pixel_values")
@@ -724,9 +727,7 @@ class EclipModel(EclipPreTrainedModel):
             image_embeds, patch_embeds, vision_outputs = self.encode_image(
                 pixel_values, output_hidden_states=output_hidden_states, **kwargs
             )
-            prompts, prompt_types = self._resolve_prompt(
-                image_embeds, text_embeds, prompt_pixel_values, prompt_embeds, None
-            )
+            prompts, prompt_types = self._resolve_prompt(image_embeds, text_embeds, prompt_pixel_values, prompt_embeds)
             decoder_output = self.decode_instances(
                 patch_embeds, prompts, prompt_types, output_hidden_states=output_hidden_states
             )
@@ -876,8 +877,8 @@ class EclipForPreTraining(EclipPreTrainedModel):
 
     @torch.no_grad()
     def _enqueue(self, embeds: torch.Tensor, prompts: torch.Tensor, product_ids: torch.Tensor) -> None:
+        # The global batch size was checked against the queue in `_check_batch`, before any compute.
         batch_size = embeds.shape[0]
-        self.check_global_batch_size(batch_size)
         start = int(self.queue_pointer.item())
         self.queue_embeds[start : start + batch_size] = embeds.to(self.queue_embeds.dtype)
         self.queue_prompts[start : start + batch_size] = prompts.to(self.queue_prompts.dtype)
@@ -1153,13 +1154,9 @@ def _check_batch(expected: int, actual: int, expected_name: str, actual_name: st
 
 
 def _load_tower(name_or_path: str, **kwargs) -> PreTrainedModel:
-    """Loads a pretrained tower without its pooler (unused by ECLIP)."""
-    from transformers import AutoConfig
-
+    """Loads a pretrained tower without its pooler."""
     config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "revision"})
-    if "add_pooling_layer" in _init_parameters(MODEL_MAPPING[type(config)]):
-        kwargs.setdefault("add_pooling_layer", False)
-    return AutoModel.from_pretrained(name_or_path, **kwargs)
+    return AutoModel.from_pretrained(name_or_path, **{**_without_pooler(config), **kwargs})
 
 
 __all__ = [
