@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:
 from modeling_eclip import EclipConfig, EclipForPreTraining, EclipProcessor  # noqa: E402
 from modeling_eclip.data_eclip import ProductPairStream, load_product_stream  # noqa: E402
 from processing import build_demo_catalogue  # noqa: E402
+from processing.shard_format import list_shards  # noqa: E402
 
 
 def make_processor(image_size: int) -> EclipProcessor:
@@ -87,12 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers over the stream (default 2)")
     args = parser.parse_args(argv)
 
-    if not any((args.data / "train").glob("shard-*.parquet")):
+    if not list_shards(args.data, "train"):
         print(f"building the demo catalogue into {args.data} ...", file=sys.stderr)
         build_demo_catalogue.build_catalogue(args.data)
     config = EclipConfig.from_json_file(str(args.config))
     processor = make_processor(config.vision_config.image_size)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     loader = measure_loader(args.data, processor, args.batch_size, args.num_workers, args.loader_batches)
     batch = next(loader_batches(args.data, processor, args.batch_size, 0))

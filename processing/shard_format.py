@@ -31,7 +31,6 @@ Shards are written under a temporary name and renamed, so a reader never sees a 
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
-    from PIL import Image
+    pass
 
 SHARD_FORMAT_VERSION = "1"
 SHARD_GLOB = "shard-*.parquet"
@@ -230,12 +229,3 @@ def iter_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]]:
 def read_split(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
     """All product rows of one split of the catalogue at ``root``."""
     return list(iter_rows(list_shards(root, split)))
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Decode stored image bytes to an RGB ``PIL.Image``."""
-    # Imported here so that readers which never decode images do not need Pillow.
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
