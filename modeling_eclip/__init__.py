@@ -4,6 +4,7 @@
 """ECLIP for transformers. Importing this package registers ECLIP with the Auto classes."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_eclip import EclipConfig, EclipDecoderConfig
 from .modeling_eclip import (
@@ -15,6 +16,7 @@ from .modeling_eclip import (
     EclipOutput,
     EclipPreTrainedModel,
 )
+from .pipeline_eclip import PIPELINE_TASK, ZeroShotProductClassificationPipeline, save_pretrained_with_pipeline
 from .processing_eclip import EclipProcessor
 
 AutoConfig.register("eclip", EclipConfig, exist_ok=True)
@@ -23,6 +25,9 @@ AutoModel.register(EclipConfig, EclipModel, exist_ok=True)
 AutoModel.register(EclipDecoderConfig, EclipInstanceDecoder, exist_ok=True)
 AutoModelForPreTraining.register(EclipConfig, EclipForPreTraining, exist_ok=True)
 AutoProcessor.register(EclipConfig, EclipProcessor, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=ZeroShotProductClassificationPipeline, pt_model=AutoModel, type="multimodal"
+)
 
 # save_pretrained writes `auto_map` and copies the code, so checkpoints load with trust_remote_code=True
 # where this package is not installed.
@@ -42,4 +47,6 @@ __all__ = [
     "EclipOutput",
     "EclipPreTrainedModel",
     "EclipProcessor",
+    "ZeroShotProductClassificationPipeline",
+    "save_pretrained_with_pipeline",
 ]

