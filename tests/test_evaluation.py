@@ -1,0 +1,185 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Evaluation of a checkpoint on a catalogue (paper Tables 1-4) on a tiny model and a tiny built catalogue."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_processor, tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+import modeling_eclip.evaluation_eclip as evaluation  # noqa: E402
+from modeling_eclip.evaluation_eclip import (  # noqa: E402
+    ImageEmbeddings,
+    evaluate_model,
+    format_results,
+    is_itc_only,
+    load_catalogue_split,
+    quick_evaluate,
+    resolve_embedding_mode,
+)
+from processing import build_demo_catalogue  # noqa: E402
+
+ITC_ONLY = {"inter_loss_weight": 0.0, "itm_loss_weight": 0.0, "intra_loss_weight": 0.0, "entropy_loss_weight": 0.0}
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    """40 products at 32 px: 8 held out, each with catalog, customer and ad images from two sources."""
+    root = tmp_path_factory.mktemp("catalogue")
+    build_demo_catalogue.build_catalogue(root, image_size=32, max_products=40, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return make_processor()
+
+
+def test_load_catalogue_split(catalogue):
+    split = load_catalogue_split(catalogue, "test")
+    assert len(split.product_ids) == len(split.titles) == len(split.categories) > 0
+    assert {image.kind for image in split.images} == {"catalog", "customer", "ad"}
+    # Titles of every product of the catalogue, so distractors from the train split can be named.
+    assert set(split.product_ids) < set(split.all_titles)
+    assert len(load_catalogue_split(catalogue, "test", max_products=2).product_ids) == 2
+    with pytest.raises(FileNotFoundError, match="shards"):
+        load_catalogue_split(catalogue, "validation")
+
+
+def test_embedding_mode_auto():
+    assert resolve_embedding_mode(tiny_model()) == "instance"
+    itc_only = tiny_model(**ITC_ONLY)
+    assert is_itc_only(itc_only)
+    assert resolve_embedding_mode(itc_only) == "global"
+    assert resolve_embedding_mode(itc_only, "instance") == "instance"
+    with pytest.raises(ValueError, match="embedding"):
+        resolve_embedding_mode(itc_only, "mean")
+
+
+def test_quick_evaluate(catalogue, processor):
+    model = tiny_model().train()
+    results = quick_evaluate(model, processor, catalogue, batch_size=16)
+    assert set(results) == {"zero_shot_acc@1", "fine_grained_r@1", "fine_grained_map@10"}
+    assert all(0.0 <= value <= 1.0 for value in results.values())
+    assert model.training  # the training loop's mode is restored
+    # Deterministic: same model, same numbers; the batch size does not change them.
+    assert quick_evaluate(model, processor, catalogue, batch_size=5) == pytest.approx(results)
+
+
+def test_input_ignoring_model_scores_chance_level(catalogue, processor, monkeypatch):
+    """Constant embeddings tie every score, so the stable ranking is the gallery order and each number equals the
+    data's base rate: fine-grained R@1 = 1 / #products (every query's one match is first for one product in P),
+    zero-shot Acc@1 = share of catalog images in the first category."""
+    split = load_catalogue_split(catalogue, "test")
+    monkeypatch.setattr(evaluation, "embed_texts", lambda model, processor, texts, *args: torch.ones(len(texts), 8))
+    monkeypatch.setattr(
+        evaluation, "embed_images", lambda model, processor, images, *args: ImageEmbeddings(torch.ones(len(images), 8))
+    )
+    results = quick_evaluate(tiny_model(), processor, catalogue, embedding="global")
+    catalog = [split.images[i] for i in split.image_indices("catalog")]
+    first_category = split.category_names[0]
+    base_rate = sum(split.categories[image.product] == first_category for image in catalog) / len(catalog)
+    assert results["zero_shot_acc@1"] == pytest.approx(base_rate)
+    assert results["fine_grained_r@1"] == pytest.approx(1 / len(split.product_ids))
+
+
+def oracle_embeddings(split, mode="instance"):
+    """Every image embedded as one-hot(product) + one-hot(category): the ideal model for Tables 1-3."""
+    num_products, names = len(split.product_ids), split.category_names
+    dim = num_products + len(names)
+    category_embeds = torch.eye(dim)[num_products:]
+    title_embeds = torch.stack(
+        [torch.eye(dim)[p] + category_embeds[names.index(c)] for p, c in enumerate(split.categories)]
+    )
+    indices, views = {}, {}
+    for kind in ("catalog", "customer", "ad"):
+        indices[kind] = split.image_indices(kind)
+        embeds = title_embeds[[split.images[i].product for i in indices[kind]]]
+        views[kind] = {"image+title": embeds, "image": embeds, "title": embeds, "g_I": embeds}
+    return evaluation._Embedded(split, mode, title_embeds, category_embeds, indices, views)
+
+
+def test_tables_on_oracle_embeddings(catalogue):
+    split = load_catalogue_split(catalogue, "test")
+    embedded = oracle_embeddings(split)
+    assert evaluation.zero_shot_classification(embedded) == {
+        "acc@1 (image+title)": 1.0,
+        "acc@1 (image)": 1.0,
+        "acc@1 (title)": 1.0,
+    }
+    retrieval = evaluation.product_retrieval(embedded)
+    # Same product scores 2, same category 1: the product itself first, then its category.
+    assert retrieval["fine_grained"] == {f"{m}@{k}": 1.0 for m in ("r", "map") for k in (1, 5, 10)}
+    assert retrieval["coarse"]["map@1"] == 1.0
+    # Each customer image queries only the other source's catalog (one image per product).
+    assert retrieval["num_queries"] == len(split.image_indices("customer"))
+    two_way = evaluation.image_text_retrieval(embedded)
+    assert two_way["image_to_text"]["r@1"] == two_way["text_to_image"]["r@1"] == 1.0
+    # Table 3: an ad's own product is ranked first, its other products (score 0 or 1) are not found reliably.
+    # AP@50 >= 1 / #matches per ad (first rank is a hit), and mAR@50 = 1 when the gallery (8 items) is all ranked.
+    instance = evaluation.instance_level_retrieval(embedded)
+    ads = [split.images[i] for i in split.image_indices("ad")]
+    in_split = [len({p for p in ad.box_product_ids if p in split.product_ids}) for ad in ads]
+    assert instance["instance_level"]["mar@50"] == 1.0
+    assert instance["instance_level"]["map@10"] >= sum(1 / n for n in in_split) / len(ads) - 1e-9
+    assert instance["ad_products_outside_split"] == sum(len(set(ad.box_product_ids)) for ad in ads) - sum(in_split)
+
+
+def test_evaluate_model_tables_and_format(catalogue, processor, tmp_path):
+    split = load_catalogue_split(catalogue, "test")
+    results = evaluate_model(tiny_model(), processor, catalogue, batch_size=16, tsne_path=tmp_path / "tsne.png")
+    assert results["embedding"] == "instance"
+    assert results["num_products"] == len(split.product_ids)
+    assert set(results["table1"]) == {"classification", "image_to_text", "text_to_image"}
+    assert set(results["table1"]["classification"]) == {f"acc@1 ({view})" for view in evaluation.PRODUCT_VIEWS}
+    assert set(results["table2"]["fine_grained"]) == {f"{m}@{k}" for m in ("r", "map") for k in (1, 5, 10)}
+    assert set(results["table3"]["instance_level"]) == {"map@10", "map@50", "mar@10", "mar@50"}
+    grounding = results["table4"]["grounding"]
+    assert grounding["num_samples"] == results["num_images"]["customer"] + results["num_images"]["ad"]
+    assert grounding["acc@0.7"] <= grounding["acc@0.5"]
+    assert (
+        results["table4"]["distractor"]["num_samples"] + results["table4"]["images_without_distractor"]
+        == (grounding["num_samples"])
+    )
+    json.dumps(results)  # JSON-serialisable
+    assert (tmp_path / "tsne.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    baseline = evaluate_model(tiny_model(**ITC_ONLY), processor, catalogue, batch_size=16, grounding=False)
+    assert baseline["embedding"] == "global" and "table4" not in baseline
+    table = format_results(results, baseline, names=["eclip", "clip"])
+    for title in ("Table 1", "Table 2", "Table 3", "Table 4"):
+        assert title in table
+    assert "| clip |" in table.split("Table 4")[0] and "| clip | - | - | - | - |" in table
+    # Table 2's eclip row: coarse mAP@1/5/10, then fine R@1 (percent, one decimal).
+    row = next(line for line in table.split("Table 2")[1].splitlines() if line.startswith("| eclip"))
+    assert row.split("|")[5].strip() == f"{100 * results['table2']['fine_grained']['r@1']:.1f}"
+
+
+def test_global_mode_grounds_with_dense_clip_map(catalogue, processor):
+    split = load_catalogue_split(catalogue, "test")
+    images = [split.images[i].to_pil() for i in split.image_indices("ad")[:2]]
+    maps = evaluation.global_score_maps(tiny_model(), processor, images, ["red shoe", "a cup"])
+    assert [tuple(m.shape) for m in maps] == [(image.height, image.width) for image in images]
+
+
+def test_cli_end_to_end(catalogue, tmp_path, capsys):
+    export = tmp_path / "export"
+    tiny_model(**ITC_ONLY).save_pretrained(export)
+    make_processor().save_pretrained(export)
+    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "examples" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    output, tsne = tmp_path / "results.json", tmp_path / "tsne.png"
+    args = ["--model", str(export), "--data", str(catalogue), "--output", str(output), "--tsne", str(tsne)]
+    cli.main([*args, "--batch-size", "16", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert "Table 2" in printed and "export (global)" in printed
+    assert json.loads(output.read_text())["embedding"] == "global"
+    assert tsne.stat().st_size > 0
