@@ -120,61 +120,72 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
-class EclipSlotQueryProjection(nn.Linear):
-    """W_q of Eq. 2, initialised N(0, 1/D) (see `EclipPreTrainedModel._init_weights`)."""
+class EclipSlotProjection(nn.Linear):
+    """A slot-attention matrix (W_q, W_z, W_v, W_o of Eq. 2-5), initialised N(0, 1/D) (see
+    `EclipPreTrainedModel._init_weights`)."""
 
 
-class EclipTokenProjection(nn.Linear):
-    """`Z W_z` and `Z W_v` of all L blocks as one matmul: output rows `[2lD, (2l+1)D)` are block l's W_z and rows
-    `[(2l+1)D, (2l+2)D)` its W_v (Eq. 2 and 4 share one Z across blocks)."""
+class EclipTokenProjection(EclipSlotProjection):
+    """W_z (Eq. 2) and W_v (Eq. 4) of all L blocks in one parameter: rows `[2lD, (2l+1)D)` are block l's W_z and rows
+    `[(2l+1)D, (2l+2)D)` its W_v.
+
+    Used as a Linear, it gives every block's `Z W_z` and `Z W_v` in one matmul. The decoder instead applies both
+    matrices on the T-slot side (see [`EclipSlotAttention`]): the same maths at T/N of the cost, since T < N.
+    """
 
     def __init__(self, hidden_size: int, num_layers: int):
         super().__init__(hidden_size, 2 * num_layers * hidden_size)
         self.hidden_size = hidden_size
 
-    def initial_weight(self, initializer_range: float) -> torch.Tensor:
-        """W_v rows ~ N(0, initializer_range^2), W_z rows ~ N(0, 1/D) (see `EclipPreTrainedModel._init_weights`)."""
-        rows = torch.arange(self.out_features, device=self.weight.device) // self.hidden_size
-        std = torch.where(rows % 2 == 0, self.hidden_size**-0.5, initializer_range).to(self.weight.dtype)
-        return torch.randn_like(self.weight) * std.unsqueeze(1)
-
-    def per_layer(self, hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Projects Z once and returns `[(Z W_z, Z W_v)]` for every block."""
-        chunks = self(hidden_states).split(self.hidden_size, dim=-1)
-        return list(zip(chunks[0::2], chunks[1::2]))
+    def block(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(W_z, b_z, W_v, b_v)` of block `layer_idx`, views of the one weight and bias."""
+        key_rows = slice(2 * layer_idx * self.hidden_size, (2 * layer_idx + 1) * self.hidden_size)
+        value_rows = slice(key_rows.stop, key_rows.stop + self.hidden_size)
+        return self.weight[key_rows], self.bias[key_rows], self.weight[value_rows], self.bias[value_rows]
 
 
 class EclipSlotAttention(nn.Module):
     """Slot attention of one decoder block, Eq. 2-5.
 
-    The token projections `Z W_z` and `Z W_v` are not computed here: Z is the same for every block, so
-    [`EclipInstanceDecoder`] computes all blocks' projections in one matmul and passes this block's `keys` (Z W_z)
-    and `values` (Z W_v) in. Pre-LayerNorm on the query side (placement is not given by the paper).
+    Eq. 2 and 4 project all N tokens by W_z and W_v, but the projections only enter through products with the T
+    slots, so both are applied on the slot side (associativity, the same maths; T x D^2 instead of N x D^2 work):
+
+        (Z W_z^T + b_z) q_t = Z (W_z^T q_t) + b_z . q_t                   (Eq. 2)
+        sum_i w_it (W_v z_i + b_v) = W_v (sum_i w_it z_i) + b_v sum_i w_it   (Eq. 4)
+
+    Z (after the decoder's shared token LayerNorm) and the [`EclipTokenProjection`] holding this block's W_z, b_z,
+    W_v, b_v are passed in by [`EclipInstanceDecoder`]. Pre-LayerNorm on the query side (placement is not given by
+    the paper).
     """
 
-    def __init__(self, config: EclipDecoderConfig):
+    def __init__(self, config: EclipDecoderConfig, layer_idx: int):
         super().__init__()
+        self.layer_idx = layer_idx
         self.scale = config.hidden_size**-0.5
         self.epsilon = config.slot_attention_epsilon
         self.query_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.query_proj = EclipSlotQueryProjection(config.hidden_size, config.hidden_size)  # W_q
-        self.output_proj = nn.Linear(config.hidden_size, config.hidden_size)  # W_o
+        self.query_proj = EclipSlotProjection(config.hidden_size, config.hidden_size)  # W_q
+        self.output_proj = EclipSlotProjection(config.hidden_size, config.hidden_size)  # W_o
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         query_embeds: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
+        tokens: torch.Tensor,
+        token_projection: EclipTokenProjection,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        key_weight, key_bias, value_weight, value_bias = token_projection.block(self.layer_idx)
         queries = self.query_proj(self.query_layernorm(query_embeds + hidden_states))
-        # Eq. 2: M = (Z W_z)((Q + H^{l-1}) W_q)^T / sqrt(D), shape (B, N, T).
-        logits = torch.matmul(keys, queries.transpose(1, 2)) * self.scale
+        # Eq. 2: M = (Z W_z)((Q + H^{l-1}) W_q)^T / sqrt(D), shape (B, N, T), with W_z moved to the query side.
+        logits = torch.matmul(tokens, torch.matmul(queries, key_weight).transpose(1, 2))
+        logits = (logits + torch.matmul(queries, key_bias).unsqueeze(1)) * self.scale
         # Eq. 3: softmax over the T queries, so queries compete for each token (in fp32 for bf16 stability).
         assignment = logits.softmax(dim=-1, dtype=torch.float32)
-        # Eq. 4: weighted mean of W_v z_i over the N tokens, epsilon guards an empty slot.
-        weights = assignment / (assignment.sum(dim=1, keepdim=True) + self.epsilon)
-        delta = torch.matmul(weights.transpose(1, 2).to(values.dtype), values)
+        # Eq. 4: weighted mean of W_v z_i over the N tokens, epsilon guards an empty slot; W_v after the mean.
+        mass = assignment.sum(dim=1).unsqueeze(-1)  # (B, T, 1)
+        pooled = torch.matmul(assignment.transpose(1, 2).to(tokens.dtype), tokens)
+        delta = F.linear(pooled / (mass + self.epsilon).to(pooled.dtype), value_weight)
+        delta = delta + value_bias * (mass / (mass + self.epsilon)).to(delta.dtype)
         # Eq. 5: residual update h^l = h^{l-1} + W_o delta.
         return hidden_states + self.output_proj(delta), assignment
 
@@ -232,9 +243,9 @@ class EclipDecoderLayer(GradientCheckpointingLayer):
     """One decoder block (Sec. 3.2): slot attention (Eq. 2-5), then self-attention over slots and an FFN
     ("as in [24]"), both pre-LayerNorm residual branches."""
 
-    def __init__(self, config: EclipDecoderConfig):
+    def __init__(self, config: EclipDecoderConfig, layer_idx: int):
         super().__init__()
-        self.slot_attention = EclipSlotAttention(config)
+        self.slot_attention = EclipSlotAttention(config, layer_idx)
         self.self_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self_attention = EclipSelfAttention(config)
         self.mlp_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -245,11 +256,11 @@ class EclipDecoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         query_embeds: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
+        tokens: torch.Tensor,
+        token_projection: EclipTokenProjection,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden_states, assignment = self.slot_attention(hidden_states, query_embeds, keys, values)
+        hidden_states, assignment = self.slot_attention(hidden_states, query_embeds, tokens, token_projection)
         attn_output, _ = self.self_attention(self.self_attention_layernorm(hidden_states), **kwargs)
         hidden_states = hidden_states + self.dropout(attn_output)
         hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_layernorm(hidden_states)))
@@ -270,13 +281,14 @@ class EclipPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        # W_q and W_z with std 1/sqrt(D) give the Eq. 2 logits unit variance at init; with the usual 0.02 the
-        # assignment starts uniform, every slot receives the same update and Eq. 9-10 have almost no gradient.
-        # (Done on the Linear leaves: transformers skips remote-code modules that own no parameters directly.)
-        if isinstance(module, EclipSlotQueryProjection):
+        # Slot-attention matrices get std 1/sqrt(D). W_q and W_z: the Eq. 2 logits start with unit variance; with the
+        # usual 0.02 the assignment starts uniform, every slot receives the same update and Eq. 9-10 have almost no
+        # gradient. W_v and W_o: the Eq. 4-5 update keeps the scale of the normalised tokens, so H^1 (from H^0 = 0)
+        # is not tiny; with 0.02 the LayerNorm that reads H^1 amplifies its gradients and block 0's W_o bias
+        # dominated the gradient norm at init. (Done on the Linear leaves: transformers skips remote-code modules
+        # that own no parameters directly.)
+        if isinstance(module, EclipSlotProjection):
             init.normal_(module.weight, std=module.in_features**-0.5)
-        if isinstance(module, EclipTokenProjection):
-            init.copy_(module.weight, module.initial_weight(self.config.initializer_range))
         if isinstance(module, EclipForPreTraining):
             init.zeros_(module.queue_embeds)
             init.zeros_(module.queue_prompts)
@@ -293,9 +305,9 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
     The instance decoder of Sec. 3.2: L blocks of slot attention (Eq. 2-5) + self-attention + FFN over T slots.
 
     Inputs are the instance queries Q (Eq. 1, built by [`EclipModel`]) and the projected patch tokens Z; the
-    slots start at H^0 = 0. The token LayerNorm is shared by all blocks because Eq. 2-5 share one Z: that lets
-    [`EclipTokenProjection`] compute every block's `Z W_z` and `Z W_v` in a single matmul, the same maths with far
-    fewer small operations.
+    slots start at H^0 = 0. The token LayerNorm is shared by all blocks because Eq. 2-5 share one Z: it runs once,
+    and every block applies its W_z and W_v (held together in [`EclipTokenProjection`]) on the T-slot side rather
+    than to all N tokens, the same maths at a fraction of the cost.
     """
 
     config: EclipDecoderConfig
@@ -306,7 +318,7 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
         super().__init__(config)
         self.token_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.token_projection = EclipTokenProjection(config.hidden_size, config.num_hidden_layers)
-        self.layers = nn.ModuleList([EclipDecoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layers = nn.ModuleList([EclipDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
         self.post_init()
@@ -348,12 +360,12 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
-        keys_and_values = self.token_projection.per_layer(self.token_layernorm(encoder_hidden_states))
+        tokens = self.token_layernorm(encoder_hidden_states)
         hidden_states = torch.zeros_like(query_embeds)  # H^0 = 0
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_assignments = [] if output_assignment_maps else None
-        for layer, (keys, values) in zip(self.layers, keys_and_values):
-            hidden_states, assignment = layer(hidden_states, query_embeds, keys, values, **kwargs)
+        for layer in self.layers:
+            hidden_states, assignment = layer(hidden_states, query_embeds, tokens, self.token_projection, **kwargs)
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
             if output_assignment_maps:
@@ -853,8 +865,8 @@ class EclipForPreTraining(EclipPreTrainedModel):
         """EMA update xi <- m * xi + (1 - m) * theta of the momentum model (Eq. 8, after every optimiser step)."""
         online = [p.detach() for p in self.eclip.parameters()]
         momentum = list(self.momentum_eclip.parameters())
-        torch._foreach_mul_(momentum, self.config.momentum)
-        torch._foreach_add_(momentum, online, alpha=1.0 - self.config.momentum)
+        # xi + (1 - m) (theta - xi): one fused pass over the parameters instead of a multiply and an add.
+        torch._foreach_lerp_(momentum, online, 1.0 - self.config.momentum)
 
     def check_global_batch_size(self, global_batch_size: int) -> None:
         """Raises a clear error when the queue cannot hold whole global batches (call before training)."""
@@ -1122,14 +1134,18 @@ class EclipForPreTraining(EclipPreTrainedModel):
         row_offset: int,
     ) -> torch.Tensor:
         """L_itm over f(h ⊙ g_T(w_cls)): each positive pair, a hard negative text per instance and a hard negative
-        instance per text, sampled from the ITC similarities (same-product pairs masked), as in ALBEF."""
+        instance per text, sampled from the ITC similarities (same-product pairs masked), as in ALBEF.
+
+        Both factors enter at norm sqrt(D), the query-space scale of `EclipModel.prompts_to_query_space` (the paper
+        does not give one): products of two unit vectors have entries of order 1/D, which left f with a tiny input
+        and gradient, so L_itm barely moved from log 2."""
         all_instances = gather_features(instance_embeds)
         with torch.no_grad():
             negative_text = sample_hard_negatives(image_embeds @ all_text_embeds.t(), product_ids, all_product_ids)
             negative_image = sample_hard_negatives(text_embeds @ all_image_embeds.t(), product_ids, all_product_ids)
         instances = torch.cat([instance_embeds, instance_embeds, all_instances[negative_image]], dim=0)
         texts = torch.cat([text_embeds, all_text_embeds[negative_text], text_embeds], dim=0)
-        match_logits = self.itm_head(instances * texts)
+        match_logits = self.itm_head(instances * texts * self.config.projection_dim)
         batch_size = instance_embeds.shape[0]
         labels = torch.cat([torch.ones(batch_size), torch.zeros(2 * batch_size)]).long().to(match_logits.device)
         return instance_text_matching_loss(match_logits, labels)

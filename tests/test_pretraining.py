@@ -518,9 +518,12 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     )
     torch.testing.assert_close(output.loss_inter, inter, atol=ATOL, rtol=0)
 
-    # L_itm: the first B pairs are the positives h ⊙ g_T(w_cls); then 2B hard negatives.
+    # L_itm: the first B pairs are the positives h ⊙ g_T(w_cls), both at the query-space norm sqrt(D); then 2B hard
+    # negatives.
     assert match_logits.shape == (24, 2)
-    torch.testing.assert_close(itm_inputs[:8], output.instance_embeds * output.text_embeds)
+    dim = model.config.projection_dim
+    torch.testing.assert_close(itm_inputs[:8], output.instance_embeds * output.text_embeds * dim)
+    torch.testing.assert_close(itm_inputs[:8].sum(-1), dim * F.cosine_similarity(output.instance_embeds, text))
     labels = torch.cat([torch.ones(8), torch.zeros(16)]).long()
     torch.testing.assert_close(output.loss_itm, instance_text_matching_loss(match_logits, labels))
 

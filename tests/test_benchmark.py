@@ -1,0 +1,79 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""examples/benchmark.py end to end on the suite's tiny config: one repeat, the JSON report's keys and consistency."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parent.parent
+RATIOS = (
+    "step_ratio_eclip_vs_itc",
+    "decoder_vs_image_tower",
+    "flops_ratio_eclip_vs_itc",
+    "embedding_ratio_instance_vs_dual",
+)
+MEASUREMENTS = (
+    "itc_step",
+    "eclip_step",
+    "decoder_fwd_bwd",
+    "image_tower_fwd_bwd",
+    "instance_embeddings",
+    "image_text_embeddings",
+)
+
+
+def run_benchmark(tmp_path: Path, *args: str) -> tuple[dict, str]:
+    config_path = tmp_path / "tiny.json"
+    tiny_config().to_json_file(str(config_path))  # queue_size 8: a multiple of the batch of 4
+    output = tmp_path / "report" / "benchmark.json"
+    command = [sys.executable, str(REPO / "examples" / "benchmark.py"), "--preset", str(config_path)]
+    command += ["--batch-size", "4", "--repeats", "1", "--warmup", "0", "--matmul-size", "64", "--threads", "1"]
+    command += ["--output", str(output), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(output.read_text()), result.stdout
+
+
+def test_benchmark_writes_every_ratio_and_measurement(tmp_path):
+    report, table = run_benchmark(tmp_path)
+    for key in RATIOS:
+        assert report[key] > 0, key
+        assert key in report["targets"] and isinstance(report["targets"][key]["met"], bool)
+        assert f"| {key} |" in table
+    results = report["measurements"]
+    assert set(results) == set(MEASUREMENTS)
+    for name, result in results.items():
+        assert 0 < result["min_s"] <= result["median_s"] <= result["max_s"], name
+        assert result["flops"] > 0 and result["achieved_flops_per_s"] > 0, name
+        assert result["samples_per_s"]["median"] == 4 / result["median_s"], name
+        assert f"| {name} |" in table
+    # Training measurements report peak memory; the ratios are the ones of the measurements.
+    assert all(results[name]["peak_memory_bytes"] > 0 for name in MEASUREMENTS[:4])
+    assert report["step_ratio_eclip_vs_itc"] == results["itc_step"]["median_s"] / results["eclip_step"]["median_s"]
+    flops_ratio = results["eclip_step"]["achieved_flops_per_s"] / results["itc_step"]["achieved_flops_per_s"]
+    assert report["flops_ratio_eclip_vs_itc"] == flops_ratio
+    # The full step does strictly more work than the ITC-only step (decoder, momentum model) and the instance
+    # embedding more than the image + text embeddings (decoder).
+    assert results["eclip_step"]["flops"] > results["itc_step"]["flops"]
+    assert results["instance_embeddings"]["flops"] > results["image_text_embeddings"]["flops"]
+    assert 0 < report["flop_count_bounds"]["step_ratio_eclip_vs_itc"] < 1
+    assert report["setup"]["batch_size"] == 4 and report["setup"]["dtype"] == "bf16"
+    assert report["matmul"]["flops_per_s"] > 0
+
+
+def test_benchmark_fp32_and_bad_preset(tmp_path):
+    report, _ = run_benchmark(tmp_path, "--dtype", "fp32")
+    assert report["setup"]["dtype"] == "fp32"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "benchmark.py"), "--preset", "no-such-preset"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert result.returncode != 0 and "no-such-preset" in result.stderr and "eclip-tiny" in result.stderr
