@@ -32,6 +32,7 @@ import datasets
 import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
+from PIL import Image, ImageEnhance
 
 from .processing_eclip import to_rgb_image
 
@@ -109,8 +110,37 @@ def choose_pair_order(images: Sequence[Mapping[str, Any]], rng: np.random.Genera
     return pairs
 
 
-def make_pair(example: Mapping[str, Any], seed: int, epoch: int, position: int) -> dict[str, Any]:
-    """Pick and decode two different images of one product row.
+# Training augmentation (Sec. 4.1: "random crop and horizontal flip"), plus a mild colour jitter. The crop keeps most
+# of the image: in customer and ad images the product may be small and off-centre, and a tight crop would cut it out.
+AUGMENT_CROP_SCALE = (0.6, 1.0)
+AUGMENT_CROP_RATIO = (3 / 4, 4 / 3)
+AUGMENT_COLOUR_JITTER = 0.2
+
+
+def augment_image(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Random resized crop (area ``AUGMENT_CROP_SCALE``, aspect ``AUGMENT_CROP_RATIO``; the processor resizes it
+    afterwards), horizontal flip with probability 1/2, and brightness / contrast / saturation factors drawn from
+    ``1 +- AUGMENT_COLOUR_JITTER``. Every draw comes from ``rng``, so a sample's augmentation is reproducible."""
+    width, height = image.size
+    area = width * height * rng.uniform(*AUGMENT_CROP_SCALE)
+    aspect = float(np.exp(rng.uniform(*np.log(AUGMENT_CROP_RATIO))))
+    crop_width = int(round(min(width, np.sqrt(area * aspect))))
+    crop_height = int(round(min(height, np.sqrt(area / aspect))))
+    left = int(rng.integers(0, width - crop_width + 1))
+    top = int(rng.integers(0, height - crop_height + 1))
+    image = image.crop((left, top, left + crop_width, top + crop_height))
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        image = enhance(image).enhance(1.0 + rng.uniform(-AUGMENT_COLOUR_JITTER, AUGMENT_COLOUR_JITTER))
+    return image
+
+
+def make_pair(
+    example: Mapping[str, Any], seed: int, epoch: int, position: int, augment: bool = False
+) -> dict[str, Any]:
+    """Pick and decode two different images of one product row (each augmented with :func:`augment_image` when
+    ``augment``).
 
     Returns a sample (``anchor``, ``positive`` RGB PIL images, ``title``, ``product_id`` int64, ``product_key``
     string) or, when fewer than two images decode, ``{"rejected": "single_image"}``; ``corrupt`` counts the images
@@ -135,9 +165,12 @@ def make_pair(example: Mapping[str, Any], seed: int, epoch: int, position: int) 
             if anchor in bad or positive in bad:
                 continue
             if load(anchor) is not None and load(positive) is not None:
+                anchor_image, positive_image = decoded[anchor], decoded[positive]
+                if augment:
+                    anchor_image, positive_image = augment_image(anchor_image, rng), augment_image(positive_image, rng)
                 sample = {
-                    "anchor": decoded[anchor],
-                    "positive": decoded[positive],
+                    "anchor": anchor_image,
+                    "positive": positive_image,
                     "title": example["title"],
                     "product_id": product_id_to_int(example["product_id"]),
                     "product_key": example["product_id"],
@@ -147,8 +180,8 @@ def make_pair(example: Mapping[str, Any], seed: int, epoch: int, position: int) 
     return sample
 
 
-def _make_pairs(jobs: list[tuple[dict[str, Any], int, int, int]]) -> list[dict[str, Any]]:
-    """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position)."""
+def _make_pairs(jobs: list[tuple[dict[str, Any], int, int, int, bool]]) -> list[dict[str, Any]]:
+    """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position, augment)."""
     return [make_pair(*job) for job in jobs]
 
 
@@ -199,6 +232,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         seed: seed of the image-pair choice (the shuffle has its own, in ``load_product_stream``).
         num_workers: decode processes (0: decode in the iterating process).
         drop_last: drop the incomplete last batch of an epoch (fixed batch sizes keep distributed gathers simple).
+        augment: apply :func:`augment_image` to both images of every pair (training only).
     """
 
     def __init__(
@@ -209,6 +243,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         seed: int = 0,
         num_workers: int = DEFAULT_NUM_WORKERS,
         drop_last: bool = True,
+        augment: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 2:
@@ -219,6 +254,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         self.seed = seed
         self.num_workers = num_workers
         self.drop_last = drop_last
+        self.augment = augment
         self.epoch = 0
         self._consumed = 0  # examples of this epoch taken by the batcher (in a batch, held over or rejected)
         self._pending: list[int] = []  # positions of held-over examples, oldest first
@@ -274,7 +310,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                         "title": title,
                         "images": [{"image": im["image"], "source": im["source"], "kind": im["kind"]} for im in images],
                     }
-                    yield position, (example, self.seed, epoch, position)
+                    yield position, (example, self.seed, epoch, position, self.augment)
                 else:
                     yield position, None
                 position += 1

@@ -34,13 +34,13 @@ from PIL import Image
 from .grounding_eclip import DEFAULT_WINDOW_FRACTIONS, candidate_boxes, grounding_score_maps, rank_boxes
 from .metrics_eclip import ClassificationAccuracy, GroundingAccuracy, RetrievalMetric, rank_by_score
 from .modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
+from .pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
 from .processing_eclip import EclipProcessor
 
 logger = logging.getLogger(__name__)
 
 # Shards of a split: <root>/<split>/shard-*.parquet (processing/shard_format.py; not importable from the package).
 SHARD_GLOB = "shard-*.parquet"
-DEFAULT_HYPOTHESIS_TEMPLATE = "a photo of a {}."
 PRODUCT_VIEWS = ("image+title", "image", "title")
 # Image kind -> instance views each evaluation needs (the decoder runs once per view).
 QUICK_VIEWS = {"catalog": ("image+title",), "customer": ("image",)}

@@ -1,0 +1,317 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Tests of `examples/pretrain.py` / `modeling_eclip.training_eclip`: bad recipes fail before compute, non-finite
+losses are skipped and counted, the Hub upload (through a stand-in for the Hub API), the ITC-only baseline recipe and a
+2-process CPU run with torchrun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from pretrain_utils import (
+    EXPORT_FILES,
+    PRETRAIN_SCRIPT,
+    TINY_BATCH,
+    build_tiny_catalogue,
+    can_build_catalogue,
+    read_metrics,
+    subprocess_env,
+    tiny_run_arguments,
+    write_tiny_model_config,
+)
+
+from modeling_eclip import EclipModel
+from modeling_eclip.modeling_eclip import EclipForPreTraining
+from modeling_eclip.training_eclip import (
+    CONFIGURATION_DIR,
+    NonFiniteLossError,
+    check_arguments,
+    load_model_config,
+    load_recipe,
+    parse_arguments,
+    pretrain,
+)
+
+needs_catalogue = pytest.mark.skipif(not can_build_catalogue(), reason="needs emoji-test.txt and emoji artwork")
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not can_build_catalogue():
+        pytest.skip("needs emoji-test.txt and emoji artwork")
+    return build_tiny_catalogue(tmp_path_factory.mktemp("data") / "catalogue")
+
+
+@pytest.fixture(scope="module")
+def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model_config(tmp_path_factory.mktemp("config") / "tiny.json")
+
+
+# ----------------------------------------------------------------------------------------------- recipes and checks
+
+
+@pytest.mark.parametrize("recipe", sorted(CONFIGURATION_DIR.glob("recipe-*.yaml")), ids=lambda p: p.stem)
+def test_shipped_recipes_parse_and_their_model_configs_load(recipe: Path) -> None:
+    args = parse_arguments(["--config", str(recipe)])
+    config = load_model_config(args)
+    assert config.queue_size % args.per_device_train_batch_size == 0
+    if "itc-only" in recipe.stem:
+        assert config.itc_loss_weight > 0
+        assert all(getattr(config, name) == 0 for name in config.loss_weight_names if name != "itc_loss_weight")
+
+
+def test_flags_override_the_recipe() -> None:
+    args = parse_arguments(["--config", str(CONFIGURATION_DIR / "recipe-demo.yaml"), "--max_steps", "7"])
+    assert args.max_steps == 7
+    assert args.model_config == "eclip-tiny"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"model_config": "eclip-huge"}, "unknown model preset 'eclip-huge'"),
+        ({"per_device_train_batch_size": 32}, "larger than queue_size"),
+        ({"per_device_train_batch_size": 3}, "must be a multiple of the global batch size"),
+        ({"data_dir": "/nonexistent/catalogue"}, "data_dir /nonexistent/catalogue has no train/ split"),
+        ({"warmup_steps": 8}, "warmup_steps (8) must be smaller than max_steps (8)"),
+        ({"push_to_hub": True}, "push_to_hub needs hub_model_id"),
+        ({"resume": "/nonexistent/checkpoint-3"}, "is not a complete checkpoint"),
+        ({"mixed_precision": "fp12"}, "mixed_precision must be one of"),
+        ({"config_overrides": '{"queue_sise": 4}'}, "unknown EclipConfig fields ['queue_sise']"),
+    ],
+)
+def test_bad_configuration_fails_before_any_compute(
+    flags: dict, message: str, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the configuration was checked")
+
+    monkeypatch.setattr(EclipForPreTraining, "__init__", no_model)
+    data_dir = tmp_path / "data"
+    (data_dir / "train").mkdir(parents=True)
+    output_dir = tmp_path / "out"
+    args = parse_arguments(tiny_run_arguments(model_config, data_dir, output_dir, **flags))
+    with pytest.raises((ValueError, FileNotFoundError)) as error:
+        pretrain(args)
+    assert message in str(error.value)
+    assert not output_dir.exists()
+
+
+def test_recipe_with_an_unknown_key_is_rejected(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_steps: 10\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="unknown keys \\['learning_rat'\\]"):
+        load_recipe(recipe)
+
+
+def test_check_arguments_counts_every_process_in_the_global_batch(model_config: Path, tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    args = parse_arguments(tiny_run_arguments(model_config, tmp_path, tmp_path / "out"))
+    assert check_arguments(args, world_size=4).queue_size == 16
+    with pytest.raises(ValueError, match="larger than queue_size"):
+        check_arguments(args, world_size=8)
+
+
+# ----------------------------------------------------------------------------------------------- non-finite losses
+
+
+def poison_losses(monkeypatch: pytest.MonkeyPatch, calls: set[int] | None) -> list[torch.Tensor]:
+    """Makes the loss NaN on the given forward calls (1-based; None: from the third call on); records the queue
+    pointer before each forward."""
+    original = EclipForPreTraining.forward
+    pointers = []
+    count = [0]
+
+    def forward(self, *args, **kwargs):
+        pointers.append(self.queue_pointer.clone())
+        output = original(self, *args, **kwargs)
+        count[0] += 1
+        if (calls is None and count[0] >= 3) or (calls is not None and count[0] in calls):
+            output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(EclipForPreTraining, "forward", forward)
+    return pointers
+
+
+@needs_catalogue
+def test_a_non_finite_loss_skips_the_step_and_is_counted(
+    catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison_losses(monkeypatch, {3})
+    output_dir = tmp_path / "out"
+    args = parse_arguments(tiny_run_arguments(model_config, catalogue, output_dir, max_steps=4, save_steps=0))
+    result = pretrain(args)
+    assert result.step == 4  # the skipped batch does not count as a step; training made up for it
+    assert result.summary["skipped_nonfinite"] == 1
+    metrics = read_metrics(output_dir)
+    assert metrics[2]["skipped_nonfinite"] == 0 and metrics[3]["skipped_nonfinite"] == 1
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in metrics.values())
+
+
+@needs_catalogue
+def test_consecutive_non_finite_losses_stop_and_name_the_last_good_checkpoint(
+    catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pointers = poison_losses(monkeypatch, None)
+    output_dir = tmp_path / "out"
+    args = parse_arguments(
+        tiny_run_arguments(model_config, catalogue, output_dir, max_consecutive_nonfinite=3, save_steps=2)
+    )
+    with pytest.raises(NonFiniteLossError, match=f"3 consecutive non-finite losses.*{output_dir / 'checkpoint-2'}"):
+        pretrain(args)
+    # Skipped batches leave the queues as they were: the pointer moved for the 2 good steps only.
+    assert [int(p) for p in pointers] == [0, TINY_BATCH] + [2 * TINY_BATCH] * 3
+
+
+# ----------------------------------------------------------------------------------------------- Hub and export
+
+
+class HubApiStandIn:
+    """Records what `huggingface_hub.HfApi` would have been asked to do; uploads copy the folder (in a thread when
+    `run_as_future`, like `HfApi`) so the test sees exactly what would have been uploaded."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.repos: list[dict] = []
+        self.commits: list[tuple[str, Path]] = []
+        self._executor = ThreadPoolExecutor(1)
+
+    def create_repo(self, repo_id: str, **kwargs) -> str:
+        self.repos.append({"repo_id": repo_id, **kwargs})
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id: str, folder_path: str, commit_message: str, run_as_future: bool = False):
+        if run_as_future:
+            return self._executor.submit(
+                self.upload_folder, repo_id=repo_id, folder_path=folder_path, commit_message=commit_message
+            )
+        import shutil
+
+        target = self.root / f"commit-{len(self.commits)}"
+        shutil.copytree(folder_path, target)
+        self.commits.append((commit_message, target))
+        return Future()
+
+
+@needs_catalogue
+def test_push_to_hub_uploads_checkpoints_in_the_background_and_the_final_export(
+    catalogue: Path, model_config: Path, tmp_path: Path
+) -> None:
+    api = HubApiStandIn(tmp_path / "hub")
+    output_dir = tmp_path / "out"
+    flags = {
+        "max_steps": 4,
+        "save_steps": 2,
+        "push_to_hub": True,
+        "hub_model_id": "org/eclip-tiny-test",
+        "evaluate_at_end": True,
+    }
+    result = pretrain(parse_arguments(tiny_run_arguments(model_config, catalogue, output_dir, **flags)), hub_api=api)
+
+    assert api.repos == [{"repo_id": "org/eclip-tiny-test", "private": False, "exist_ok": True}]
+    messages = [message for message, _ in api.commits]
+    assert messages == ["Training in progress, step 2", "End of training"]
+    assert not list(output_dir.glob(".hub-push-*")), "the staging folder of a background upload was left behind"
+    for _, folder in api.commits:
+        files = {p.name for p in folder.iterdir()}
+        assert files >= EXPORT_FILES, EXPORT_FILES - files
+    final = api.commits[-1][1]
+    config = json.loads((final / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_eclip.EclipConfig",
+        "AutoModel": "modeling_eclip.EclipModel",
+    }
+    processor_config = json.loads((final / "processor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoProcessor"] == "processing_eclip.EclipProcessor"
+
+    card = (final / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: transformers" in card and "license: apache-2.0" in card
+    for section in (
+        "## Model",
+        "## Training data",
+        "### Data licences",
+        "## Training recipe",
+        "## Evaluation",
+        "## Intended use",
+        "## Limitations",
+    ):
+        assert section in card
+    assert "CC BY-SA 4.0" in card  # the licence of the artwork, read from the catalogue
+    assert f"| zero_shot_acc@1 | {result.metrics['zero_shot_acc@1']:.4f} |" in card
+    assert "hub_model_id: org/eclip-tiny-test" in card
+
+    model = EclipModel.from_pretrained(final)
+    exported = EclipModel.from_pretrained(result.export_dir)
+    for (name, a), (_, b) in zip(model.state_dict().items(), exported.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@needs_catalogue
+def test_itc_only_recipe_trains_the_clip_baseline(catalogue: Path, model_config: Path, tmp_path: Path) -> None:
+    overrides = json.dumps(
+        {name: 0 for name in ("inter_loss_weight", "itm_loss_weight", "intra_loss_weight", "entropy_loss_weight")}
+    )
+    output_dir = tmp_path / "out"
+    args = parse_arguments(
+        tiny_run_arguments(
+            model_config, catalogue, output_dir, max_steps=2, warmup_steps=1, save_steps=0, config_overrides=overrides
+        )
+    )
+    result = pretrain(args)
+    metrics = read_metrics(output_dir)
+    assert metrics[2]["loss"] == metrics[2]["loss_itc"] and "loss_inter" not in metrics[2]
+    assert json.loads((result.export_dir / "config.json").read_text())["inter_loss_weight"] == 0
+
+
+# ----------------------------------------------------------------------------------------------- 2 processes
+
+
+@needs_catalogue
+def test_torchrun_two_cpu_processes_train_together_and_export_the_same_format(
+    catalogue: Path, model_config: Path, tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "out"
+    # Global batch 2 x 4 = 8 divides the queue of 16.
+    arguments = tiny_run_arguments(model_config, catalogue, output_dir, max_steps=3, save_steps=2)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a free port for the rendezvous, whatever else runs on the machine
+        "--nproc_per_node",
+        "2",
+        str(PRETRAIN_SCRIPT),
+        *arguments,
+    ]
+    log_path = tmp_path / "torchrun.log"
+    with open(log_path, "w") as log_file:  # a file, not a pipe: the ranks outlive a killed torchrun
+        process = subprocess.Popen(command, env=subprocess_env(), stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            process.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # torchrun forwards SIGTERM to its ranks
+            process.wait(timeout=60)
+            pytest.fail(f"the 2-process run did not finish in 180 s:\n{log_path.read_text()}")
+    assert process.returncode == 0, log_path.read_text()
+
+    summary = json.loads((output_dir / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks"] == [0, 1]
+    assert summary["global_batch_size"] == 2 * TINY_BATCH
+    checkpoint = output_dir / "checkpoint-3"
+    assert {"stream_state_rank0.json", "stream_state_rank1.json", "random_states_1.pkl"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+    # The two ranks read different products (split_dataset_by_node).
+    positions = [json.loads((checkpoint / f"stream_state_rank{r}.json").read_text()) for r in (0, 1)]
+    assert positions[0]["consumed"] > 0 and positions[1]["consumed"] > 0
+
+    export = output_dir / "model"
+    assert {p.name for p in export.iterdir()} >= EXPORT_FILES
+    model = EclipModel.from_pretrained(export)
+    assert model.config.queue_size == 16
