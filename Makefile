@@ -50,7 +50,7 @@ DEMO_RUN := outputs/eclip-tiny-demo
 demo: install
 	@test -d $(DEMO_DATA)/train || $(BIN)/python processing/build_demo_catalogue.py --output $(DEMO_DATA)
 	rm -rf $(DEMO_RUN)
-	OMP_NUM_THREADS=1 $(BIN)/torchrun --nproc_per_node 2 examples/pretrain.py --config configuration/recipe-demo.yaml \
+	$(BIN)/python examples/pretrain.py --config configuration/recipe-demo.yaml \
 		--data_dir $(DEMO_DATA) --output_dir $(DEMO_RUN)
 	$(BIN)/python examples/evaluate.py --model $(DEMO_RUN)/model --data $(DEMO_DATA) --output $(DEMO_RUN)/results.json
 

@@ -24,8 +24,8 @@ if str(REPO) not in sys.path:
 
 from modeling_eclip import EclipConfig, EclipForPreTraining, EclipProcessor  # noqa: E402
 from modeling_eclip.data_eclip import ProductPairStream, load_product_stream  # noqa: E402
+from modeling_eclip.shard_format import list_shards  # noqa: E402
 from processing import build_demo_catalogue  # noqa: E402
-from processing.shard_format import list_shards  # noqa: E402
 
 
 def make_processor(image_size: int) -> EclipProcessor:

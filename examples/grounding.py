@@ -31,7 +31,7 @@ from modeling_eclip.grounding_eclip import (  # noqa: E402
     overlay_heatmap,
     rank_boxes,
 )
-from processing.shard_format import SPLITS, list_shards, read_split  # noqa: E402
+from modeling_eclip.shard_format import SPLITS, list_shards, read_split  # noqa: E402
 
 
 def grounding_targets(data: Path, split: str, kinds: list[str], num_images: int) -> list[dict]:

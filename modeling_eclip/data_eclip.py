@@ -23,7 +23,6 @@ import collections
 import hashlib
 import multiprocessing
 import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,7 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageEnhance
 
 from .processing_eclip import to_rgb_image
-
-if str(Path(__file__).resolve().parent.parent) not in sys.path:  # processing/ is a top-level folder of the repo
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from processing.shard_format import list_shards  # noqa: E402
+from .shard_format import list_shards
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 DEFAULT_BATCH_SIZE = 32
@@ -86,15 +81,20 @@ def load_product_stream(
     return stream
 
 
-def choose_pair_order(images: Sequence[Mapping[str, Any]], rng: np.random.Generator) -> list[tuple[int, int]]:
+def choose_pair_order(
+    images: Sequence[Mapping[str, Any]], rng: np.random.Generator, anchor_kind: str | None = None
+) -> list[tuple[int, int]]:
     """Candidate (anchor, positive) index pairs of a product's images, best first.
 
-    The anchor is drawn at random; positives are ranked by preferring another source, then another kind (an
-    instance seen by a different camera / in a different context is the harder, more useful positive), ties broken at
-    random. Later candidates are the fallbacks used when an image turns out not to decode.
+    The anchor is drawn at random (among the images of kind ``anchor_kind`` first, when given and the product has
+    one); positives are ranked by preferring another source, then another kind (an instance seen by a different
+    camera / in a different context is the harder, more useful positive), ties broken at random. Later candidates are
+    the fallbacks used when an image turns out not to decode.
     """
     count = len(images)
     anchors = rng.permutation(count)
+    if anchor_kind is not None:  # stable sort: the random order survives within each group
+        anchors = sorted(anchors, key=lambda i: images[i]["kind"] != anchor_kind)
     noise = rng.random((count, count))
     pairs = []
     for anchor in anchors:
@@ -137,7 +137,12 @@ def augment_image(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def make_pair(
-    example: Mapping[str, Any], seed: int, epoch: int, position: int, augment: bool = False
+    example: Mapping[str, Any],
+    seed: int,
+    epoch: int,
+    position: int,
+    augment: bool = False,
+    anchor_kind: str | None = None,
 ) -> dict[str, Any]:
     """Pick and decode two different images of one product row (each augmented with :func:`augment_image` when
     ``augment``).
@@ -161,7 +166,7 @@ def make_pair(
 
     sample: dict[str, Any] = {"rejected": "single_image"}
     if len(images) >= 2:
-        for anchor, positive in choose_pair_order(images, rng):
+        for anchor, positive in choose_pair_order(images, rng, anchor_kind):
             if anchor in bad or positive in bad:
                 continue
             if load(anchor) is not None and load(positive) is not None:
@@ -180,8 +185,8 @@ def make_pair(
     return sample
 
 
-def _make_pairs(jobs: list[tuple[dict[str, Any], int, int, int, bool]]) -> list[dict[str, Any]]:
-    """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position, augment)."""
+def _make_pairs(jobs: list[tuple[dict[str, Any], int, int, int, bool, str | None]]) -> list[dict[str, Any]]:
+    """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position, augment, anchor_kind)."""
     return [make_pair(*job) for job in jobs]
 
 
@@ -233,6 +238,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         num_workers: decode processes (0: decode in the iterating process).
         drop_last: drop the incomplete last batch of an epoch (fixed batch sizes keep distributed gathers simple).
         augment: apply :func:`augment_image` to both images of every pair (training only).
+        anchor_kind: image kind preferred as the anchor (the image paired with the title), e.g. ``"catalog"``.
     """
 
     def __init__(
@@ -244,6 +250,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         num_workers: int = DEFAULT_NUM_WORKERS,
         drop_last: bool = True,
         augment: bool = False,
+        anchor_kind: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 2:
@@ -255,6 +262,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         self.num_workers = num_workers
         self.drop_last = drop_last
         self.augment = augment
+        self.anchor_kind = anchor_kind
         self.epoch = 0
         self._consumed = 0  # examples of this epoch taken by the batcher (in a batch, held over or rejected)
         self._pending: list[int] = []  # positions of held-over examples, oldest first
@@ -310,7 +318,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                         "title": title,
                         "images": [{"image": im["image"], "source": im["source"], "kind": im["kind"]} for im in images],
                     }
-                    yield position, (example, self.seed, epoch, position, self.augment)
+                    yield position, (example, self.seed, epoch, position, self.augment, self.anchor_kind)
                 else:
                     yield position, None
                 position += 1

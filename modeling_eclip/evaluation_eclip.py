@@ -1,7 +1,7 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Zero-shot evaluation of an ECLIP (or ITC-only CLIP baseline) checkpoint on a product catalogue (paper Sec. 4.2).
 
-Not remote code: this module reads catalogue shards (the format of ``processing/shard_format.py``) with pyarrow and
+Not remote code: this module reads catalogue shards (the format of ``modeling_eclip/shard_format.py``) with pyarrow and
 runs the paper's evaluations, Tables 1-4, with the metrics of :mod:`modeling_eclip.metrics_eclip`.
 
 How products are embedded (``embedding="instance"``, the default for ECLIP checkpoints, Sec. 3.4):
@@ -36,11 +36,10 @@ from .metrics_eclip import ClassificationAccuracy, GroundingAccuracy, RetrievalM
 from .modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
 from .pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
 from .processing_eclip import EclipProcessor
+from .shard_format import SHARD_GLOB, list_shards
 
 logger = logging.getLogger(__name__)
 
-# Shards of a split: <root>/<split>/shard-*.parquet (processing/shard_format.py; not importable from the package).
-SHARD_GLOB = "shard-*.parquet"
 PRODUCT_VIEWS = ("image+title", "image", "title")
 # Image kind -> instance views each evaluation needs (the decoder runs once per view).
 QUICK_VIEWS = {"catalog": ("image+title",), "customer": ("image",)}
@@ -86,7 +85,7 @@ class CatalogueSplit:
 
 
 def _shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
-    paths = sorted((Path(data_dir) / split).glob(SHARD_GLOB))
+    paths = list_shards(data_dir, split)
     if not paths:
         raise FileNotFoundError(f"no {SHARD_GLOB} shards under {Path(data_dir) / split}; is this a catalogue?")
     return paths
@@ -103,7 +102,7 @@ def load_catalogue_split(
         raise ValueError(f"split {split!r} of {data_dir} has no products")
     all_titles = {}
     for other in sorted(path.name for path in Path(data_dir).iterdir() if path.is_dir()):
-        if list((Path(data_dir) / other).glob(SHARD_GLOB)):
+        if list_shards(data_dir, other):
             columns = pq.read_table(_shards(data_dir, other), columns=["product_id", "title"]).to_pydict()
             all_titles.update(zip(columns["product_id"], columns["title"]))
     images = [

@@ -25,8 +25,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from .configuration_eclip import EclipConfig
 from .data_eclip import COUNTER_NAMES, ProductPairStream, load_product_stream
 from .modeling_eclip import EclipForPreTraining, EclipModel, _load_tower
 from .processing_eclip import EclipProcessor
+from .shard_format import IMAGE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +97,33 @@ class PretrainingArguments:
     # ----- data
     data_dir: str = field(
         default=DEFAULT_DEMO_DIR,
-        metadata={"help": f"Catalogue root (processing/shard_format.py). '{DEFAULT_DEMO_DIR}' is built when missing."},
+        metadata={
+            "help": f"Catalogue root (see modeling_eclip/shard_format.py); '{DEFAULT_DEMO_DIR}' is built if missing."
+        },
     )
     shuffle_buffer: int = field(default=1000, metadata={"help": "Products in the streaming shuffle buffer."})
     num_workers: int = field(default=1, metadata={"help": "Image-decoding processes per rank (0: in the loop)."})
     augment: bool = field(default=True, metadata={"help": "Random resized crop, flip and colour jitter (Sec. 4.1)."})
+    anchor_kind: str | None = field(
+        default=None,
+        metadata={
+            "help": "Image kind preferred as the anchor x, the image paired with the title (e.g. 'catalog', the "
+            "listing photo the title was written for); x+ still comes from another source or kind. None: any image."
+        },
+    )
     # ----- optimisation (Sec. 4.1)
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Products per process and micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
     max_steps: int = field(default=1000, metadata={"help": "Optimiser steps; the schedule decays to 0 at the end."})
     warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps to the peak learning rate."})
+    instance_objectives_start_step: int = field(
+        default=0,
+        metadata={
+            "help": "Optimiser steps trained with L_itc alone before L_inter, L_itm, L_intra and L_R switch on (the "
+            "momentum model is re-copied from the online model then). With an image tower from random init, the "
+            "decoder objectives have no image features to work with at first; 0: all objectives from the start."
+        },
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the pretrained towers."})
     new_parameters_learning_rate: float | None = field(
         default=None,
@@ -165,6 +184,7 @@ class PretrainingArguments:
             "max_train_minutes",
             "eval_max_products",
             "config_overrides",
+            "anchor_kind",
         ):
             if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", ""):
                 setattr(self, name, None)
@@ -261,9 +281,20 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
     for name in positive:
         if getattr(args, name) <= 0:
             raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
-    for name in ("warmup_steps", "save_steps", "eval_steps", "weight_decay", "max_grad_norm", "num_workers"):
+    non_negative = (
+        "warmup_steps",
+        "instance_objectives_start_step",
+        "save_steps",
+        "eval_steps",
+        "weight_decay",
+        "max_grad_norm",
+        "num_workers",
+    )
+    for name in non_negative:
         if getattr(args, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
+    if args.anchor_kind is not None and args.anchor_kind not in IMAGE_KINDS:
+        raise ValueError(f"anchor_kind must be one of {IMAGE_KINDS} or None, got {args.anchor_kind!r}")
     if args.warmup_steps >= args.max_steps:
         raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
     if args.new_parameters_learning_rate is not None and args.new_parameters_learning_rate <= 0:
@@ -319,6 +350,21 @@ class _ConfigHolder:
 
 
 # ------------------------------------------------------------------------------------------------ model
+
+
+@contextmanager
+def itc_only(config: EclipConfig) -> Iterator[None]:
+    """Switches the decoder objectives off for one forward (the ITC phase of `instance_objectives_start_step`); the
+    config, which is exported with the model, keeps its weights."""
+    names = [name for name in config.loss_weight_names if name != "itc_loss_weight"]
+    weights = {name: getattr(config, name) for name in names}
+    try:
+        for name in names:
+            setattr(config, name, 0.0)
+        yield
+    finally:
+        for name, weight in weights.items():
+            setattr(config, name, weight)
 
 
 def build_model_and_processor(
@@ -703,7 +749,9 @@ def pretrain(
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     config = check_arguments(args, world_size)
     output_dir = Path(args.output_dir)
-    unused_parameters = any(getattr(config, name) == 0 for name in config.loss_weight_names)
+    unused_parameters = args.instance_objectives_start_step > 0 or any(
+        getattr(config, name) == 0 for name in config.loss_weight_names
+    )
     accelerator = Accelerator(
         # Without cpu=True, Accelerate treats torchrun's processes on a machine without an accelerator as unrelated
         # single processes (DistributedType.NO) instead of one gloo group (MULTI_CPU).
@@ -751,6 +799,7 @@ def pretrain(
         seed=args.seed,
         num_workers=args.num_workers,
         augment=args.augment,
+        anchor_kind=args.anchor_kind,
     )
 
     checkpoints = CheckpointManager(accelerator, output_dir, args.save_total_limit)
@@ -819,9 +868,13 @@ def pretrain(
     while state["step"] < args.max_steps:
         for batch in stream:
             batch = {name: value.to(accelerator.device) for name, value in batch.items()}
+            instance_phase = state["step"] >= args.instance_objectives_start_step
+            if state["step"] == args.instance_objectives_start_step > 0:
+                # The momentum targets start from the image features the ITC phase learned (idempotent per step).
+                pretrainer.copy_online_to_momentum()
             # The forward enqueues momentum features; a skipped batch must leave the queues as they were.
             snapshot = {name: buffer.clone() for name, buffer in buffers.items()}
-            with accelerator.accumulate(model):
+            with accelerator.accumulate(model), nullcontext() if instance_phase else itc_only(config):
                 output = model(**batch)
                 finite = torch.isfinite(output.loss.detach()).float()
                 finite = bool(accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes)

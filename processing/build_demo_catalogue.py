@@ -44,19 +44,19 @@ if __package__ in (None, ""):
     # Run as a script (python processing/build_demo_catalogue.py): make the repository root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from modeling_eclip.shard_format import (  # noqa: E402
+    IMAGE_KINDS,
+    SHARD_FORMAT_VERSION,
+    SPLITS,
+    ShardWriter,
+    list_shards,
+)
 from processing.demo_products import (  # noqa: E402
     EmojiProduct,
     find_emoji_test,
     make_title,
     parse_emoji_test,
     title_conflicts,
-)
-from processing.shard_format import (  # noqa: E402
-    IMAGE_KINDS,
-    SHARD_FORMAT_VERSION,
-    SPLITS,
-    ShardWriter,
-    list_shards,
 )
 
 DATASET_NAME = "eclip-demo-emoji-catalogue"

@@ -124,14 +124,14 @@ def loss_and_gradients(model: EclipForPreTraining, batch: dict) -> dict:
 LOSS_NAMES = ("loss", "loss_itc", "loss_inter", "loss_itm", "loss_intra", "loss_entropy")
 
 
-def run_distributed_worker(rank: int, world_size: int, port: int, out_path: str) -> None:
+def run_distributed_worker(rank: int, world_size: int, rendezvous_file: str, out_path: str) -> None:
     """Spawned by the test: one process of a 2-process gloo group; rank 0 saves the DDP-averaged result."""
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(1)
     modeling.sample_hard_negatives = argmax_hard_negatives
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    # A file rendezvous: a free TCP port picked by the test could be taken by a parallel test before the group binds it.
+    store = torch.distributed.FileStore(rendezvous_file, world_size)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size, store=store)
     try:
         model = build_distributed_model()
         batch = make_batch(DIST_PRODUCT_IDS, seed=3)

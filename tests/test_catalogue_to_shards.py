@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
     sys.path.insert(0, str(REPO))
 
+from modeling_eclip import shard_format as sf  # noqa: E402
 from processing import catalogue_to_shards as c2s  # noqa: E402
-from processing import shard_format as sf  # noqa: E402
 
 EXPECTED = {
     "no_title": 1,

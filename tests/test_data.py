@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import datasets.config
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
@@ -16,14 +17,15 @@ if str(REPO) not in sys.path:  # processing/ is a top-level folder of the reposi
     sys.path.insert(0, str(REPO))
 
 from modeling_eclip import EclipForPreTraining  # noqa: E402
+from modeling_eclip import shard_format as sf  # noqa: E402
 from modeling_eclip.data_eclip import (  # noqa: E402
     ProductPairStream,
+    choose_pair_order,
     load_product_stream,
     product_id_to_int,
 )
 from processing import build_demo_catalogue as bdc  # noqa: E402
 from processing import demo_products as dp  # noqa: E402
-from processing import shard_format as sf  # noqa: E402
 
 BATCH = 4
 CONTRACT = ("pixel_values", "positive_pixel_values", "input_ids", "attention_mask", "product_ids")
@@ -173,3 +175,19 @@ def test_corrupt_images_and_single_image_products_are_skipped_and_counted(proces
         "deferred_duplicates": 0,
     }
     assert ids == {product_id_to_int(row["product_id"]) for row in rows[2:]}
+
+
+def test_anchor_kind_prefers_that_kind_and_keeps_positives_from_elsewhere() -> None:
+    kinds = [("customer", "a"), ("catalog", "a"), ("ad", "b"), ("catalog", "b"), ("customer", "b")]
+    images = [{"kind": kind, "source": source} for kind, source in kinds]
+    for seed in range(20):
+        pairs = choose_pair_order(images, np.random.default_rng(seed), anchor_kind="catalog")
+        anchor, positive = pairs[0]
+        assert images[anchor]["kind"] == "catalog"
+        assert images[positive]["source"] != images[anchor]["source"]  # another source first, as without anchor_kind
+        assert [images[a]["kind"] for a, _ in pairs[: 2 * (len(images) - 1)]] == ["catalog"] * 8
+    # Without catalog images the anchor is any image; without anchor_kind the order is the plain random one.
+    no_catalog = [image for image in images if image["kind"] != "catalog"]
+    assert choose_pair_order(no_catalog, np.random.default_rng(0), "catalog") == choose_pair_order(
+        no_catalog, np.random.default_rng(0)
+    )

@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
     sys.path.insert(0, str(REPO))
 
+from modeling_eclip import shard_format as sf  # noqa: E402
 from processing import build_demo_catalogue as bdc  # noqa: E402
 from processing import demo_products as dp  # noqa: E402
-from processing import shard_format as sf  # noqa: E402
 
 SMALL = {"seed": 0, "image_size": 64, "images_per_source": 4, "max_products": 30}
 

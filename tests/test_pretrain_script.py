@@ -25,11 +25,12 @@ from pretrain_utils import (
     write_tiny_model_config,
 )
 
-from modeling_eclip import EclipModel
+from modeling_eclip import EclipModel, training_eclip
 from modeling_eclip.modeling_eclip import EclipForPreTraining
 from modeling_eclip.training_eclip import (
     CONFIGURATION_DIR,
     NonFiniteLossError,
+    build_model_and_processor,
     check_arguments,
     load_model_config,
     load_recipe,
@@ -83,6 +84,8 @@ def test_flags_override_the_recipe() -> None:
         ({"resume": "/nonexistent/checkpoint-3"}, "is not a complete checkpoint"),
         ({"mixed_precision": "fp12"}, "mixed_precision must be one of"),
         ({"config_overrides": '{"queue_sise": 4}'}, "unknown EclipConfig fields ['queue_sise']"),
+        ({"anchor_kind": "poster"}, "anchor_kind must be one of ('catalog', 'customer', 'ad')"),
+        ({"instance_objectives_start_step": -1}, "instance_objectives_start_step must be >= 0, got -1"),
     ],
 )
 def test_bad_configuration_fails_before_any_compute(
@@ -267,6 +270,47 @@ def test_itc_only_recipe_trains_the_clip_baseline(catalogue: Path, model_config:
     metrics = read_metrics(output_dir)
     assert metrics[2]["loss"] == metrics[2]["loss_itc"] and "loss_inter" not in metrics[2]
     assert json.loads((result.export_dir / "config.json").read_text())["inter_loss_weight"] == 0
+
+
+def test_instance_objectives_start_after_the_itc_phase(catalogue: Path, model_config: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "out"
+    copies_at_step = []
+
+    def build_and_watch(*arguments):
+        model, processor, prefixes = build_model_and_processor(*arguments)
+        copy = model.copy_online_to_momentum
+
+        def watched_copy() -> None:
+            copies_at_step.append(int(model.queue_pointer.item()))  # the queue fills only once the decoder runs
+            copy()
+
+        model.copy_online_to_momentum = watched_copy
+        return model, processor, prefixes
+
+    args = parse_arguments(
+        tiny_run_arguments(
+            model_config,
+            catalogue,
+            output_dir,
+            max_steps=4,
+            warmup_steps=1,
+            save_steps=0,
+            instance_objectives_start_step=2,
+            anchor_kind="catalog",
+        )
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training_eclip, "build_model_and_processor", build_and_watch)
+        result = pretrain(args)
+    metrics = read_metrics(output_dir)
+    for step in (1, 2):  # L_itc alone: the decoder objectives are off and not logged
+        assert metrics[step]["loss"] == metrics[step]["loss_itc"] and "loss_inter" not in metrics[step]
+    for step in (3, 4):
+        assert {"loss_inter", "loss_itm", "loss_intra", "loss_entropy"} <= metrics[step].keys()
+    # The momentum model restarts from the ITC-trained online model once, before anything was enqueued.
+    assert copies_at_step == [0]
+    exported = json.loads((result.export_dir / "config.json").read_text())
+    assert exported["inter_loss_weight"] == 1.0  # the ITC phase does not leak into the exported config
 
 
 # ----------------------------------------------------------------------------------------------- 2 processes

@@ -7,7 +7,6 @@ The tiny config lives in `tests/pretraining_utils.py` (importable by the spawned
 
 import math
 import os
-import socket
 import tempfile
 
 import pytest
@@ -825,12 +824,6 @@ def test_ema_mode_momentum_targets_use_the_trained_ema_negatives():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_two_processes_match_one_process_on_the_global_batch(monkeypatch):
     """Each of 2 gloo processes takes half of a global batch of 8 (product 3 on both), computes all five terms with
@@ -841,7 +834,8 @@ def test_two_processes_match_one_process_on_the_global_batch(monkeypatch):
     """
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "rank0.pt")
-        torch.multiprocessing.spawn(run_distributed_worker, args=(2, _free_port(), path), nprocs=2, join=True)
+        rendezvous = os.path.join(directory, "rendezvous")
+        torch.multiprocessing.spawn(run_distributed_worker, args=(2, rendezvous, path), nprocs=2, join=True)
         distributed = torch.load(path)
 
     monkeypatch.setattr(modeling, "sample_hard_negatives", argmax_hard_negatives)

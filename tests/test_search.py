@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
     sys.path.insert(0, str(REPO))
 
-from processing import shard_format  # noqa: E402
+from modeling_eclip import shard_format  # noqa: E402
 
 COLOURS = ["red", "green", "blue", "orange", "purple", "white"]
 TITLES = ["red shoe", "green garden hose", "blue denim jacket", "orange juicer", "purple yoga mat", "white mug"]
