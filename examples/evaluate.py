@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoProcessor
 
-# Python puts this script's folder first on sys.path, where this file would shadow the `evaluate` library the
-# metrics import; the repository root replaces it.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Run as a script, this folder is first on sys.path, where this file would shadow the `evaluate` library the metrics
+# import: the repository root replaces it (only then; an importer's path stays as it is).
+if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 import modeling_eclip  # noqa: E402, F401  (registers ECLIP with the Auto classes)
 from modeling_eclip.evaluation_eclip import evaluate_model, format_results  # noqa: E402

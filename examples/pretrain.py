@@ -15,9 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-# The repository root replaces this script's folder on the path: examples/evaluate.py would otherwise shadow the
-# `evaluate` library that the evaluation code imports.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+# Run as a script, this folder is first on the path, where examples/evaluate.py would shadow the `evaluate` library
+# that the evaluation code imports: the repository root replaces it (only then; an importer's path stays as it is).
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from modeling_eclip.training_eclip import parse_arguments, pretrain  # noqa: E402
 

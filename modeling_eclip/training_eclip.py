@@ -475,7 +475,11 @@ class CheckpointManager:
             else:
                 os.replace(tmp, final)
             for old in self.checkpoints()[: -self.save_total_limit]:
-                shutil.rmtree(old)
+                # Renamed first, so a kill during the deletion leaves a temporary directory (removed at the next
+                # start), never a half-deleted checkpoint-N.
+                doomed = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}deleted-{old.name}"
+                os.replace(old, doomed)
+                shutil.rmtree(doomed)
         accelerator.wait_for_everyone()
         return final
 
