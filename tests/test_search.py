@@ -3,21 +3,14 @@
 
 import io
 import logging
-import sys
-from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 from PIL import Image
 
+from modeling_eclip import shard_format
 from modeling_eclip.search_eclip import ProductSearchIndex, embed_products, load_catalogue
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # processing/ is a top-level folder of the repository, not an installed package
-    sys.path.insert(0, str(REPO))
-
-from modeling_eclip import shard_format  # noqa: E402
 
 COLOURS = ["red", "green", "blue", "orange", "purple", "white"]
 TITLES = ["red shoe", "green garden hose", "blue denim jacket", "orange juicer", "purple yoga mat", "white mug"]
