@@ -24,7 +24,6 @@ import hashlib
 import multiprocessing
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -34,7 +33,7 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageEnhance
 
 from .processing_eclip import to_rgb_image
-from .shard_format import list_shards
+from .shard_format import require_shards
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 DEFAULT_BATCH_SIZE = 32
@@ -69,9 +68,7 @@ def load_product_stream(
     if (data_files is None) == (data_dir is None):
         raise ValueError("pass exactly one of data_files or data_dir")
     if data_dir is not None:
-        data_files = [str(path) for path in list_shards(data_dir, split)]
-        if not data_files:
-            raise FileNotFoundError(f"no shards in {Path(data_dir) / split}")
+        data_files = [str(path) for path in require_shards(data_dir, split)]
     # The parquet files are already one split; datasets calls a plain file list "train" whatever it holds.
     stream = datasets.load_dataset("parquet", data_files=data_files, split="train", streaming=True)
     if shuffle_buffer > 0:

@@ -36,7 +36,7 @@ from .metrics_eclip import ClassificationAccuracy, GroundingAccuracy, RetrievalM
 from .modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
 from .pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
 from .processing_eclip import EclipProcessor
-from .shard_format import SHARD_GLOB, list_shards
+from .shard_format import list_shards, require_shards
 
 logger = logging.getLogger(__name__)
 
@@ -84,26 +84,19 @@ class CatalogueSplit:
         return [index for index, image in enumerate(self.images) if image.kind == kind]
 
 
-def _shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
-    paths = list_shards(data_dir, split)
-    if not paths:
-        raise FileNotFoundError(f"no {SHARD_GLOB} shards under {Path(data_dir) / split}; is this a catalogue?")
-    return paths
-
-
 def load_catalogue_split(
     data_dir: str | os.PathLike, split: str = "test", max_products: int | None = None
 ) -> CatalogueSplit:
     """Reads one split of a catalogue directory (the first `max_products` products if given)."""
-    rows = pq.read_table(_shards(data_dir, split)).to_pylist()
+    rows = pq.read_table(require_shards(data_dir, split)).to_pylist()
     if max_products is not None:
         rows = rows[:max_products]
     if not rows:
         raise ValueError(f"split {split!r} of {data_dir} has no products")
     all_titles = {}
     for other in sorted(path.name for path in Path(data_dir).iterdir() if path.is_dir()):
-        if list_shards(data_dir, other):
-            columns = pq.read_table(_shards(data_dir, other), columns=["product_id", "title"]).to_pydict()
+        if paths := list_shards(data_dir, other):
+            columns = pq.read_table(paths, columns=["product_id", "title"]).to_pydict()
             all_titles.update(zip(columns["product_id"], columns["title"]))
     images = [
         CatalogueImage(

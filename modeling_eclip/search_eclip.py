@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from .shard_format import list_shards
+from .shard_format import require_shards
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,7 @@ def load_catalogue(
 
     Products without such an image are left out, and how many is logged as a warning.
     """
-    files = [str(path) for path in list_shards(data_dir, split)]
-    if not files:
-        raise FileNotFoundError(f"No shards in {os.path.join(data_dir, split)}.")
+    files = [str(path) for path in require_shards(data_dir, split)]
     # An in-memory Arrow table: no copy in the datasets cache for what is read once per run.
     products = datasets.Dataset(pq.read_table(files))
 

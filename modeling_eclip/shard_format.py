@@ -86,6 +86,14 @@ def list_shards(root: str | os.PathLike, split: str) -> list[Path]:
     return sorted((Path(root) / split).glob(SHARD_GLOB))
 
 
+def require_shards(root: str | os.PathLike, split: str) -> list[Path]:
+    """:func:`list_shards`, for readers that need the split: an empty or missing split raises ``FileNotFoundError``."""
+    paths = list_shards(root, split)
+    if not paths:
+        raise FileNotFoundError(f"No shards ({SHARD_GLOB}) in {Path(root) / split}; is this a catalogue?")
+    return paths
+
+
 def image_format(data: bytes) -> str:
     """``"png"`` or ``"jpeg"`` from the magic bytes; raises ``ValueError`` for anything else."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
