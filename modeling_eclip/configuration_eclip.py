@@ -167,13 +167,14 @@ class EclipConfig(PreTrainedConfig):
     entropy_loss_weight: float | int = 1.0
     initializer_range: float = 0.02
 
-    loss_weight_names: ClassVar[tuple[str, ...]] = (
-        "itc_loss_weight",
+    # The objectives that need the instance decoder, the momentum model and the queues (all but Eq. 6-7).
+    decoder_loss_weight_names: ClassVar[tuple[str, ...]] = (
         "inter_loss_weight",
         "itm_loss_weight",
         "intra_loss_weight",
         "entropy_loss_weight",
     )
+    loss_weight_names: ClassVar[tuple[str, ...]] = ("itc_loss_weight", *decoder_loss_weight_names)
 
     def __post_init__(self, **kwargs):
         # The decoder works in the joint space, so its width defaults to D instead of its own class default.
@@ -223,6 +224,24 @@ class EclipConfig(PreTrainedConfig):
         for name in self.loss_weight_names:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
+
+    @property
+    def uses_decoder_objectives(self) -> bool:
+        """Whether any objective needing the decoder, the momentum model and the queues is on; False for the ITC-only
+        CLIP baseline (ablation Table 5), whose decoder is never trained."""
+        return any(getattr(self, name) > 0 for name in self.decoder_loss_weight_names)
+
+    def check_global_batch_size(self, global_batch_size: int) -> None:
+        """Raises a clear error when the queue cannot hold whole global batches (call before training)."""
+        if not self.uses_decoder_objectives:
+            return
+        if global_batch_size > self.queue_size:
+            raise ValueError(f"The global batch ({global_batch_size}) is larger than queue_size ({self.queue_size}).")
+        if self.queue_size % global_batch_size != 0:
+            raise ValueError(
+                f"queue_size ({self.queue_size}) must be a multiple of the global batch size ({global_batch_size}) "
+                "so every enqueue writes one contiguous block; change queue_size or the batch size."
+            )
 
     @property
     def image_size(self) -> int:

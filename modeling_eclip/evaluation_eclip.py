@@ -124,8 +124,7 @@ def load_catalogue_split(
 
 def is_itc_only(model: EclipModel) -> bool:
     """True for a CLIP baseline: image-text contrast is the only objective, so the decoder was never trained."""
-    config = model.config
-    return not any(getattr(config, name) > 0 for name in config.loss_weight_names if name != "itc_loss_weight")
+    return not model.config.uses_decoder_objectives
 
 
 def resolve_embedding_mode(model: EclipModel, embedding: EmbeddingMode = "auto") -> str:

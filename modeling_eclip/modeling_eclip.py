@@ -870,22 +870,12 @@ class EclipForPreTraining(EclipPreTrainedModel):
 
     def check_global_batch_size(self, global_batch_size: int) -> None:
         """Raises a clear error when the queue cannot hold whole global batches (call before training)."""
-        queue_size = self.config.queue_size
-        if not self.uses_momentum:
-            return
-        if global_batch_size > queue_size:
-            raise ValueError(f"The global batch ({global_batch_size}) is larger than queue_size ({queue_size}).")
-        if queue_size % global_batch_size != 0:
-            raise ValueError(
-                f"queue_size ({queue_size}) must be a multiple of the global batch size ({global_batch_size}) so "
-                "every enqueue writes one contiguous block; change queue_size or the batch size."
-            )
+        self.config.check_global_batch_size(global_batch_size)
 
     @property
     def uses_momentum(self) -> bool:
         """Whether an objective needing the momentum model, the decoder and the queues is switched on."""
-        config = self.config
-        return any(getattr(config, name) > 0 for name in config.loss_weight_names if name != "itc_loss_weight")
+        return self.config.uses_decoder_objectives
 
     @torch.no_grad()
     def _enqueue(self, embeds: torch.Tensor, prompts: torch.Tensor, product_ids: torch.Tensor) -> None:

@@ -322,7 +322,7 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
         raise ValueError("the global batch must hold at least 2 products: the objectives need negatives")
     # The queue check of the model, on the batch of one forward (accumulation does not change it).
     global_batch = args.per_device_train_batch_size * world_size
-    EclipForPreTraining.check_global_batch_size(_ConfigHolder(config), global_batch)
+    config.check_global_batch_size(global_batch)
 
     data_dir = Path(args.data_dir)
     if not (data_dir / "train").is_dir() and args.data_dir != DEFAULT_DEMO_DIR:
@@ -338,17 +338,6 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
     return config
 
 
-@dataclass
-class _ConfigHolder:
-    """Lets `EclipForPreTraining.check_global_batch_size` run on a config alone, before the model is built."""
-
-    config: EclipConfig
-
-    @property
-    def uses_momentum(self) -> bool:
-        return EclipForPreTraining.uses_momentum.fget(self)
-
-
 # ------------------------------------------------------------------------------------------------ model
 
 
@@ -356,10 +345,9 @@ class _ConfigHolder:
 def itc_only(config: EclipConfig) -> Iterator[None]:
     """Switches the decoder objectives off for one forward (the ITC phase of `instance_objectives_start_step`); the
     config, which is exported with the model, keeps its weights."""
-    names = [name for name in config.loss_weight_names if name != "itc_loss_weight"]
-    weights = {name: getattr(config, name) for name in names}
+    weights = {name: getattr(config, name) for name in config.decoder_loss_weight_names}
     try:
-        for name in names:
+        for name in weights:
             setattr(config, name, 0.0)
         yield
     finally:
