@@ -229,17 +229,15 @@ def run(args: argparse.Namespace) -> dict:
     itc.load_state_dict(full.state_dict())
     optimizers = {"itc": make_optimizer(itc, device), "eclip": make_optimizer(full, device)}
 
-    def forward_backward(model: EclipForPreTraining) -> None:
-        with bench.autocast():
-            loss = model(**batch).loss
-        loss.backward()
-
     def training_step(model: EclipForPreTraining, optimizer: torch.optim.Optimizer) -> None:
-        forward_backward(model)
+        with bench.autocast():
+            output = model(**batch)
+        output.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if model.uses_momentum:
             model.momentum_update()
+            model.enqueue(output)
 
     steps = {
         "itc_step": lambda: training_step(itc, optimizers["itc"]),

@@ -66,10 +66,11 @@ def measure_step(config: EclipConfig, batch: dict, steps: int) -> float:
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(**batch).loss
-        loss.backward()
+            output = model(**batch)
+        output.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        model.enqueue(output)
 
     step()
     start = time.perf_counter()

@@ -6,8 +6,9 @@
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_eclip import EclipConfig, EclipDecoderConfig
+from .configuration_eclip import OBJECTIVES, EclipConfig, EclipDecoderConfig
 from .modeling_eclip import (
+    LOSS_NAMES,
     EclipDecoderOutput,
     EclipForPreTraining,
     EclipForPreTrainingOutput,
@@ -37,6 +38,8 @@ EclipForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 EclipProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "LOSS_NAMES",
+    "OBJECTIVES",
     "EclipConfig",
     "EclipDecoderConfig",
     "EclipDecoderOutput",

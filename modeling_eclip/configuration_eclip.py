@@ -14,6 +14,9 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 NEGATIVE_QUERY_MODES = ("gaussian", "text", "ema")
+# The pretraining objectives: L_itc (Eq. 6-7), L_inter (Eq. 8), L_itm, L_intra (Eq. 9) and L_R (Eq. 10). Each has a
+# weight `<name>_loss_weight` here and a term `loss_<name>` in `EclipForPreTrainingOutput`.
+OBJECTIVES = ("itc", "inter", "itm", "intra", "entropy")
 
 
 @strict
@@ -167,14 +170,9 @@ class EclipConfig(PreTrainedConfig):
     entropy_loss_weight: float | int = 1.0
     initializer_range: float = 0.02
 
+    loss_weight_names: ClassVar[tuple[str, ...]] = tuple(f"{name}_loss_weight" for name in OBJECTIVES)
     # The objectives that need the instance decoder, the momentum model and the queues (all but Eq. 6-7).
-    decoder_loss_weight_names: ClassVar[tuple[str, ...]] = (
-        "inter_loss_weight",
-        "itm_loss_weight",
-        "intra_loss_weight",
-        "entropy_loss_weight",
-    )
-    loss_weight_names: ClassVar[tuple[str, ...]] = ("itc_loss_weight", *decoder_loss_weight_names)
+    decoder_loss_weight_names: ClassVar[tuple[str, ...]] = loss_weight_names[1:]
 
     def __post_init__(self, **kwargs):
         # The decoder works in the joint space, so its width defaults to D instead of its own class default.

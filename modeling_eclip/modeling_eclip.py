@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_eclip import EclipConfig, EclipDecoderConfig
+from .configuration_eclip import OBJECTIVES, EclipConfig, EclipDecoderConfig
 from .loss_eclip import (
     assignment_entropy_regularizer,
     distributed_rank_and_world_size,
@@ -33,7 +33,7 @@ from .loss_eclip import (
     instance_text_matching_loss,
     inter_product_contrastive_loss,
     intra_product_contrastive_loss,
-    sample_hard_negatives,
+    slot_token_entropy,
 )
 
 TEXT_PROMPT = 0
@@ -778,7 +778,7 @@ class EclipModel(EclipPreTrainedModel):
 @dataclass
 class EclipForPreTrainingOutput(ModelOutput):
     r"""
-    Output of [`EclipForPreTraining`]: the weighted total and every term, for logging.
+    Output of [`EclipForPreTraining`]: the weighted total and every term, for logging, and what a good step enqueues.
 
     loss (`torch.FloatTensor`): the weighted sum of the enabled objectives.
     loss_itc, loss_inter, loss_itm, loss_intra, loss_entropy (`torch.FloatTensor`, *optional*):
@@ -789,6 +789,11 @@ class EclipForPreTrainingOutput(ModelOutput):
     image_embeds, text_embeds, instance_embeds (`torch.FloatTensor`, *optional*):
         The online model's normalised g_I(v_cls), g_T(w_cls) and positive-slot h (local rows).
     positive_slot (`torch.LongTensor`, *optional*): the slot r that held each sample's positive prompt.
+    enqueue_embeds, enqueue_prompts, enqueue_product_ids (*optional*, training mode with the decoder objectives on):
+        The momentum features h_xi, the momentum text prompts and the product ids of the global batch, `(B_global, D)`
+        and `(B_global,)`, for the queues; [`EclipForPreTraining.enqueue`] writes them once the step is known good.
+    negative_queries_mean (`torch.FloatTensor` of shape `(T - 1, D)`, *optional*, with the three above):
+        The batch mean of the negative queries, for the moving average of the "ema" negative mode (Table 6).
     """
 
     loss: torch.FloatTensor | None = None
@@ -803,6 +808,14 @@ class EclipForPreTrainingOutput(ModelOutput):
     text_embeds: torch.FloatTensor | None = None
     instance_embeds: torch.FloatTensor | None = None
     positive_slot: torch.LongTensor | None = None
+    enqueue_embeds: torch.FloatTensor | None = None
+    enqueue_prompts: torch.FloatTensor | None = None
+    enqueue_product_ids: torch.LongTensor | None = None
+    negative_queries_mean: torch.FloatTensor | None = None
+
+
+# What `EclipForPreTrainingOutput` logs: the weighted total, then every objective's term.
+LOSS_NAMES = ("loss", *(f"loss_{name}" for name in OBJECTIVES))
 
 
 class EclipForPreTraining(EclipPreTrainedModel):
@@ -823,9 +836,11 @@ class EclipForPreTraining(EclipPreTrainedModel):
       prompts; while both are short, the Gaussian negatives of Sec. 3.4 fill the remaining slots.
     - The positive prompt sits at a random slot when `random_positive_slot` (so q^pos cannot solve Eq. 9).
 
-    Call [`EclipForPreTraining.momentum_update`] after every optimiser step. `model.eclip` is the inference model
-    (save it with `model.eclip.save_pretrained`); `EclipModel.from_pretrained` on a pretraining checkpoint also
-    yields it, ignoring the momentum copy, the ITM head and the queues.
+    `forward` changes no state. After every optimiser step known to be good, call
+    [`EclipForPreTraining.momentum_update`] and [`EclipForPreTraining.enqueue`] (with the outputs of that step's
+    micro-batches, in order). `model.eclip` is the inference model (save it with `model.eclip.save_pretrained`);
+    `EclipModel.from_pretrained` on a pretraining checkpoint also yields it, ignoring the momentum copy, the ITM head
+    and the queues.
     """
 
     def __init__(self, config: EclipConfig):
@@ -855,10 +870,11 @@ class EclipForPreTraining(EclipPreTrainedModel):
 
     @torch.no_grad()
     def copy_online_to_momentum(self) -> None:
-        """Sets the momentum model equal to the online model and freezes it."""
+        """Sets the momentum model (and its "ema" negative queries) equal to the online model and freezes it."""
         for online, momentum in zip(self.eclip.parameters(), self.momentum_eclip.parameters()):
             momentum.copy_(online)
             momentum.requires_grad_(False)
+        self.momentum_eclip.ema_negative_queries.copy_(self.eclip.ema_negative_queries)
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -867,6 +883,27 @@ class EclipForPreTraining(EclipPreTrainedModel):
         momentum = list(self.momentum_eclip.parameters())
         # xi + (1 - m) (theta - xi): one fused pass over the parameters instead of a multiply and an add.
         torch._foreach_lerp_(momentum, online, 1.0 - self.config.momentum)
+
+    @torch.no_grad()
+    def enqueue(self, output: EclipForPreTrainingOutput) -> None:
+        """Writes what a training forward returned for the queues (`enqueue_*`) into them, oldest entries first out,
+        and moves the "ema" negative queries towards its `negative_queries_mean`. Call after an optimiser step known
+        to be good, once per micro-batch of that step, in order; a forward without the decoder objectives (or in eval
+        mode) has nothing to enqueue."""
+        if output.enqueue_embeds is None:
+            return
+        momentum = self.config.momentum
+        ema = self.eclip.ema_negative_queries
+        ema.mul_(momentum).add_(output.negative_queries_mean.to(ema.dtype), alpha=1 - momentum)
+        # The momentum targets are decoded with the online model's inference negatives.
+        self.momentum_eclip.ema_negative_queries.copy_(ema)
+        # `forward` checked in training mode that the queue holds whole global batches.
+        batch_size = output.enqueue_embeds.shape[0]
+        start = int(self.queue_pointer.item())
+        self.queue_embeds[start : start + batch_size] = output.enqueue_embeds.to(self.queue_embeds.dtype)
+        self.queue_prompts[start : start + batch_size] = output.enqueue_prompts.to(self.queue_prompts.dtype)
+        self.queue_product_ids[start : start + batch_size] = output.enqueue_product_ids
+        self.queue_pointer[0] = (start + batch_size) % self.config.queue_size
 
     def check_global_batch_size(self, global_batch_size: int) -> None:
         """Raises a clear error when the queue cannot hold whole global batches (call before training)."""
@@ -877,15 +914,194 @@ class EclipForPreTraining(EclipPreTrainedModel):
         """Whether an objective needing the momentum model, the decoder and the queues is switched on."""
         return self.config.uses_decoder_objectives
 
+    def _check_batch(self, pixel_values, positive_pixel_values, input_ids, product_ids, instance_objectives) -> None:
+        if pixel_values is None or input_ids is None:
+            raise ValueError("EclipForPreTraining needs pixel_values and input_ids (image and product text).")
+        batch_size = pixel_values.shape[0]
+        _check_batch(batch_size, input_ids.shape[0], "pixel_values", "input_ids")
+        if instance_objectives and positive_pixel_values is None:
+            raise ValueError(
+                "positive_pixel_values (a second image of each product) is required when inter_loss_weight, "
+                "itm_loss_weight, intra_loss_weight or entropy_loss_weight is > 0."
+            )
+        if instance_objectives and product_ids is None:
+            raise ValueError("product_ids are required to mask same-product pairs in the ECLIP objectives.")
+        if positive_pixel_values is not None:
+            _check_batch(batch_size, positive_pixel_values.shape[0], "pixel_values", "positive_pixel_values")
+        if self.training and instance_objectives:
+            # Fail before any compute, not at the enqueue after the step.
+            self.check_global_batch_size(batch_size * distributed_rank_and_world_size()[1])
+        if product_ids is not None:
+            if product_ids.dim() != 1:
+                raise ValueError(f"product_ids must be 1-D (batch,), got shape {tuple(product_ids.shape)}.")
+            _check_batch(batch_size, product_ids.shape[0], "pixel_values", "product_ids")
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        positive_pixel_values: torch.Tensor | None = None,
+        product_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        itc_only: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> EclipForPreTrainingOutput | tuple:
+        r"""
+        Computes the enabled objectives on one (local) batch; with a process group, features are gathered with
+        gradients so N processes give the loss and gradients of the global batch. Changes no state: in training mode
+        the output carries what [`EclipForPreTraining.enqueue`] writes into the queues after a good step.
+
+        itc_only (`bool`, defaults to `False`):
+            Compute L_itc alone for this call (no momentum model, decoder or queue), whatever the config's weights:
+            the ITC phase of a recipe whose image tower starts from random init.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        config = self.config
+        instance_objectives = self.uses_momentum and not itc_only
+        self._check_batch(pixel_values, positive_pixel_values, input_ids, product_ids, instance_objectives)
+        rank, _ = distributed_rank_and_world_size()
+        batch_size = pixel_values.shape[0]
+        row_offset = rank * batch_size
+
+        # Online towers and L_itc (Eq. 6-7).
+        image_raw, patch_embeds, _ = self.eclip.encode_image(pixel_values, **kwargs)
+        text_raw, _ = self.eclip.encode_text(input_ids, attention_mask, token_type_ids, **kwargs)
+        image_embeds, text_embeds = F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1)
+        logit_scale = self.eclip.logit_scale.clamp(max=config.logit_scale_max).exp()
+        all_image_embeds, all_text_embeds = gather_features(image_embeds), gather_features(text_embeds)
+        all_product_ids = gather_features(product_ids) if product_ids is not None else None
+        if product_ids is not None and batch_size > 1 and bool((all_product_ids == all_product_ids[0]).all()):
+            raise ValueError("Every sample in the batch is the same product: there are no negatives to contrast.")
+        losses: dict[str, torch.Tensor | None] = dict.fromkeys(OBJECTIVES)
+        if config.itc_loss_weight > 0:
+            losses["itc"] = image_text_contrastive_loss(
+                image_embeds,
+                text_embeds,
+                all_image_embeds,
+                all_text_embeds,
+                logit_scale,
+                product_ids,
+                all_product_ids,
+                row_offset,
+            )
+        instance_embeds = positive_slot = positive_slot_entropy = None
+        enqueue = {}
+        if instance_objectives:
+            # Momentum targets of x+, then the instance decoder with the positive prompt at slot r.
+            momentum_instances, momentum_image_prompts, momentum_text_prompts = self._momentum_targets(
+                positive_pixel_values, input_ids, attention_mask, token_type_ids
+            )
+            queries, positive_slot, negative_queries = self._training_queries(
+                text_raw, momentum_image_prompts, all_text_embeds, all_product_ids, product_ids
+            )
+            decoder_output = self.eclip.decoder(queries, patch_embeds, output_assignment_maps=True, return_dict=True)
+            slots = decoder_output.last_hidden_state
+            assignment = decoder_output.assignment_maps[-1]
+            rows = torch.arange(batch_size, device=slots.device)
+            instance_embeds = F.normalize(slots[rows, positive_slot], dim=-1)
+            all_momentum_instances = gather_features(momentum_instances)
+
+            if config.inter_loss_weight > 0:
+                filled = self.queue_product_ids >= 0  # slots not yet written hold no feature
+                losses["inter"] = inter_product_contrastive_loss(
+                    instance_embeds,
+                    all_momentum_instances,
+                    self.queue_embeds[filled],
+                    product_ids,
+                    all_product_ids,
+                    self.queue_product_ids[filled],
+                    logit_scale,
+                    row_offset,
+                )
+            if config.itm_loss_weight > 0:
+                losses["itm"] = instance_text_matching_loss(
+                    self.itm_head,
+                    instance_embeds,
+                    image_embeds,
+                    text_embeds,
+                    all_image_embeds,
+                    all_text_embeds,
+                    product_ids,
+                    all_product_ids,
+                )
+            if config.intra_loss_weight > 0:
+                losses["intra"] = intra_product_contrastive_loss(slots, text_embeds, positive_slot, logit_scale)
+            slot_entropy = slot_token_entropy(assignment if config.entropy_loss_weight > 0 else assignment.detach())
+            if config.entropy_loss_weight > 0:
+                losses["entropy"] = assignment_entropy_regularizer(slot_entropy, positive_slot, assignment.shape[1])
+
+            positive_slot_entropy = slot_entropy.detach()[rows, positive_slot].mean()
+            if self.training:
+                enqueue = {
+                    "enqueue_embeds": all_momentum_instances,
+                    "enqueue_prompts": gather_features(momentum_text_prompts),
+                    "enqueue_product_ids": all_product_ids,
+                    "negative_queries_mean": negative_queries.detach().float().mean(0),
+                }
+
+        weights = {name: getattr(config, f"{name}_loss_weight") for name in OBJECTIVES}
+        output = EclipForPreTrainingOutput(
+            loss=sum(weights[name] * value for name, value in losses.items() if value is not None),
+            **{f"loss_{name}": value for name, value in losses.items()},
+            temperature=(1.0 / logit_scale).detach(),
+            positive_slot_entropy=positive_slot_entropy,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            instance_embeds=instance_embeds,
+            positive_slot=positive_slot,
+            **enqueue,
+        )
+        return output if return_dict else output.to_tuple()
+
     @torch.no_grad()
-    def _enqueue(self, embeds: torch.Tensor, prompts: torch.Tensor, product_ids: torch.Tensor) -> None:
-        # The global batch size was checked against the queue in `_check_batch`, before any compute.
-        batch_size = embeds.shape[0]
-        start = int(self.queue_pointer.item())
-        self.queue_embeds[start : start + batch_size] = embeds.to(self.queue_embeds.dtype)
-        self.queue_prompts[start : start + batch_size] = prompts.to(self.queue_prompts.dtype)
-        self.queue_product_ids[start : start + batch_size] = product_ids
-        self.queue_pointer[0] = (start + batch_size) % self.config.queue_size
+    def _momentum_targets(
+        self,
+        positive_pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The momentum model's pass over x+: the normalised Eq. 8 targets h_xi (decoded as at transfer, Sec. 3.4), the
+        image prompts g_I(v_cls) of x+ and the normalised text prompts g_T(w_cls), each `(B, D)`."""
+        momentum = self.momentum_eclip
+        image_prompts, patches, _ = momentum.encode_image(positive_pixel_values)
+        text_prompts, _ = momentum.encode_text(input_ids, attention_mask, token_type_ids)
+        text_types = torch.full((text_prompts.shape[0],), TEXT_PROMPT, dtype=torch.long, device=text_prompts.device)
+        decoded = momentum.decode_instances(patches, text_prompts, text_types, output_assignment_maps=False)
+        instances = F.normalize(decoded.last_hidden_state[:, 0], dim=-1)
+        return instances, image_prompts, F.normalize(text_prompts, dim=-1)
+
+    def _training_queries(
+        self,
+        text_prompts: torch.Tensor,
+        image_prompts: torch.Tensor,
+        all_text_embeds: torch.Tensor,
+        all_product_ids: torch.Tensor,
+        product_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eq. 1 queries `(B, T, D)` of a training batch: the text prompt g_T(w_cls), or with `image_prompt_probability`
+        the image prompt g_I(v_cls) of x+, at slot r (random when `random_positive_slot`), other products' prompts as
+        negatives. Returns the queries, r `(B,)` and the negative queries `(B, T-1, D)`."""
+        config = self.config
+        batch_size, device = text_prompts.shape[0], text_prompts.device
+        use_image_prompt = torch.rand(batch_size, device=device) < config.image_prompt_probability
+        image_prompts = image_prompts.to(text_prompts.dtype)
+        positive_prompts = torch.where(use_image_prompt.unsqueeze(-1), image_prompts, text_prompts)
+        positive_types = use_image_prompt.long()  # TEXT_PROMPT = 0, IMAGE_PROMPT = 1
+        if config.random_positive_slot:
+            positive_slot = torch.randint(0, config.decoder_config.num_queries, (batch_size,), device=device)
+        else:
+            positive_slot = torch.zeros(batch_size, dtype=torch.long, device=device)
+        negative_queries = self._select_negative_queries(all_text_embeds, all_product_ids, product_ids)
+        queries = self.eclip.build_instance_queries(
+            self.eclip.prompts_to_query_space(positive_prompts),
+            positive_types,
+            negative_queries,
+            positive_slot=positive_slot,
+        )
+        return queries, positive_slot, negative_queries
 
     def _select_negative_queries(
         self, all_prompts: torch.Tensor, all_product_ids: torch.Tensor, product_ids: torch.Tensor
@@ -909,236 +1125,6 @@ class EclipForPreTraining(EclipPreTrainedModel):
             picked_keys = F.pad(picked_keys, (0, pad.shape[1]))
         fallback = gaussian.expand_as(negatives)
         return torch.where((picked_keys > 0).unsqueeze(-1), negatives, fallback)
-
-    def _check_batch(self, pixel_values, positive_pixel_values, input_ids, product_ids) -> None:
-        if pixel_values is None or input_ids is None:
-            raise ValueError("EclipForPreTraining needs pixel_values and input_ids (image and product text).")
-        batch_size = pixel_values.shape[0]
-        _check_batch(batch_size, input_ids.shape[0], "pixel_values", "input_ids")
-        needs_ids = self.uses_momentum
-        if needs_ids and positive_pixel_values is None:
-            raise ValueError(
-                "positive_pixel_values (a second image of each product) is required when inter_loss_weight, "
-                "itm_loss_weight, intra_loss_weight or entropy_loss_weight is > 0."
-            )
-        if needs_ids and product_ids is None:
-            raise ValueError("product_ids are required to mask same-product pairs in the ECLIP objectives.")
-        if positive_pixel_values is not None:
-            _check_batch(batch_size, positive_pixel_values.shape[0], "pixel_values", "positive_pixel_values")
-        if self.training and needs_ids:
-            # Fail before any compute or state change, not at the enqueue after the forward.
-            self.check_global_batch_size(batch_size * distributed_rank_and_world_size()[1])
-        if product_ids is not None:
-            if product_ids.dim() != 1:
-                raise ValueError(f"product_ids must be 1-D (batch,), got shape {tuple(product_ids.shape)}.")
-            _check_batch(batch_size, product_ids.shape[0], "pixel_values", "product_ids")
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        positive_pixel_values: torch.Tensor | None = None,
-        product_ids: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> EclipForPreTrainingOutput | tuple:
-        r"""
-        Computes the enabled objectives on one (local) batch; with a process group, features are gathered with
-        gradients so N processes give the loss and gradients of the global batch. In training mode the momentum
-        features are enqueued after the losses are computed.
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        config = self.config
-        self._check_batch(pixel_values, positive_pixel_values, input_ids, product_ids)
-        rank, _ = distributed_rank_and_world_size()
-        batch_size = pixel_values.shape[0]
-        row_offset = rank * batch_size
-
-        image_raw, patch_embeds, _ = self.eclip.encode_image(pixel_values, **kwargs)
-        text_raw, _ = self.eclip.encode_text(input_ids, attention_mask, token_type_ids, **kwargs)
-        image_embeds, text_embeds = F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1)
-        logit_scale = self.eclip.logit_scale.clamp(max=config.logit_scale_max).exp()
-        all_image_embeds, all_text_embeds = gather_features(image_embeds), gather_features(text_embeds)
-        all_product_ids = gather_features(product_ids) if product_ids is not None else None
-        if product_ids is not None and batch_size > 1 and bool((all_product_ids == all_product_ids[0]).all()):
-            raise ValueError("Every sample in the batch is the same product: there are no negatives to contrast.")
-
-        terms: dict[str, torch.Tensor | None] = dict.fromkeys(("itc", "inter", "itm", "intra", "entropy"))
-        if config.itc_loss_weight > 0:
-            terms["itc"] = image_text_contrastive_loss(
-                image_embeds,
-                text_embeds,
-                all_image_embeds,
-                all_text_embeds,
-                logit_scale,
-                product_ids,
-                all_product_ids,
-                row_offset,
-            )
-        instance_embeds = positive_slot = positive_slot_entropy = None
-        if self.uses_momentum:
-            instance_embeds, positive_slot, positive_slot_entropy = self._instance_objectives(
-                terms,
-                patch_embeds,
-                image_embeds,
-                text_embeds,
-                text_raw,
-                all_image_embeds,
-                all_text_embeds,
-                positive_pixel_values,
-                input_ids,
-                attention_mask,
-                token_type_ids,
-                product_ids,
-                all_product_ids,
-                logit_scale,
-                row_offset,
-            )
-        weights = {name: getattr(config, f"{name}_loss_weight") for name in terms}
-        loss = sum(weights[name] * value for name, value in terms.items() if value is not None)
-        output = EclipForPreTrainingOutput(
-            loss=loss,
-            loss_itc=terms["itc"],
-            loss_inter=terms["inter"],
-            loss_itm=terms["itm"],
-            loss_intra=terms["intra"],
-            loss_entropy=terms["entropy"],
-            temperature=(1.0 / logit_scale).detach(),
-            positive_slot_entropy=positive_slot_entropy,
-            image_embeds=image_embeds,
-            text_embeds=text_embeds,
-            instance_embeds=instance_embeds,
-            positive_slot=positive_slot,
-        )
-        return output if return_dict else output.to_tuple()
-
-    def _instance_objectives(
-        self,
-        terms: dict,
-        patch_embeds: torch.Tensor,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        text_raw: torch.Tensor,
-        all_image_embeds: torch.Tensor,
-        all_text_embeds: torch.Tensor,
-        positive_pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        token_type_ids: torch.Tensor | None,
-        product_ids: torch.Tensor,
-        all_product_ids: torch.Tensor,
-        logit_scale: torch.Tensor,
-        row_offset: int,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """L_inter, L_itm, L_intra and L_R: everything that needs the decoder and the momentum model."""
-        config = self.config
-        batch_size, device = text_raw.shape[0], text_raw.device
-        num_queries = config.decoder_config.num_queries
-
-        with torch.no_grad():
-            # The targets are decoded with the online model's inference negatives ("ema" mode trains them online).
-            self.momentum_eclip.ema_negative_queries.copy_(self.eclip.ema_negative_queries)
-            momentum_image_raw, momentum_patches, _ = self.momentum_eclip.encode_image(positive_pixel_values)
-            momentum_text_raw, _ = self.momentum_eclip.encode_text(input_ids, attention_mask, token_type_ids)
-            text_prompt_types = torch.full((batch_size,), TEXT_PROMPT, dtype=torch.long, device=device)
-            momentum_instances = self.momentum_eclip.decode_instances(
-                momentum_patches, momentum_text_raw, text_prompt_types, output_assignment_maps=False
-            ).last_hidden_state[:, 0]
-            momentum_instances = F.normalize(momentum_instances, dim=-1)
-            momentum_prompts = F.normalize(momentum_text_raw, dim=-1)
-
-        # Eq. 1 queries: text prompt g_T(w_cls), or the image prompt g_I(v_cls) of x+, at a (random) slot r.
-        use_image_prompt = torch.rand(batch_size, device=device) < config.image_prompt_probability
-        positive_prompts = torch.where(use_image_prompt.unsqueeze(-1), momentum_image_raw.to(text_raw.dtype), text_raw)
-        positive_types = use_image_prompt.long()  # TEXT_PROMPT = 0, IMAGE_PROMPT = 1
-        if config.random_positive_slot:
-            positive_slot = torch.randint(0, num_queries, (batch_size,), device=device)
-        else:
-            positive_slot = torch.zeros(batch_size, dtype=torch.long, device=device)
-        negative_queries = self._select_negative_queries(all_text_embeds, all_product_ids, product_ids)
-        queries = self.eclip.build_instance_queries(
-            self.eclip.prompts_to_query_space(positive_prompts),
-            positive_types,
-            negative_queries,
-            positive_slot=positive_slot,
-        )
-        decoder_output = self.eclip.decoder(queries, patch_embeds, output_assignment_maps=True, return_dict=True)
-        slots = decoder_output.last_hidden_state
-        assignment = decoder_output.assignment_maps[-1]
-        rows = torch.arange(batch_size, device=device)
-        instance_embeds = F.normalize(slots[rows, positive_slot], dim=-1)
-
-        all_momentum_instances = gather_features(momentum_instances)
-        if config.inter_loss_weight > 0:
-            filled = self.queue_product_ids >= 0  # slots not yet written hold no feature
-            terms["inter"] = inter_product_contrastive_loss(
-                instance_embeds,
-                all_momentum_instances,
-                self.queue_embeds[filled],
-                product_ids,
-                all_product_ids,
-                self.queue_product_ids[filled],
-                logit_scale,
-                row_offset,
-            )
-        if config.itm_loss_weight > 0:
-            terms["itm"] = self._instance_text_matching(
-                instance_embeds,
-                image_embeds,
-                text_embeds,
-                all_image_embeds,
-                all_text_embeds,
-                product_ids,
-                all_product_ids,
-                row_offset,
-            )
-        if config.intra_loss_weight > 0:
-            terms["intra"] = intra_product_contrastive_loss(slots, text_embeds, positive_slot, logit_scale)
-        if config.entropy_loss_weight > 0:
-            terms["entropy"] = assignment_entropy_regularizer(assignment, positive_slot)
-
-        with torch.no_grad():
-            positive_map = assignment.float()[rows, :, positive_slot]
-            positive_map = positive_map / positive_map.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-            positive_slot_entropy = -(positive_map * positive_map.clamp_min(1e-12).log()).sum(-1).mean()
-
-        if self.training:
-            with torch.no_grad():
-                momentum = config.momentum
-                ema = self.eclip.ema_negative_queries
-                ema.mul_(momentum).add_(negative_queries.detach().float().mean(0).to(ema.dtype), alpha=1 - momentum)
-            self._enqueue(all_momentum_instances, gather_features(momentum_prompts), all_product_ids)
-        return instance_embeds, positive_slot, positive_slot_entropy
-
-    def _instance_text_matching(
-        self,
-        instance_embeds: torch.Tensor,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        all_image_embeds: torch.Tensor,
-        all_text_embeds: torch.Tensor,
-        product_ids: torch.Tensor,
-        all_product_ids: torch.Tensor,
-        row_offset: int,
-    ) -> torch.Tensor:
-        """L_itm over f(h ⊙ g_T(w_cls)): each positive pair, a hard negative text per instance and a hard negative
-        instance per text, sampled from the ITC similarities (same-product pairs masked), as in ALBEF.
-
-        Both factors enter at norm sqrt(D), the query-space scale of `EclipModel.prompts_to_query_space` (the paper
-        does not give one): products of two unit vectors have entries of order 1/D, which left f with a tiny input
-        and gradient, so L_itm barely moved from log 2."""
-        all_instances = gather_features(instance_embeds)
-        with torch.no_grad():
-            negative_text = sample_hard_negatives(image_embeds @ all_text_embeds.t(), product_ids, all_product_ids)
-            negative_image = sample_hard_negatives(text_embeds @ all_image_embeds.t(), product_ids, all_product_ids)
-        instances = torch.cat([instance_embeds, instance_embeds, all_instances[negative_image]], dim=0)
-        texts = torch.cat([text_embeds, all_text_embeds[negative_text], text_embeds], dim=0)
-        match_logits = self.itm_head(instances * texts * self.config.projection_dim)
-        batch_size = instance_embeds.shape[0]
-        labels = torch.cat([torch.ones(batch_size), torch.zeros(2 * batch_size)]).long().to(match_logits.device)
-        return instance_text_matching_loss(match_logits, labels)
 
 
 def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int) -> torch.Tensor:
@@ -1166,6 +1152,7 @@ def _load_tower(name_or_path: str, **kwargs) -> PreTrainedModel:
 
 
 __all__ = [
+    "LOSS_NAMES",
     "EclipForPreTraining",
     "EclipForPreTrainingOutput",
     "EclipDecoderOutput",

@@ -25,9 +25,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from transformers import AutoTokenizer, ViTImageProcessorPil, get_linear_schedul
 
 from .configuration_eclip import EclipConfig
 from .data_eclip import COUNTER_NAMES, ProductPairStream, load_product_stream
-from .modeling_eclip import EclipForPreTraining, EclipModel, _load_tower
+from .modeling_eclip import LOSS_NAMES, EclipForPreTraining, EclipModel, _load_tower
 from .processing_eclip import EclipProcessor
 from .shard_format import IMAGE_KINDS
 
@@ -58,7 +57,6 @@ METRICS_FILE = "metrics.jsonl"
 EXPORT_DIR = "model"
 MIXED_PRECISIONS = ("no", "bf16", "fp16", "fp8")
 TRACKERS = ("tensorboard", "trackio", "none")
-LOSS_TERMS = ("loss", "loss_itc", "loss_inter", "loss_itm", "loss_intra", "loss_entropy")
 
 
 @dataclass
@@ -339,20 +337,6 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
 
 
 # ------------------------------------------------------------------------------------------------ model
-
-
-@contextmanager
-def itc_only(config: EclipConfig) -> Iterator[None]:
-    """Switches the decoder objectives off for one forward (the ITC phase of `instance_objectives_start_step`); the
-    config, which is exported with the model, keeps its weights."""
-    weights = {name: getattr(config, name) for name in config.decoder_loss_weight_names}
-    try:
-        for name in weights:
-            setattr(config, name, 0.0)
-        yield
-    finally:
-        for name, weight in weights.items():
-            setattr(config, name, weight)
 
 
 def build_model_and_processor(
@@ -856,7 +840,7 @@ def pretrain(
             pusher.push_checkpoint(export_pretrained(pretrainer.eclip, processor, staging, card), state["step"])
 
     stop_reason = "max_steps"
-    buffers = dict(pretrainer.named_buffers())
+    step_outputs = []  # the finite micro-batches of this optimiser step, enqueued once the step is good
     while state["step"] < args.max_steps:
         for batch in stream:
             batch = {name: value.to(accelerator.device) for name, value in batch.items()}
@@ -864,10 +848,8 @@ def pretrain(
             if state["step"] == args.instance_objectives_start_step > 0:
                 # The momentum targets start from the image features the ITC phase learned (idempotent per step).
                 pretrainer.copy_online_to_momentum()
-            # The forward enqueues momentum features; a skipped batch must leave the queues as they were.
-            snapshot = {name: buffer.clone() for name, buffer in buffers.items()}
-            with accelerator.accumulate(model), nullcontext() if instance_phase else itc_only(config):
-                output = model(**batch)
+            with accelerator.accumulate(model):
+                output = model(**batch, itc_only=not instance_phase)
                 finite = torch.isfinite(output.loss.detach()).float()
                 finite = bool(accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes)
                 if finite:
@@ -877,21 +859,20 @@ def pretrain(
                         finite = bool(torch.isfinite(norm))
                 if not finite:
                     window_bad = True
-                    with torch.no_grad():
-                        for name, buffer in buffers.items():
-                            buffer.copy_(snapshot[name])
                 if accelerator.sync_gradients:
                     if not window_bad:
                         optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
             if finite:
-                for name in LOSS_TERMS:
+                step_outputs.append(output)
+                for name in LOSS_NAMES:
                     if getattr(output, name) is not None:
                         sums[name] = sums.get(name, 0.0) + float(getattr(output, name).detach())
                 sums["micro_batches"] = sums.get("micro_batches", 0.0) + 1
             window_samples += batch["pixel_values"].shape[0] * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
+            good_outputs, step_outputs = step_outputs, []
             if window_bad:
                 window_bad = False
                 consecutive_bad += 1
@@ -912,6 +893,8 @@ def pretrain(
             with torch.no_grad():  # temperature clamp (CLIP): tau stays >= 1 / exp(logit_scale_max)
                 pretrainer.eclip.logit_scale.clamp_(0.0, config.logit_scale_max)
             pretrainer.momentum_update()  # EMA after every optimiser step (Eq. 8)
+            for good in good_outputs:
+                pretrainer.enqueue(good)
             state["step"] += 1
             state["samples"] += global_batch
             progress.update(1)

@@ -24,8 +24,7 @@ from conftest import TINY_IMAGE_SIZE as IMAGE_SIZE
 from conftest import TINY_PROJECTION_DIM as PROJECTION_DIM
 from conftest import tiny_config
 
-from modeling_eclip import EclipConfig
-from modeling_eclip import modeling_eclip as modeling
+from modeling_eclip import EclipConfig, loss_eclip
 from modeling_eclip.modeling_eclip import EclipForPreTraining
 
 VOCAB_SIZE = 100
@@ -109,9 +108,11 @@ def build_distributed_model(seed: int = 0) -> EclipForPreTraining:
 
 
 def loss_and_gradients(model: EclipForPreTraining, batch: dict) -> dict:
-    """One forward + backward; returns the losses and every trainable parameter's gradient (detached copies)."""
+    """One forward + backward, then the enqueue of a good step; returns the losses, every trainable parameter's
+    gradient and the queues (detached copies)."""
     output = model(**batch)
     output.loss.backward()
+    model.enqueue(output)
     result = {f"loss/{name}": output[name].detach().clone() for name in LOSS_NAMES}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
@@ -128,7 +129,7 @@ def run_distributed_worker(rank: int, world_size: int, rendezvous_file: str, out
     """Spawned by the test: one process of a 2-process gloo group; rank 0 saves the DDP-averaged result."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(1)
-    modeling.sample_hard_negatives = argmax_hard_negatives
+    loss_eclip.sample_hard_negatives = argmax_hard_negatives
     # A file rendezvous: a free TCP port picked by the test could be taken by a parallel test before the group binds it.
     store = torch.distributed.FileStore(rendezvous_file, world_size)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size, store=store)

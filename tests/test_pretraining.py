@@ -25,13 +25,13 @@ from pretraining_utils import (
     tiny_pretraining_config,
 )
 
-from modeling_eclip import modeling_eclip as modeling
+from modeling_eclip import loss_eclip
 from modeling_eclip.loss_eclip import (
     assignment_entropy_regularizer,
     image_text_contrastive_loss,
-    instance_text_matching_loss,
     inter_product_contrastive_loss,
     intra_product_contrastive_loss,
+    slot_token_entropy,
 )
 from modeling_eclip.modeling_eclip import EclipForPreTraining, EclipModel
 
@@ -177,7 +177,7 @@ def test_queue_wraps_around_and_holds_the_last_momentum_features():
     model = build(queue_size=16, **deterministic())
     batches = [make_batch(torch.arange(8) + 100 * k, seed=k) for k in range(3)]
     for batch in batches:
-        model(**batch)
+        model.enqueue(model(**batch))
     assert int(model.queue_pointer) == 8
     # Slots [0, 8) hold batch 3 (the oldest block, batch 1, was overwritten), slots [8, 16) batch 2.
     for batch, block in ((batches[2], slice(0, 8)), (batches[1], slice(8, 16))):
@@ -190,21 +190,27 @@ def test_queue_wraps_around_and_holds_the_last_momentum_features():
 
 def test_queue_pointer_advances_by_the_global_batch():
     model = build(queue_size=16, **deterministic())
-    model(**make_batch(torch.arange(8)))
+    model.enqueue(model(**make_batch(torch.arange(8))))
     assert int(model.queue_pointer) == 8
     assert torch.equal(model.queue_product_ids[:8], torch.arange(8))
     assert bool((model.queue_product_ids[8:] == -1).all())
     assert bool((model.queue_embeds[8:] == 0).all())
 
 
-def test_eval_mode_does_not_enqueue_or_update_buffers():
-    model = build(train=False)
-    model(**make_batch(torch.arange(8)))
-    model(**make_batch(torch.arange(8) + 8, seed=1))
-    assert int(model.queue_pointer) == 0
-    assert bool((model.queue_product_ids == -1).all())
-    assert bool((model.queue_embeds == 0).all()) and bool((model.queue_prompts == 0).all())
-    assert bool((model.eclip.ema_negative_queries == 0).all())
+def test_forward_changes_no_state_and_eval_mode_has_nothing_to_enqueue():
+    model = build(decoder_config={"negative_query_mode": "ema"})
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    output = model(**make_batch(torch.arange(8)))
+    assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
+    assert output.enqueue_embeds.shape == (8, PROJECTION_DIM) and output.negative_queries_mean.shape == (
+        3,
+        PROJECTION_DIM,
+    )
+    model.eval()
+    output = model(**make_batch(torch.arange(8) + 8, seed=1))
+    assert output.enqueue_embeds is None and output.negative_queries_mean is None
+    model.enqueue(output)
+    assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
 
 
 def test_empty_queue_slots_are_never_used():
@@ -438,6 +444,21 @@ def test_itc_only_equals_the_clip_loss_and_skips_momentum_and_decoder():
     assert int(model.queue_pointer) == 0 and bool((model.queue_product_ids == -1).all())
 
 
+def test_itc_only_argument_computes_the_itc_only_loss_and_leaves_the_config_alone():
+    """`itc_only=True` (the ITC phase of a recipe) gives exactly what the ITC-only config gives, with no momentum model,
+    decoder or ITM head, no positive images needed and nothing to enqueue; the config keeps its weights."""
+    model = build()
+    weights = {name: getattr(model.config, name) for name in model.config.loss_weight_names}
+    recorders = [Recorder(module) for module in (model.eclip.decoder, model.momentum_eclip, model.itm_head)]
+    batch = make_batch(torch.arange(8) + 3)
+    output = model(**_without(batch, "positive_pixel_values"), itc_only=True)
+    assert all(not recorder.calls for recorder in recorders), "momentum model, decoder or ITM head ran"
+    assert output.loss_inter is None and output.loss_entropy is None and output.enqueue_embeds is None
+    torch.testing.assert_close(output.loss, _itc_only()(**batch).loss, atol=0, rtol=0)
+    assert {name: getattr(model.config, name) for name in model.config.loss_weight_names} == weights
+    assert model(**batch).loss_inter is not None  # the next call without it has every objective again
+
+
 def test_itc_only_rejects_a_batch_of_one_product():
     model = _itc_only()
     batch = _without(make_batch(torch.full((8,), 5)), "positive_pixel_values")
@@ -524,12 +545,15 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     torch.testing.assert_close(itm_inputs[:8], output.instance_embeds * output.text_embeds * dim)
     torch.testing.assert_close(itm_inputs[:8].sum(-1), dim * F.cosine_similarity(output.instance_embeds, text))
     labels = torch.cat([torch.ones(8), torch.zeros(16)]).long()
-    torch.testing.assert_close(output.loss_itm, instance_text_matching_loss(match_logits, labels))
+    torch.testing.assert_close(output.loss_itm, F.cross_entropy(match_logits, labels))
 
-    # L_intra and L_R on the decoder's own slots and last assignment map.
+    # L_intra and L_R on the decoder's own slots and last assignment map; the logged entropy is the positive slot's.
     intra = intra_product_contrastive_loss(slots, output.text_embeds, positive_slot, scale)
     torch.testing.assert_close(output.loss_intra, intra)
-    torch.testing.assert_close(output.loss_entropy, assignment_entropy_regularizer(assignment, positive_slot))
+    slot_entropy = slot_token_entropy(assignment)
+    entropy = assignment_entropy_regularizer(slot_entropy, positive_slot, assignment.shape[1])
+    torch.testing.assert_close(output.loss_entropy, entropy)
+    torch.testing.assert_close(output.positive_slot_entropy, slot_entropy[rows, positive_slot].mean())
 
     total = sum(WEIGHTS[name] * output[f"loss_{name}"] for name in TERMS)
     torch.testing.assert_close(output.loss, total, atol=1e-5, rtol=1e-6)
@@ -623,6 +647,7 @@ def test_every_term_decreases_when_overfitting_a_fixed_batch():
         output.loss.backward()
         optimizer.step()
         model.momentum_update()
+        model.enqueue(output)
     first, last = history[0], history[-1]
     print("\noverfit step 0: ", {k: round(v, 4) for k, v in first.items()})
     print(f"overfit step {len(history) - 1}:", {k: round(v, 4) for k, v in last.items()})
@@ -689,7 +714,7 @@ def test_global_batch_must_fit_the_queue():
         model.check_global_batch_size(6)
     model.check_global_batch_size(8)
     model.check_global_batch_size(16)
-    # In a training forward, at the enqueue.
+    # In a training forward, before any compute.
     small = build(queue_size=4)
     with pytest.raises(ValueError, match="larger than queue_size"):
         small(**make_batch(torch.arange(8)))
@@ -701,8 +726,7 @@ def test_global_batch_must_fit_the_queue():
 
 
 def test_a_rejected_training_batch_leaves_no_trace():
-    """A forward that raises must not change the model's state. Currently the EMA of the negative queries is updated
-    *before* `_enqueue` rejects the batch size (modeling_eclip.py, `_instance_objectives`)."""
+    """A forward that raises must not change the model's state (the batch size is checked before any compute)."""
     model = build(queue_size=16)
     ema_before = model.eclip.ema_negative_queries.clone()
     with pytest.raises(ValueError, match="multiple of the global batch size"):
@@ -724,6 +748,7 @@ def _trained_a_little(**overrides) -> EclipForPreTraining:
         optimizer.step()
         optimizer.zero_grad()
         model.momentum_update()
+        model.enqueue(output)
     return model
 
 
@@ -797,16 +822,15 @@ def test_pretraining_from_an_inference_checkpoint_starts_momentum_as_a_copy():
 
 def test_ema_mode_momentum_targets_use_the_trained_ema_negatives():
     """With `negative_query_mode="ema"` the Eq. 8 targets h_xi must be decoded with the same inference negatives as the
-    online model uses downstream (class docstring: "so the embedding used downstream is the one that Eq. 8 trains").
-    `_instance_objectives` updates only `eclip.ema_negative_queries`; `momentum_eclip.ema_negative_queries` stays 0
-    forever (neither `copy_online_to_momentum` nor `momentum_update` touches buffers), so h_xi is decoded with zero
-    negative prompts instead."""
+    online model uses downstream (class docstring: "so the embedding used downstream is the one that Eq. 8 trains"):
+    `enqueue` moves the online model's moving average and gives the momentum model the same."""
     model = build(**deterministic(decoder_config={"negative_query_mode": "ema"}))
-    model(**make_batch(torch.arange(8), seed=0))
+    model.enqueue(model(**make_batch(torch.arange(8), seed=0)))
     ema = model.eclip.ema_negative_queries.clone()
     assert bool(ema.abs().sum() > 0)
+    torch.testing.assert_close(model.momentum_eclip.ema_negative_queries, ema, atol=0, rtol=0)
     batch = make_batch(torch.arange(8) + 8, seed=1)
-    model(**batch)  # enqueues h_xi of this batch in slots [8, 16)
+    model.enqueue(model(**batch))  # enqueues h_xi of this batch in slots [8, 16)
     reference = EclipModel(model.config).eval()
     reference.load_state_dict(model.momentum_eclip.state_dict())
     with torch.no_grad():
@@ -838,7 +862,7 @@ def test_two_processes_match_one_process_on_the_global_batch(monkeypatch):
         torch.multiprocessing.spawn(run_distributed_worker, args=(2, rendezvous, path), nprocs=2, join=True)
         distributed = torch.load(path)
 
-    monkeypatch.setattr(modeling, "sample_hard_negatives", argmax_hard_negatives)
+    monkeypatch.setattr(loss_eclip, "sample_hard_negatives", argmax_hard_negatives)
     single = loss_and_gradients(build_distributed_model(), make_batch(DIST_PRODUCT_IDS, seed=3))
     assert set(single) == set(distributed)
 
