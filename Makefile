@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 	# CPU build on this machine; GPU users install their CUDA torch into .venv first.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
-	# Inputs of the offline demo catalogue (processing/build_demo_catalogue.py): emoji list, Noto emoji, a
+	# Inputs of the offline demo catalogue (modeling_eclip/data/demo_catalogue.py): emoji list, Noto emoji, a
 	# banner font. Installed only when missing, and only as root with apt-get; otherwise we say what to install.
 	@missing=""; \
 	for pkg in $(DEMO_APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -48,7 +48,7 @@ DEMO_DATA := data/demo
 DEMO_RUN := outputs/eclip-tiny-demo
 
 demo: install
-	@test -d $(DEMO_DATA)/train || $(BIN)/python processing/build_demo_catalogue.py --output $(DEMO_DATA)
+	@test -d $(DEMO_DATA)/train || $(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(DEMO_DATA)
 	rm -rf $(DEMO_RUN)
 	$(BIN)/python examples/pretrain.py --config configuration/recipe-demo.yaml \
 		--data_dir $(DEMO_DATA) --output_dir $(DEMO_RUN)

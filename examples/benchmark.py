@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from modeling_eclip import EclipConfig, EclipForPreTraining  # noqa: E402
-from processing.demo_products import BRANDS, COLOURS, GOODS_TEMPLATES, SIZES  # noqa: E402
+from modeling_eclip.data.demo_products import BRANDS, COLOURS, GOODS_TEMPLATES, SIZES  # noqa: E402
 
 PRODUCT_NAMES = (
     "Running Shoe", "Cotton T-Shirt", "Leather Handbag", "Wireless Headphones", "Ceramic Coffee Mug",

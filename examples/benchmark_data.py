@@ -23,9 +23,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from modeling_eclip import EclipConfig, EclipForPreTraining, EclipProcessor  # noqa: E402
-from modeling_eclip.data_eclip import ProductPairStream, load_product_stream  # noqa: E402
-from modeling_eclip.shard_format import list_shards  # noqa: E402
-from processing import build_demo_catalogue  # noqa: E402
+from modeling_eclip.data import demo_catalogue  # noqa: E402
+from modeling_eclip.data.shard_format import list_shards  # noqa: E402
+from modeling_eclip.data.stream import ProductPairStream, load_product_stream  # noqa: E402
 
 
 def make_processor(image_size: int) -> EclipProcessor:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not list_shards(args.data, "train"):
         print(f"building the demo catalogue into {args.data} ...", file=sys.stderr)
-        build_demo_catalogue.build_catalogue(args.data)
+        demo_catalogue.build_catalogue(args.data)
     config = EclipConfig.from_json_file(str(args.config))
     processor = make_processor(config.vision_config.image_size)
 

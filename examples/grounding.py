@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:
 from transformers import AutoModel, AutoProcessor  # noqa: E402
 
 import modeling_eclip  # noqa: E402, F401  (registers ECLIP with the Auto classes)
+from modeling_eclip.data.shard_format import SPLITS, list_shards, read_split  # noqa: E402
 from modeling_eclip.grounding_eclip import (  # noqa: E402
     box_iou,
     candidate_boxes,
@@ -31,7 +32,6 @@ from modeling_eclip.grounding_eclip import (  # noqa: E402
     overlay_heatmap,
     rank_boxes,
 )
-from modeling_eclip.shard_format import SPLITS, list_shards, read_split  # noqa: E402
 
 
 def grounding_targets(data: Path, split: str, kinds: list[str], num_images: int) -> list[dict]:

@@ -1,9 +1,10 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Pretrain ECLIP with Accelerate (Sec. 3.3 objectives, Sec. 4.1 recipe).
 
-With no arguments: the `eclip-tiny` preset (text tower from the offline all-MiniLM-L6 weights) on the demo catalogue
-(built on first use), on CPU. Recipes live in `configuration/` (`--config configuration/recipe-demo.yaml`); every field
-of `modeling_eclip.training_eclip.PretrainingArguments` is also a flag and overrides the recipe.
+With no arguments: the `eclip-tiny` preset (text tower from the offline all-MiniLM-L6 weights) on the catalogue in
+`data/demo`, on CPU; `recipe-demo.yaml` builds the demo catalogue there on first use. Recipes live in `configuration/`
+(`--config configuration/recipe-demo.yaml`); every field of `modeling_eclip.training_eclip.PretrainingArguments` is
+also a flag and overrides the recipe.
 
     python examples/pretrain.py --config configuration/recipe-demo.yaml           # one process
     torchrun --nproc_per_node 2 examples/pretrain.py --config ...                 # N processes on one machine (CPU too)

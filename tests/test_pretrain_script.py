@@ -6,6 +6,7 @@ losses are skipped and counted, the Hub upload (through a stand-in for the Hub A
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ from pretrain_utils import (
 )
 
 from modeling_eclip import EclipModel, training_eclip
+from modeling_eclip.data import demo_catalogue
 from modeling_eclip.modeling_eclip import EclipForPreTraining
 from modeling_eclip.training_eclip import (
     CONFIGURATION_DIR,
@@ -103,6 +105,25 @@ def test_bad_configuration_fails_before_any_compute(
         pretrain(args)
     assert message in str(error.value)
     assert not output_dir.exists()
+
+
+@needs_catalogue
+def test_build_demo_catalogue_builds_a_missing_data_dir_first(
+    catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = []
+
+    def build_catalogue(output: Path, seed: int) -> None:  # a copy of the tiny catalogue instead of the full build
+        built.append(output)
+        shutil.copytree(catalogue, output)
+
+    monkeypatch.setattr(demo_catalogue, "build_catalogue", build_catalogue)
+    data_dir = tmp_path / "demo"
+    flags = {"max_steps": 1, "warmup_steps": 0, "save_steps": 0, "build_demo_catalogue": True}
+    assert pretrain(parse_arguments(tiny_run_arguments(model_config, data_dir, tmp_path / "out", **flags))).step == 1
+    assert built == [data_dir]
+    pretrain(parse_arguments(tiny_run_arguments(model_config, data_dir, tmp_path / "again", **flags)))
+    assert built == [data_dir]  # built once, on first use
 
 
 def test_recipe_with_an_unknown_key_is_rejected(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from processing import build_demo_catalogue
+from modeling_eclip.data import demo_catalogue
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_readme_has_snippets():
 def test_readme_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     demo = tmp_path / "demo"
-    build_demo_catalogue.build_catalogue(demo, image_size=32, max_products=20, workers=1)
+    demo_catalogue.build_catalogue(demo, image_size=32, max_products=20, workers=1)
     namespace: dict = {}
     for index, snippet in enumerate(readme_snippets()):
         code = snippet.replace("/tmp/", f"{tmp_path}{os.sep}").replace('"data/demo"', repr(str(demo)))

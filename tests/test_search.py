@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_eclip import shard_format
+from modeling_eclip.data import shard_format
 from modeling_eclip.search_eclip import ProductSearchIndex, embed_products, load_catalogue
 
 COLOURS = ["red", "green", "blue", "orange", "purple", "white"]

@@ -34,13 +34,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-if TYPE_CHECKING:
-    pass
 
 SHARD_FORMAT_VERSION = "1"
 SHARD_GLOB = "shard-*.parquet"

@@ -32,7 +32,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageEnhance
 
-from .processing_eclip import to_rgb_image
+from ..processing_eclip import to_rgb_image
 from .shard_format import require_shards
 
 DEFAULT_SHUFFLE_BUFFER = 1000
