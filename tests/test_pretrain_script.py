@@ -30,7 +30,6 @@ from modeling_eclip import EclipModel, training_eclip
 from modeling_eclip.data import demo_catalogue
 from modeling_eclip.modeling_eclip import EclipForPreTraining
 from modeling_eclip.training_eclip import (
-    CONFIGURATION_DIR,
     NonFiniteLossError,
     build_model_and_processor,
     check_arguments,
@@ -38,6 +37,7 @@ from modeling_eclip.training_eclip import (
     load_recipe,
     parse_arguments,
     pretrain,
+    shipped_names,
 )
 
 needs_catalogue = pytest.mark.skipif(not can_build_catalogue(), reason="needs emoji-test.txt and emoji artwork")
@@ -58,18 +58,28 @@ def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ----------------------------------------------------------------------------------------------- recipes and checks
 
 
-@pytest.mark.parametrize("recipe", sorted(CONFIGURATION_DIR.glob("recipe-*.yaml")), ids=lambda p: p.stem)
-def test_shipped_recipes_parse_and_their_model_configs_load(recipe: Path) -> None:
-    args = parse_arguments(["--config", str(recipe)])
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_package_ships_the_presets_and_recipes_of_configuration() -> None:
+    assert shipped_names("eclip-", ".json") == sorted(p.stem for p in (REPO / "configuration").glob("eclip-*.json"))
+    assert shipped_names("recipe-", ".yaml") == sorted(p.stem for p in (REPO / "configuration").glob("recipe-*.yaml"))
+    assert {"eclip-tiny", "eclip-vit-b16", "eclip-vit-l16"} <= set(shipped_names("eclip-", ".json"))
+
+
+@pytest.mark.parametrize("recipe", shipped_names("recipe-", ".yaml"))
+def test_shipped_recipes_parse_and_their_model_configs_load(recipe: str) -> None:
+    args = parse_arguments(["--config", recipe])
+    assert args == parse_arguments(["--config", str(REPO / "configuration" / f"{recipe}.yaml")])
     config = load_model_config(args)
     assert config.queue_size % args.per_device_train_batch_size == 0
-    if "itc-only" in recipe.stem:
+    if "itc-only" in recipe:
         assert config.itc_loss_weight > 0
         assert all(getattr(config, name) == 0 for name in config.loss_weight_names if name != "itc_loss_weight")
 
 
 def test_flags_override_the_recipe() -> None:
-    args = parse_arguments(["--config", str(CONFIGURATION_DIR / "recipe-demo.yaml"), "--max_steps", "7"])
+    args = parse_arguments(["--config", str(REPO / "configuration" / "recipe-demo.yaml"), "--max_steps", "7"])
     assert args.max_steps == 7
     assert args.model_config == "eclip-tiny"
 
