@@ -23,7 +23,7 @@ from pretrain_utils import (
 )
 from safetensors import safe_open
 
-from modeling_eclip.training_eclip import parse_arguments, pretrain
+from modeling_eclip.training import parse_arguments, pretrain
 
 MAX_STEPS = 12
 KILLS = 3

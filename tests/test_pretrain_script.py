@@ -1,5 +1,5 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Tests of `examples/pretrain.py` / `modeling_eclip.training_eclip`: bad recipes fail before compute, non-finite
+"""Tests of `examples/pretrain.py` / `modeling_eclip.training`: bad recipes fail before compute, non-finite
 losses are skipped and counted, the Hub upload (through a stand-in for the Hub API), the ITC-only baseline recipe and a
 2-process CPU run with torchrun."""
 
@@ -26,19 +26,20 @@ from pretrain_utils import (
     write_tiny_model_config,
 )
 
-from modeling_eclip import EclipModel, training_eclip
+from modeling_eclip import EclipModel
 from modeling_eclip.data import demo_catalogue
 from modeling_eclip.modeling_eclip import EclipForPreTraining
-from modeling_eclip.training_eclip import (
+from modeling_eclip.training import (
     NonFiniteLossError,
-    build_model_and_processor,
     check_arguments,
     load_model_config,
     load_recipe,
+    loop,
     parse_arguments,
     pretrain,
-    shipped_names,
 )
+from modeling_eclip.training.arguments import shipped_names
+from modeling_eclip.training.builders import build_model_and_processor
 
 needs_catalogue = pytest.mark.skipif(not can_build_catalogue(), reason="needs emoji-test.txt and emoji artwork")
 
@@ -331,7 +332,7 @@ def test_instance_objectives_start_after_the_itc_phase(catalogue: Path, model_co
         )
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training_eclip, "build_model_and_processor", build_and_watch)
+        patch.setattr(loop, "build_model_and_processor", build_and_watch)
         result = pretrain(args)
     metrics = read_metrics(output_dir)
     for step in (1, 2):  # L_itc alone: the decoder objectives are off and not logged

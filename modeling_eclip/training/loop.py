@@ -1,0 +1,472 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""The pretraining loop, `pretrain`: build the run, loop, log, checkpoint, export (like open_clip's `train_one_epoch`).
+
+One optimiser step is `gradient_accumulation_steps` micro-batches through Accelerate: forward (L_itc alone before
+`instance_objectives_start_step`), backward, and at the last micro-batch gradient clipping and the AdamW step. A step
+whose loss or gradient is not finite on some rank is skipped whole and counted. After a good step: the learning-rate
+schedule (warm-up, then linear decay, Sec. 4.1), the temperature clamp, the EMA update of the momentum model (Eq. 8)
+and the enqueue of the step's micro-batches, in order. Then logging (Accelerate's trackers and `metrics.jsonl`),
+periodic evaluation and checkpoints, and a wall-clock budget. At the end: a last checkpoint, the evaluation for the
+model card, the export and the Hub upload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets.config
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from ..configuration_eclip import EclipConfig
+from ..data.stream import COUNTER_NAMES, ProductPairStream
+from ..modeling_eclip import LOSS_NAMES, EclipForPreTraining, EclipForPreTrainingOutput
+from ..processing_eclip import EclipProcessor
+from .arguments import PretrainingArguments, check_arguments, parse_arguments
+from .builders import build_model_and_processor, ensure_demo_catalogue, make_optimizer, make_stream, parameter_groups
+from .checkpoints import METRICS_FILE, CheckpointManager, append_metrics, write_json
+from .export import EXPORT_DIR, HubPusher, export_pretrained, read_dataset_info, render_model_card
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after `max_consecutive_nonfinite` non-finite losses in a row."""
+
+
+@dataclass
+class PretrainingResult:
+    step: int
+    export_dir: Path | None
+    metrics: dict[str, float]
+    summary: dict[str, Any]
+
+
+@dataclass
+class TrainerState:
+    """The counters a checkpoint's `trainer_state.json` holds (the rest of a resume is Accelerate's state and the
+    stream positions)."""
+
+    step: int = 0
+    skipped_nonfinite: int = 0
+    train_seconds: float = 0.0
+    samples: int = 0
+    last_good_checkpoint: str | None = None
+
+
+@dataclass
+class Run:
+    """Everything the loop works with, built once by `start_run`."""
+
+    args: PretrainingArguments
+    config: EclipConfig
+    accelerator: Accelerator
+    model: torch.nn.Module  # as prepared by Accelerate (DDP-wrapped with several processes)
+    pretrainer: EclipForPreTraining  # the same model, unwrapped
+    processor: EclipProcessor
+    pretrained_prefixes: list[str]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    stream: ProductPairStream
+    checkpoints: CheckpointManager
+    pusher: HubPusher | None
+    state: TrainerState
+    progress: tqdm
+    started: float  # perf_counter of the start, minus the training time of the run this one resumes
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.args.output_dir)
+
+    @property
+    def global_batch(self) -> int:
+        """Products per optimiser step, over every process and micro-batch."""
+        return (
+            self.args.per_device_train_batch_size
+            * self.accelerator.num_processes
+            * self.args.gradient_accumulation_steps
+        )
+
+
+@dataclass
+class LogWindow:
+    """The finite micro-batches' loss terms and the samples seen since the last log line."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    micro_batches: int = 0
+    samples: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, output: EclipForPreTrainingOutput) -> None:
+        for name in LOSS_NAMES:
+            if getattr(output, name) is not None:
+                self.sums[name] = self.sums.get(name, 0.0) + float(getattr(output, name).detach())
+        self.micro_batches += 1
+
+
+def pretrain(
+    args: PretrainingArguments,
+    hub_api: Any = None,
+    step_callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> PretrainingResult:
+    """Runs pretraining as described in the module docstring; `python -m modeling_eclip.training` is its command line.
+
+    `hub_api` replaces `huggingface_hub.HfApi()` (tests); `step_callback(step, logs)` is called on the main process
+    after every logged step.
+    """
+    run = start_run(args, hub_api)
+    stop_reason = train(run, step_callback)
+    return finish_run(run, stop_reason)
+
+
+def train(run: Run, step_callback: Callable[[int, dict[str, float]], None] | None) -> str:
+    """Micro-batches until `max_steps` optimiser steps are done or the time budget is used up; returns which."""
+    args, accelerator, state = run.args, run.accelerator, run.state
+    window = LogWindow()
+    step_outputs: list[EclipForPreTrainingOutput] = []  # the finite micro-batches of this optimiser step
+    step_is_bad = False  # some micro-batch of this optimiser step had a non-finite loss or gradient
+    consecutive_bad = 0
+    while state.step < args.max_steps:
+        for batch in run.stream:  # one epoch; the stream then moves on to the next
+            batch = {name: value.to(accelerator.device) for name, value in batch.items()}
+            if state.step == args.instance_objectives_start_step > 0:
+                # The momentum targets start from the image features the ITC phase learned (idempotent per step).
+                run.pretrainer.copy_online_to_momentum()
+            with accelerator.accumulate(run.model):
+                output = run.model(**batch, itc_only=state.step < args.instance_objectives_start_step)
+                finite = backward(run, output.loss)
+                step_is_bad |= not finite
+                if accelerator.sync_gradients:
+                    if not step_is_bad:
+                        run.optimizer.step()
+                    run.optimizer.zero_grad(set_to_none=True)
+            if finite:
+                step_outputs.append(output)
+                window.add(output)
+            window.samples += batch["pixel_values"].shape[0] * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue  # the next micro-batch of this optimiser step
+
+            good_outputs, step_outputs = step_outputs, []
+            if step_is_bad:
+                step_is_bad, consecutive_bad = False, consecutive_bad + 1
+                skip_step(run, consecutive_bad)
+                continue
+            consecutive_bad = 0
+            finish_step(run, good_outputs)
+
+            step = state.step
+            if step % args.logging_steps == 0 or step == args.max_steps:
+                log_step(run, window, good_outputs[-1], step_callback)
+                window = LogWindow()
+            if args.eval_steps and step % args.eval_steps == 0 and step < args.max_steps:
+                evaluate_during_training(run)
+            if args.save_steps and step % args.save_steps == 0 and step < args.max_steps:
+                save_checkpoint(run, push=True)
+            if step >= args.max_steps:
+                break
+            if time_is_up(run):
+                accelerator.print(f"time budget of {args.max_train_minutes} min used up at step {step}")
+                return "max_train_minutes"
+    return "max_steps"
+
+
+# ----------------------------------------------------------------------------------------------- start and finish
+
+
+def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
+    """Checks the recipe, then builds everything the loop needs: Accelerate, the data, the model, AdamW and the
+    schedule, the stream, and the state of a resumed run."""
+    # Everything that can be wrong with the recipe fails here, before any model, data or process group work.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    config = check_arguments(args, world_size)
+    accelerator = make_accelerator(args, config)
+    if accelerator.num_processes != world_size:
+        check_arguments(args, accelerator.num_processes)
+    if accelerator.is_main_process:
+        ensure_demo_catalogue(args)
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)
+    # datasets sleeps 5 s whenever a parquet stream ends (a workaround for an arrow crash at interpreter shutdown);
+    # training re-reads its shards every epoch in a long-lived process, where that sleep only stalls the loop.
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
+
+    model, processor, pretrained_prefixes = build_model_and_processor(args, config)
+    optimizer = make_optimizer(parameter_groups(model, args, pretrained_prefixes), args)
+    # Stepped once per optimiser step by the loop (not prepared: Accelerate would step it once per process).
+    scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    pretrainer: EclipForPreTraining = accelerator.unwrap_model(prepared)
+    pretrainer.train()
+    stream = make_stream(args, processor, accelerator)
+    checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_total_limit)
+    checkpoints.remove_incomplete()
+    state = resume(args, checkpoints, stream, accelerator)
+
+    if args.report_to != "none":
+        accelerator.init_trackers("pretrain", config=tracker_config(args))
+    pusher = None
+    if args.push_to_hub and accelerator.is_main_process:
+        pusher = HubPusher(args.hub_model_id, args.hub_private_repo, hub_api)
+    progress = tqdm(
+        total=args.max_steps,
+        initial=state.step,
+        disable=not accelerator.is_local_main_process,
+        desc="pretraining",
+        dynamic_ncols=True,
+    )
+    return Run(
+        args=args,
+        config=pretrainer.config,
+        accelerator=accelerator,
+        model=prepared,
+        pretrainer=pretrainer,
+        processor=processor,
+        pretrained_prefixes=pretrained_prefixes,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        stream=stream,
+        checkpoints=checkpoints,
+        pusher=pusher,
+        state=state,
+        progress=progress,
+        started=time.perf_counter() - state.train_seconds,
+    )
+
+
+def finish_run(run: Run, stop_reason: str) -> PretrainingResult:
+    """A last checkpoint, the evaluation for the model card, the export, the summary and the final Hub upload."""
+    accelerator, state = run.accelerator, run.state
+    run.progress.close()
+    save_checkpoint(run, push=False)
+    if run.args.evaluate_at_end and accelerator.is_main_process:
+        run.metrics = quick_evaluation(run)
+        accelerator.log({f"eval/{k}": v for k, v in run.metrics.items()}, step=state.step)
+    ranks = accelerator.gather(torch.tensor([accelerator.process_index], device=accelerator.device)).tolist()
+    summary = {**run_summary(run), "ranks": ranks, "stop_reason": stop_reason, "metrics": run.metrics}
+    export_dir = None
+    if accelerator.is_main_process:
+        card = render_model_card(run.args, run.config, run.metrics, summary)
+        export_dir = export_pretrained(run.pretrainer.eclip, run.processor, run.output_dir / EXPORT_DIR, card)
+        write_json(run.output_dir / "train_summary.json", summary)
+        if run.pusher is not None:
+            run.pusher.push_final(export_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if torch.distributed.is_initialized():  # leave no gloo group behind (a rank could otherwise hang at exit)
+        torch.distributed.destroy_process_group()
+    return PretrainingResult(step=state.step, export_dir=export_dir, metrics=run.metrics, summary=summary)
+
+
+def make_accelerator(args: PretrainingArguments, config: EclipConfig) -> Accelerator:
+    unused_parameters = args.instance_objectives_start_step > 0 or any(
+        getattr(config, name) == 0 for name in config.loss_weight_names
+    )
+    return Accelerator(
+        # Without cpu=True, Accelerate treats torchrun's processes on a machine without an accelerator as unrelated
+        # single processes (DistributedType.NO) instead of one gloo group (MULTI_CPU).
+        cpu=not torch.accelerator.is_available(),
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+        # A switched-off objective leaves its parameters (e.g. the decoder in the ITC-only baseline) without gradients.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)],
+    )
+
+
+def resume(
+    args: PretrainingArguments, checkpoints: CheckpointManager, stream: ProductPairStream, accelerator: Accelerator
+) -> TrainerState:
+    """The state of the checkpoint `--resume` names (Accelerate's state and the stream position restored), or a
+    fresh one."""
+    path = checkpoints.latest() if args.resume == "latest" else (Path(args.resume) if args.resume else None)
+    if args.resume == "latest" and path is None:
+        accelerator.print(f"--resume latest: no checkpoint in {args.output_dir} yet, starting from scratch")
+    if path is None:
+        return TrainerState()
+    state = TrainerState(**checkpoints.load(path, stream))
+    state.last_good_checkpoint = str(path)
+    accelerator.print(f"resumed from {path} at step {state.step}")
+    return state
+
+
+def tracker_config(args: PretrainingArguments) -> dict[str, Any]:
+    """The recipe as tracker hyper-parameters (scalars as they are, anything else as JSON)."""
+    return {
+        k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in dataclasses.asdict(args).items()
+    }
+
+
+# ----------------------------------------------------------------------------------------------- one step
+
+
+def backward(run: Run, loss: torch.Tensor) -> bool:
+    """Backward pass of a micro-batch whose loss is finite on every rank; at the last micro-batch of a step also the
+    gradient clipping. Returns False (no backward, or a non-finite gradient norm) when the step must be skipped."""
+    accelerator = run.accelerator
+    finite = torch.isfinite(loss.detach()).float()
+    finite = bool(accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes)
+    if finite:
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and run.args.max_grad_norm > 0:
+            norm = accelerator.clip_grad_norm_(run.model.parameters(), run.args.max_grad_norm)
+            finite = bool(torch.isfinite(norm))
+    return finite
+
+
+def finish_step(run: Run, outputs: list[EclipForPreTrainingOutput]) -> None:
+    """After a good optimiser step: the schedule, the temperature clamp, the EMA update of the momentum model (Eq. 8)
+    and the enqueue of the step's micro-batches, in order."""
+    run.scheduler.step()
+    with torch.no_grad():  # temperature clamp (CLIP): tau stays >= 1 / exp(logit_scale_max)
+        run.pretrainer.eclip.logit_scale.clamp_(0.0, run.config.logit_scale_max)
+    run.pretrainer.momentum_update()
+    for output in outputs:
+        run.pretrainer.enqueue(output)
+    run.state.step += 1
+    run.state.samples += run.global_batch
+    run.progress.update(1)
+
+
+def skip_step(run: Run, consecutive_bad: int) -> None:
+    """Counts a skipped step; raises `NonFiniteLossError` after `max_consecutive_nonfinite` in a row."""
+    run.state.skipped_nonfinite += 1
+    run.accelerator.print(
+        f"non-finite loss or gradient at step {run.state.step + 1}: batch skipped ({consecutive_bad} in a row)"
+    )
+    if consecutive_bad >= run.args.max_consecutive_nonfinite:
+        good = run.state.last_good_checkpoint or "none (no checkpoint was saved yet)"
+        raise NonFiniteLossError(
+            f"{consecutive_bad} consecutive non-finite losses; stopping. Last good checkpoint: {good}. "
+            "Lower the learning rate or check the data, then resume with --resume <checkpoint>."
+        )
+
+
+def time_is_up(run: Run) -> bool:
+    """Whether `max_train_minutes` is used up. Every rank takes part in this reduction at every step, so all ranks stop
+    at the same step even though each reads its own clock."""
+    if run.args.max_train_minutes is None:
+        return False
+    over_time = float(time.perf_counter() - run.started > 60 * run.args.max_train_minutes)
+    return bool(run.accelerator.reduce(torch.tensor(over_time, device=run.accelerator.device), "max") > 0)
+
+
+# ----------------------------------------------------------------------------------------------- log, evaluate, save
+
+
+def log_step(
+    run: Run,
+    window: LogWindow,
+    output: EclipForPreTrainingOutput,
+    step_callback: Callable[[int, dict[str, float]], None] | None,
+) -> None:
+    """The window's mean loss terms (averaged over ranks), temperature, learning rates, samples/s and counters, to the
+    progress bar, Accelerate's tracker and `metrics.jsonl`."""
+    accelerator, step = run.accelerator, run.state.step
+    elapsed = time.perf_counter() - window.started
+    logs = {name: value / window.micro_batches for name, value in window.sums.items()}
+    logs = {
+        name: float(accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean"))
+        for name, value in logs.items()
+    }
+    # Parameter groups are sorted (pretrained, decay): the first is new, the last pretrained when any.
+    learning_rates = run.scheduler.get_last_lr()
+    logs.update(
+        {
+            "temperature": float(output.temperature),
+            "learning_rate": learning_rates[0],
+            "learning_rate_pretrained": learning_rates[-1] if run.pretrained_prefixes else learning_rates[0],
+            "samples_per_second": window.samples / max(elapsed, 1e-9),
+            "skipped_nonfinite": run.state.skipped_nonfinite,
+            **{name: value for name, value in run.stream.counters.items() if name in COUNTER_NAMES},
+        }
+    )
+    if output.positive_slot_entropy is not None:
+        logs["positive_slot_entropy"] = float(output.positive_slot_entropy)
+    run.progress.set_postfix(
+        loss=f"{logs.get('loss', float('nan')):.3f}", samples_s=f"{logs['samples_per_second']:.1f}"
+    )
+    accelerator.log(logs, step=step)
+    if accelerator.is_main_process:
+        append_metrics(run.output_dir / METRICS_FILE, {"step": step, **logs})
+        if step_callback is not None:
+            step_callback(step, logs)
+
+
+def evaluate_during_training(run: Run) -> None:
+    if run.accelerator.is_main_process:
+        run.metrics = quick_evaluation(run)
+        run.accelerator.log({f"eval/{k}": v for k, v in run.metrics.items()}, step=run.state.step)
+        run.progress.write(f"step {run.state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in run.metrics.items()))
+    run.accelerator.wait_for_everyone()
+
+
+def quick_evaluation(run: Run) -> dict[str, float]:
+    """Zero-shot classification Acc@1 and fine-grained retrieval on held-out products (`evaluation.quick_evaluate`,
+    imported here: evaluation is not needed to build a model). The RNG is forked so that evaluating never changes what
+    training draws next (exact resumption)."""
+    from ..evaluation_eclip import quick_evaluate
+
+    args = run.args
+    with torch.random.fork_rng(devices=[]):
+        return quick_evaluate(
+            run.pretrainer.eclip,
+            run.processor,
+            args.data_dir,
+            split=args.eval_split,
+            max_products=args.eval_max_products,
+        )
+
+
+def save_checkpoint(run: Run, push: bool) -> None:
+    """A checkpoint of the run as it is now; with `push`, also an export uploaded to the Hub in the background (skipped
+    while the previous upload is still running, as with Trainer's `hub_strategy`)."""
+    state = run.state
+    state.train_seconds = time.perf_counter() - run.started
+    path = run.checkpoints.save(state.step, run.stream, dataclasses.asdict(state))
+    state.last_good_checkpoint = str(path)
+    if not push or run.pusher is None:
+        return
+    if run.pusher.busy():
+        run.pusher.skipped += 1
+        return
+    staging = run.output_dir / f".hub-push-step-{state.step}"
+    card = render_model_card(run.args, run.config, run.metrics, run_summary(run))
+    run.pusher.push_checkpoint(export_pretrained(run.pretrainer.eclip, run.processor, staging, card), state.step)
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """The state and setup of the run, for `train_summary.json` and the model card."""
+    state = run.state
+    return {
+        **dataclasses.asdict(state),
+        "world_size": run.accelerator.num_processes,
+        "global_batch_size": run.global_batch,
+        "device": str(run.accelerator.device),
+        "mixed_precision": run.accelerator.mixed_precision,
+        "samples_per_second": state.samples / max(state.train_seconds, 1e-9),
+        "train_products": read_dataset_info(run.args.data_dir).get("splits", {}).get("train", {}).get("products"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line: `python -m modeling_eclip.training --config recipe-demo [--flag value ...]`."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    result = pretrain(parse_arguments(argv))
+    if result.export_dir is not None:
+        print(f"exported the model after {result.step} steps to {result.export_dir}")
+        for name, value in sorted(result.metrics.items()):
+            print(f"  {name}: {value:.4f}")
