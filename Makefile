@@ -52,7 +52,7 @@ demo: install
 	rm -rf $(DEMO_RUN)
 	$(BIN)/python examples/pretrain.py --config configuration/recipe-demo.yaml \
 		--data_dir $(DEMO_DATA) --output_dir $(DEMO_RUN)
-	$(BIN)/python examples/evaluate.py --model $(DEMO_RUN)/model --data $(DEMO_DATA) --output $(DEMO_RUN)/results.json
+	$(BIN)/python examples/evaluate_eclip.py --model $(DEMO_RUN)/model --data $(DEMO_DATA) --output $(DEMO_RUN)/results.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modeling_eclip.search_eclip import EMBEDDING_COLUMN, ProductSearchIndex  # noqa: E402
+from modeling_eclip.evaluation.search import EMBEDDING_COLUMN, ProductSearchIndex  # noqa: E402
 
 
 def random_catalogue(num_products: int, dim: int, seed: int) -> tuple[datasets.Dataset, np.ndarray]:

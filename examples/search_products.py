@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:
 from transformers import AutoModel, AutoProcessor  # noqa: E402
 
 import modeling_eclip  # noqa: E402, F401  (registers ECLIP with the Auto classes)
-from modeling_eclip.search_eclip import ProductSearchIndex, load_catalogue  # noqa: E402
+from modeling_eclip.evaluation.search import ProductSearchIndex, load_catalogue  # noqa: E402
 
 
 def show(name: str, hits: list[dict], expected: str | None = None) -> None:
@@ -64,7 +64,7 @@ def main() -> None:
         print()
 
     # How often the photographed product is among the top k, over every customer photo (a quick check; the full
-    # metrics are in examples/evaluate.py).
+    # metrics are in examples/evaluate_eclip.py).
     results = index.search_batch(images=list(photos["image"]), k=args.k)
     ranks = [
         [hit["product_id"] for hit in hits].index(expected) if expected in {hit["product_id"] for hit in hits} else None

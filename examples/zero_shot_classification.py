@@ -18,8 +18,8 @@ if str(REPO) not in sys.path:
 from transformers import pipeline  # noqa: E402
 
 from modeling_eclip import ZeroShotProductClassificationPipeline  # noqa: E402
+from modeling_eclip.evaluation.search import load_catalogue  # noqa: E402
 from modeling_eclip.pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE, PIPELINE_TASK  # noqa: E402
-from modeling_eclip.search_eclip import load_catalogue  # noqa: E402
 
 
 def main() -> None:

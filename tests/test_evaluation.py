@@ -9,18 +9,20 @@ import pytest
 import torch
 from conftest import make_processor, tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
-import modeling_eclip.evaluation_eclip as evaluation  # noqa: E402
-from modeling_eclip.data import demo_catalogue  # noqa: E402
-from modeling_eclip.evaluation_eclip import (  # noqa: E402
+from modeling_eclip.data import demo_catalogue
+from modeling_eclip.evaluation import embedding, tables
+from modeling_eclip.evaluation.embedding import (
+    PRODUCT_VIEWS,
+    EmbeddedSplit,
     ImageEmbeddings,
-    evaluate_model,
-    format_results,
     is_itc_only,
     load_catalogue_split,
-    quick_evaluate,
     resolve_embedding_mode,
 )
+from modeling_eclip.evaluation.report import format_results
+from modeling_eclip.evaluation.tables import evaluate_model, quick_evaluate
+
+REPO = Path(__file__).resolve().parents[1]
 
 ITC_ONLY = {"inter_loss_weight": 0.0, "itm_loss_weight": 0.0, "intra_loss_weight": 0.0, "entropy_loss_weight": 0.0}
 
@@ -74,9 +76,9 @@ def test_input_ignoring_model_scores_chance_level(catalogue, processor, monkeypa
     data's base rate: fine-grained R@1 = 1 / #products (every query's one match is first for one product in P),
     zero-shot Acc@1 = share of catalog images in the first category."""
     split = load_catalogue_split(catalogue, "test")
-    monkeypatch.setattr(evaluation, "embed_texts", lambda model, processor, texts, *args: torch.ones(len(texts), 8))
+    monkeypatch.setattr(embedding, "embed_texts", lambda model, processor, texts, *args: torch.ones(len(texts), 8))
     monkeypatch.setattr(
-        evaluation, "embed_images", lambda model, processor, images, *args: ImageEmbeddings(torch.ones(len(images), 8))
+        embedding, "embed_images", lambda model, processor, images, *args: ImageEmbeddings(torch.ones(len(images), 8))
     )
     results = quick_evaluate(tiny_model(), processor, catalogue, embedding="global")
     catalog = [split.images[i] for i in split.image_indices("catalog")]
@@ -99,28 +101,28 @@ def oracle_embeddings(split, mode="instance"):
         indices[kind] = split.image_indices(kind)
         embeds = title_embeds[[split.images[i].product for i in indices[kind]]]
         views[kind] = {"image+title": embeds, "image": embeds, "title": embeds, "g_I": embeds}
-    return evaluation._Embedded(split, mode, title_embeds, category_embeds, indices, views)
+    return EmbeddedSplit(split, mode, title_embeds, category_embeds, indices, views)
 
 
 def test_tables_on_oracle_embeddings(catalogue):
     split = load_catalogue_split(catalogue, "test")
     embedded = oracle_embeddings(split)
-    assert evaluation.zero_shot_classification(embedded) == {
+    assert tables.zero_shot_classification(embedded) == {
         "acc@1 (image+title)": 1.0,
         "acc@1 (image)": 1.0,
         "acc@1 (title)": 1.0,
     }
-    retrieval = evaluation.product_retrieval(embedded)
+    retrieval = tables.product_retrieval(embedded)
     # Same product scores 2, same category 1: the product itself first, then its category.
     assert retrieval["fine_grained"] == {f"{m}@{k}": 1.0 for m in ("r", "map") for k in (1, 5, 10)}
     assert retrieval["coarse"]["map@1"] == 1.0
     # Each customer image queries only the other source's catalog (one image per product).
     assert retrieval["num_queries"] == len(split.image_indices("customer"))
-    two_way = evaluation.image_text_retrieval(embedded)
+    two_way = tables.image_text_retrieval(embedded)
     assert two_way["image_to_text"]["r@1"] == two_way["text_to_image"]["r@1"] == 1.0
     # Table 3: an ad's own product is ranked first, its other products (score 0 or 1) are not found reliably.
     # AP@50 >= 1 / #matches per ad (first rank is a hit), and mAR@50 = 1 when the gallery (8 items) is all ranked.
-    instance = evaluation.instance_level_retrieval(embedded)
+    instance = tables.instance_level_retrieval(embedded)
     ads = [split.images[i] for i in split.image_indices("ad")]
     in_split = [len({p for p in ad.box_product_ids if p in split.product_ids}) for ad in ads]
     assert instance["instance_level"]["mar@50"] == 1.0
@@ -134,7 +136,7 @@ def test_evaluate_model_tables_and_format(catalogue, processor, tmp_path):
     assert results["embedding"] == "instance"
     assert results["num_products"] == len(split.product_ids)
     assert set(results["table1"]) == {"classification", "image_to_text", "text_to_image"}
-    assert set(results["table1"]["classification"]) == {f"acc@1 ({view})" for view in evaluation.PRODUCT_VIEWS}
+    assert set(results["table1"]["classification"]) == {f"acc@1 ({view})" for view in PRODUCT_VIEWS}
     assert set(results["table2"]["fine_grained"]) == {f"{m}@{k}" for m in ("r", "map") for k in (1, 5, 10)}
     assert set(results["table3"]["instance_level"]) == {"map@10", "map@50", "mar@10", "mar@50"}
     grounding = results["table4"]["grounding"]
@@ -161,7 +163,7 @@ def test_evaluate_model_tables_and_format(catalogue, processor, tmp_path):
 def test_global_mode_grounds_with_dense_clip_map(catalogue, processor):
     split = load_catalogue_split(catalogue, "test")
     images = [split.images[i].to_pil() for i in split.image_indices("ad")[:2]]
-    maps = evaluation.global_score_maps(tiny_model(), processor, images, ["red shoe", "a cup"])
+    maps = tables.global_score_maps(tiny_model(), processor, images, ["red shoe", "a cup"])
     assert [tuple(m.shape) for m in maps] == [(image.height, image.width) for image in images]
 
 
@@ -169,7 +171,7 @@ def test_cli_end_to_end(catalogue, tmp_path, capsys):
     export = tmp_path / "export"
     tiny_model(**ITC_ONLY).save_pretrained(export)
     make_processor().save_pretrained(export)
-    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "examples" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "examples" / "evaluate_eclip.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     output, tsne = tmp_path / "results.json", tmp_path / "tsne.png"

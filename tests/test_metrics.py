@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from modeling_eclip.metrics_eclip import ClassificationAccuracy, GroundingAccuracy, RetrievalMetric, rank_by_score
+from modeling_eclip.evaluation.metrics import ClassificationAccuracy, GroundingAccuracy, RetrievalMetric, rank_by_score
 
 
 def retrieval(**kwargs) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from modeling_eclip.data import shard_format
-from modeling_eclip.search_eclip import ProductSearchIndex, embed_products, load_catalogue
+from modeling_eclip.evaluation.search import ProductSearchIndex, embed_products, load_catalogue
 
 COLOURS = ["red", "green", "blue", "orange", "purple", "white"]
 TITLES = ["red shoe", "green garden hose", "blue denim jacket", "orange juicer", "purple yoga mat", "white mug"]

@@ -418,7 +418,7 @@ def quick_evaluation(run: Run) -> dict[str, float]:
     """Zero-shot classification Acc@1 and fine-grained retrieval on held-out products (`evaluation.quick_evaluate`,
     imported here: evaluation is not needed to build a model). The RNG is forked so that evaluating never changes what
     training draws next (exact resumption)."""
-    from ..evaluation_eclip import quick_evaluate
+    from ..evaluation import quick_evaluate
 
     args = run.args
     with torch.random.fork_rng(devices=[]):

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from .data.shard_format import require_shards
+from ..data.shard_format import require_shards
 
 logger = logging.getLogger(__name__)
 

@@ -1,18 +1,19 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Zero-shot evaluation of an exported checkpoint on a catalogue split, printed as the paper's Tables 1-4.
 
-    python examples/evaluate.py --model outputs/eclip-demo --data data/demo
-    python examples/evaluate.py --model outputs/eclip-demo --data data/demo --compare outputs/clip-demo \\
+    python -m modeling_eclip.evaluation --model outputs/eclip-demo --data data/demo
+    python -m modeling_eclip.evaluation --model outputs/eclip-demo --data data/demo --compare outputs/clip-demo \\
         --output results.json --tsne tsne.png
 
 The model folder holds an `EclipModel` (or pretraining) checkpoint and its processor (`save_pretrained`). ECLIP
 checkpoints are evaluated with instance embeddings, ITC-only checkpoints (a CLIP baseline) with global embeddings
-(`--embedding auto`); see `modeling_eclip/evaluation_eclip.py` for how every table is built.
+(`--embedding auto`); see `modeling_eclip/evaluation/` for how every table is built.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,13 +21,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoProcessor
 
-# Run as a script, this folder is first on sys.path, where this file would shadow the `evaluate` library the metrics
-# import: the repository root replaces it (only then; an importer's path stays as it is).
-if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-
-import modeling_eclip  # noqa: E402, F401  (registers ECLIP with the Auto classes)
-from modeling_eclip.evaluation_eclip import evaluate_model, format_results  # noqa: E402
+from .report import format_results
+from .tables import evaluate_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,7 +76,3 @@ def main(argv: list[str] | None = None) -> dict:
         payload = results if compare is None else {"model": results, "compare": compare}
         Path(args.output).write_text(json.dumps(payload, indent=2) + "\n")
     return results
-
-
-if __name__ == "__main__":
-    main()

@@ -29,7 +29,7 @@ import datasets
 import evaluate
 import torch
 
-from .grounding_eclip import box_iou
+from ..grounding_eclip import box_iou
 
 _CITATION = """\
 @inproceedings{jin2023eclip,

@@ -1,0 +1,268 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Reading a catalogue split and embedding it once, for every table of the evaluation (paper Sec. 4.2).
+
+How products are embedded (``embedding="instance"``, the default for ECLIP checkpoints, Sec. 3.4):
+
+* image + title: the instance embedding h of the image with the title g_T(w_cls) as positive prompt;
+* image only: the instance embedding h of the image prompted with its own g_I(v_cls) (the image prompt);
+* title only (a control showing how much the text alone gives away): g_T(w_cls).
+
+An ITC-only checkpoint (a CLIP baseline, all decoder loss weights 0; ``embedding="global"``) never trained its
+decoder, so it is evaluated with global embeddings: image only = g_I(v_cls), title only = g_T(w_cls) and
+image + title = the normalised mean of the two unit vectors, the usual CLIP fusion of an image-text pair. Image-text
+retrieval uses g_I / g_T in both modes, as the paper does (Sec. 4.2.2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..data.shard_format import list_shards, require_shards
+from ..modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
+from ..processing_eclip import EclipProcessor
+
+PRODUCT_VIEWS = ("image+title", "image", "title")
+# Image kind -> instance views each evaluation needs (the decoder runs once per view).
+QUICK_VIEWS = {"catalog": ("image+title",), "customer": ("image",)}
+FULL_VIEWS = {"catalog": ("image+title", "image"), "customer": ("image",), "ad": ("image",)}
+EmbeddingMode = Literal["auto", "instance", "global"]
+
+
+@dataclass
+class CatalogueImage:
+    """One image of a product: its product's row index, where it comes from and the objects in it."""
+
+    product: int
+    source: str
+    kind: str
+    data: bytes
+    boxes: list[list[float]]
+    box_product_ids: list[str]
+
+    def to_pil(self) -> Image.Image:
+        return Image.open(io.BytesIO(self.data)).convert("RGB")
+
+
+@dataclass
+class CatalogueSplit:
+    """The products of one split and all their images, plus the titles of every product of the catalogue (boxes in
+    ad and customer images may show products of another split)."""
+
+    product_ids: list[str]
+    titles: list[str]
+    categories: list[str]
+    images: list[CatalogueImage]
+    all_titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def category_names(self) -> list[str]:
+        return sorted(set(self.categories))
+
+    def image_indices(self, kind: str) -> list[int]:
+        return [index for index, image in enumerate(self.images) if image.kind == kind]
+
+
+def load_catalogue_split(
+    data_dir: str | os.PathLike, split: str = "test", max_products: int | None = None
+) -> CatalogueSplit:
+    """Reads one split of a catalogue directory (the first `max_products` products if given)."""
+    rows = pq.read_table(require_shards(data_dir, split)).to_pylist()
+    if max_products is not None:
+        rows = rows[:max_products]
+    if not rows:
+        raise ValueError(f"split {split!r} of {data_dir} has no products")
+    all_titles = {}
+    for other in sorted(path.name for path in Path(data_dir).iterdir() if path.is_dir()):
+        if paths := list_shards(data_dir, other):
+            columns = pq.read_table(paths, columns=["product_id", "title"]).to_pydict()
+            all_titles.update(zip(columns["product_id"], columns["title"]))
+    images = [
+        CatalogueImage(
+            product=index,
+            source=image["source"],
+            kind=image["kind"],
+            data=image["image"],
+            boxes=image["boxes"],
+            box_product_ids=image["box_product_ids"],
+        )
+        for index, row in enumerate(rows)
+        for image in row["images"]
+    ]
+    return CatalogueSplit(
+        product_ids=[row["product_id"] for row in rows],
+        titles=[row["title"] for row in rows],
+        categories=[row["category"] for row in rows],
+        images=images,
+        all_titles=all_titles,
+    )
+
+
+def is_itc_only(model: EclipModel) -> bool:
+    """True for a CLIP baseline: image-text contrast is the only objective, so the decoder was never trained."""
+    return not model.config.uses_decoder_objectives
+
+
+def resolve_embedding_mode(model: EclipModel, embedding: EmbeddingMode = "auto") -> str:
+    """``"global"`` for an ITC-only model under ``"auto"``, else ``"instance"``; explicit modes are kept."""
+    if embedding not in ("auto", "instance", "global"):
+        raise ValueError(f"embedding must be 'auto', 'instance' or 'global', got {embedding!r}")
+    if embedding == "auto":
+        return "global" if is_itc_only(model) else "instance"
+    return embedding
+
+
+def _autocast(device: torch.device, bf16: bool | None) -> torch.autocast:
+    # bf16 pays off on GPUs; on CPUs without bf16 matrix units it is slower than fp32, so "auto" means CUDA only.
+    enabled = (device.type == "cuda" and torch.cuda.is_bf16_supported()) if bf16 is None else bf16
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.inference_mode()
+def embed_texts(
+    model: EclipModel, processor: EclipProcessor, texts: Sequence[str], batch_size: int = 32, bf16: bool | None = None
+) -> torch.Tensor:
+    """Unnormalised text embeddings g_T(w_cls), `(len(texts), D)`, in float32 on the CPU."""
+    device = model.device
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        inputs = processor(text=list(texts[start : start + batch_size])).to(device)
+        with _autocast(device, bf16):
+            embeds, _ = model.encode_text(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+        outputs.append(embeds.float().cpu())
+    return torch.cat(outputs)
+
+
+@dataclass
+class ImageEmbeddings:
+    """Unit-norm embeddings of a list of images: g_I(v_cls), and in instance mode h with the title prompt and h with
+    the image prompt (Sec. 3.4)."""
+
+    image: torch.Tensor
+    instance_title: torch.Tensor | None = None
+    instance_image: torch.Tensor | None = None
+
+
+def _decode(model: EclipModel, patch_embeds: torch.Tensor, prompts: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    """Unit-norm instance embeddings h of the positive slot (Sec. 3.4), float32 on the CPU."""
+    decoded = model.decode_instances(patch_embeds, prompts, types, output_assignment_maps=False)
+    return F.normalize(decoded.last_hidden_state[:, 0].float(), dim=-1).cpu()
+
+
+@torch.inference_mode()
+def embed_images(
+    model: EclipModel,
+    processor: EclipProcessor,
+    images: Sequence[Image.Image],
+    title_embeds: torch.Tensor | None = None,
+    mode: str = "instance",
+    batch_size: int = 32,
+    bf16: bool | None = None,
+    image_prompt: bool = True,
+) -> ImageEmbeddings:
+    """Embeds `images` with one image-tower pass each; in instance mode decodes twice per image from the same patch
+    tokens Z: prompted with `title_embeds` (row i = the title of image i; skipped when None) and, if
+    `image_prompt`, with the image's own g_I(v_cls). The decoder costs about twice the tiny image tower on a CPU,
+    so callers ask only for the views they use."""
+    if title_embeds is not None and len(title_embeds) != len(images):
+        raise ValueError(f"title_embeds has {len(title_embeds)} rows for {len(images)} images")
+    device = model.device
+    global_embeds, with_title, with_image = [], [], []
+    for start in range(0, len(images), batch_size):
+        pixel_values = processor(images=list(images[start : start + batch_size]))["pixel_values"].to(device)
+        with _autocast(device, bf16):
+            image_embeds, patch_embeds, _ = model.encode_image(pixel_values)
+            if mode == "instance" and image_prompt:
+                types = torch.full((len(pixel_values),), IMAGE_PROMPT, device=device)
+                with_image.append(_decode(model, patch_embeds, image_embeds, types))
+            if mode == "instance" and title_embeds is not None:
+                prompts = title_embeds[start : start + batch_size].to(device)
+                types = torch.full((len(pixel_values),), TEXT_PROMPT, device=device)
+                with_title.append(_decode(model, patch_embeds, prompts, types))
+        global_embeds.append(F.normalize(image_embeds.float(), dim=-1).cpu())
+    return ImageEmbeddings(
+        image=torch.cat(global_embeds),
+        instance_title=torch.cat(with_title) if with_title else None,
+        instance_image=torch.cat(with_image) if with_image else None,
+    )
+
+
+def product_embeddings(embeds: ImageEmbeddings, title_embeds: torch.Tensor, mode: str) -> dict[str, torch.Tensor]:
+    """The three product views of Table 1, ``image+title``, ``image`` and ``title``, plus the unimodal ``g_I`` used
+    by image-text retrieval (unit norm, one row per image).
+
+    `title_embeds` holds g_T(w_cls) of each image's product title. Global mode fuses image + title as the
+    normalised mean of the unit image and text embeddings (module docstring)."""
+    title = F.normalize(title_embeds.float(), dim=-1)
+    if mode == "global":
+        fused = F.normalize(embeds.image + title, dim=-1)
+        return {"image+title": fused, "image": embeds.image, "title": title, "g_I": embeds.image}
+    views = {"title": title, "g_I": embeds.image}
+    if embeds.instance_title is not None:
+        views["image+title"] = embeds.instance_title
+    if embeds.instance_image is not None:
+        views["image"] = embeds.instance_image
+    return views
+
+
+@dataclass
+class EmbeddedSplit:
+    """Everything the tables need, embedded once."""
+
+    split: CatalogueSplit
+    mode: str
+    title_embeds: torch.Tensor  # (products, D) unnormalised g_T
+    category_embeds: torch.Tensor  # (categories, D) unit norm
+    indices: dict[str, list[int]]  # kind -> image indices
+    views: dict[str, dict[str, torch.Tensor]]  # kind -> product views (rows follow indices[kind])
+
+
+def embed_split(
+    model: EclipModel,
+    processor: EclipProcessor,
+    split: CatalogueSplit,
+    mode: str,
+    kinds: Mapping[str, Sequence[str]],
+    batch_size: int,
+    hypothesis_template: str,
+    bf16: bool | None,
+) -> EmbeddedSplit:
+    """Embeds the titles, the category prompts and the images of every kind in `kinds`, which maps an image kind
+    to the instance views it needs (``"image+title"``, ``"image"``); global mode gets every view for free."""
+    title_embeds = embed_texts(model, processor, split.titles, batch_size, bf16)
+    prompts = [hypothesis_template.format(name) for name in split.category_names]
+    category_embeds = F.normalize(embed_texts(model, processor, prompts, batch_size, bf16), dim=-1)
+    indices, views = {}, {}
+    for kind, needed in kinds.items():
+        indices[kind] = split.image_indices(kind)
+        if not indices[kind]:
+            raise ValueError(f"the split has no {kind!r} images, needed for the evaluation")
+        products = torch.tensor([split.images[i].product for i in indices[kind]])
+        images = [split.images[i].to_pil() for i in indices[kind]]
+        titles = title_embeds[products] if "image+title" in needed else None
+        embeds = embed_images(model, processor, images, titles, mode, batch_size, bf16, "image" in needed)
+        views[kind] = product_embeddings(embeds, title_embeds[products], mode)
+    return EmbeddedSplit(split, mode, title_embeds, category_embeds, indices, views)
+
+
+@contextlib.contextmanager
+def evaluation_of(model: torch.nn.Module) -> Iterator[EclipModel]:
+    """The inference model of `model` (an `EclipForPreTraining` keeps it as `.eclip`) in eval mode; its training flag
+    is restored afterwards (the training loop evaluates mid-run)."""
+    model = getattr(model, "eclip", model)
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

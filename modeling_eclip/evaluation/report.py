@@ -1,0 +1,113 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""The results of `evaluate_model` for people: markdown tables in the paper's layout and a t-SNE plot (Fig. 5)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+
+def plot_tsne(
+    embeddings: torch.Tensor, labels: Sequence[str], path: str | os.PathLike, seed: int = 0, title: str | None = None
+) -> None:
+    """Saves a 2-D t-SNE (scikit-learn) of `embeddings` coloured by `labels` as a PNG (paper Fig. 5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    if len(embeddings) != len(labels) or len(embeddings) < 3:
+        raise ValueError(f"t-SNE needs >= 3 embeddings with one label each, got {len(embeddings)} and {len(labels)}")
+    points = TSNE(
+        n_components=2, perplexity=min(30.0, (len(embeddings) - 1) / 3), init="pca", random_state=seed
+    ).fit_transform(embeddings.float().numpy())
+    names = sorted(set(labels))
+    colours, markers = plt.get_cmap("tab10").colors, "os^vDP*X"
+    figure, axis = plt.subplots(figsize=(8, 6), dpi=100)
+    for index, name in enumerate(names):
+        chosen = [i for i, label in enumerate(labels) if label == name]
+        # 10 colours x 8 markers keep up to 80 categories apart.
+        style = {"color": colours[index % 10], "marker": markers[index // 10 % len(markers)]}
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=14, label=name, **style)
+    axis.set_title(title or "t-SNE of product embeddings by category")
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.legend(fontsize=6, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(names) // 30)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+_TABLES = (
+    (
+        "Table 1. Zero-shot product classification and image-text retrieval",
+        [
+            ("Acc@1 image+title", ("table1", "classification", "acc@1 (image+title)")),
+            ("Acc@1 image", ("table1", "classification", "acc@1 (image)")),
+            ("Acc@1 title (control)", ("table1", "classification", "acc@1 (title)")),
+            ("I2T R@1", ("table1", "image_to_text", "r@1")),
+            ("I2T R@5", ("table1", "image_to_text", "r@5")),
+            ("T2I R@1", ("table1", "text_to_image", "r@1")),
+            ("T2I R@5", ("table1", "text_to_image", "r@5")),
+        ],
+    ),
+    (
+        "Table 2. Zero-shot product retrieval: coarse (same category) and fine-grained (same product)",
+        [(f"coarse mAP@{k}", ("table2", "coarse", f"map@{k}")) for k in (1, 5, 10)]
+        + [(f"fine R@{k}", ("table2", "fine_grained", f"r@{k}")) for k in (1, 5, 10)]
+        + [(f"fine mAP@{k}", ("table2", "fine_grained", f"map@{k}")) for k in (1, 5, 10)],
+    ),
+    (
+        "Table 3. Zero-shot instance-level product retrieval (ad images, every product in the ad is a match)",
+        [(f"mAP@{k}", ("table3", "instance_level", f"map@{k}")) for k in (10, 50)]
+        + [(f"mAR@{k}", ("table3", "instance_level", f"mar@{k}")) for k in (10, 50)],
+    ),
+    (
+        "Table 4 (left). Zero-shot visual grounding; control: the same images prompted with a distractor's title",
+        [
+            ("Acc@0.5", ("table4", "grounding", "acc@0.5")),
+            ("Acc@0.7", ("table4", "grounding", "acc@0.7")),
+            ("distractor Acc@0.5", ("table4", "distractor", "acc@0.5")),
+            ("distractor Acc@0.7", ("table4", "distractor", "acc@0.7")),
+        ],
+    ),
+)
+
+
+def _lookup(results: Mapping[str, Any], path: Sequence[str]) -> str:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return "-"
+        value = value[key]
+    return f"{100 * value:.1f}"
+
+
+def format_results(
+    results: Mapping[str, Any], compare: Mapping[str, Any] | None = None, names: Sequence[str] | None = None
+) -> str:
+    """The results of `evaluate_model` as markdown tables in the paper's layout (percent, one row per model).
+
+    With `compare`, a second model's results get a row under the first in every table; `names` label the rows
+    (default: ``model (instance)`` / ``compare (global)`` with each model's embedding mode)."""
+    runs = [results] if compare is None else [results, compare]
+    if names is None:
+        names = [f"{name} ({run.get('embedding', '?')})" for name, run in zip(("model", "compare"), runs)]
+    if len(names) != len(runs):
+        raise ValueError(f"got {len(names)} names for {len(runs)} result sets")
+    blocks = []
+    for title, columns in _TABLES:
+        if not any(_lookup(run, path) != "-" for run in runs for _, path in columns):
+            continue  # e.g. Table 4 when grounding was skipped
+        header = "| Method | " + " | ".join(label for label, _ in columns) + " |"
+        rule = "|---|" + "---:|" * len(columns)
+        rows = [
+            f"| {name} | " + " | ".join(_lookup(run, path) for _, path in columns) + " |"
+            for name, run in zip(names, runs)
+        ]
+        blocks.append("\n".join([f"**{title}**", "", header, rule, *rows]))
+    return "\n\n".join(blocks) + "\n"

@@ -1,0 +1,320 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""The paper's zero-shot evaluations (Sec. 4.2, Tables 1-4) on an embedded catalogue split, with the metrics of
+`metrics.py`: `evaluate_model` runs them all, `quick_evaluate` the two headline numbers the training loop logs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..grounding_eclip import DEFAULT_WINDOW_FRACTIONS, candidate_boxes, grounding_score_maps, rank_boxes
+from ..modeling_eclip import EclipModel
+from ..pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
+from ..processing_eclip import EclipProcessor
+from .embedding import (
+    FULL_VIEWS,
+    PRODUCT_VIEWS,
+    QUICK_VIEWS,
+    CatalogueSplit,
+    EmbeddedSplit,
+    EmbeddingMode,
+    embed_split,
+    evaluation_of,
+    load_catalogue_split,
+    resolve_embedding_mode,
+)
+from .metrics import ClassificationAccuracy, GroundingAccuracy, RetrievalMetric, rank_by_score
+from .report import plot_tsne
+
+
+def _metric(cls: type) -> Any:
+    return cls(keep_in_memory=True)
+
+
+def retrieval_scores(
+    scores: torch.Tensor,
+    relevance: torch.Tensor,
+    k_values: Sequence[int],
+    valid: torch.Tensor | None = None,
+    ndcg_k: int = 10,
+) -> dict[str, float]:
+    """`RetrievalMetric` over a `(queries, gallery)` score matrix with a boolean relevance matrix of the same shape.
+
+    `valid` (same shape, optional) removes gallery items from a query's ranking (e.g. items of the query's own
+    source). Every query needs at least one valid match.
+    """
+    if scores.shape != relevance.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and relevance {tuple(relevance.shape)} differ in shape")
+    depth = max(max(k_values), ndcg_k)
+    if valid is not None:
+        scores = scores.masked_fill(~valid, float("-inf"))
+        relevance = relevance & valid
+    rankings = rank_by_score(scores, depth)
+    predictions = []
+    for query, ranking in enumerate(rankings.tolist()):
+        # Invalid items sink to the end under -inf; they must not fill the top of a short gallery.
+        predictions.append([item for item in ranking if valid is None or bool(valid[query, item])])
+    references = [row.nonzero().flatten().tolist() for row in relevance]
+    return _metric(RetrievalMetric).compute(
+        predictions=predictions, references=references, k_values=list(k_values), ndcg_k=ndcg_k
+    )
+
+
+def classification_scores(scores: torch.Tensor, labels: Sequence[int], top_k: Sequence[int] = (1,)) -> dict:
+    """`ClassificationAccuracy` over a `(samples, classes)` score matrix."""
+    rankings = rank_by_score(scores, max(top_k)).tolist()
+    return _metric(ClassificationAccuracy).compute(predictions=rankings, references=list(labels), top_k=list(top_k))
+
+
+def _products_and_sources(embedded: EmbeddedSplit, kind: str) -> tuple[torch.Tensor, list[str]]:
+    images = [embedded.split.images[i] for i in embedded.indices[kind]]
+    return torch.tensor([image.product for image in images]), [image.source for image in images]
+
+
+def _other_source_mask(query_sources: Sequence[str], gallery_sources: Sequence[str]) -> torch.Tensor:
+    return torch.tensor([[q != g for g in gallery_sources] for q in query_sources], dtype=torch.bool)
+
+
+def zero_shot_classification(embedded: EmbeddedSplit) -> dict[str, float]:
+    """Table 1 left: Acc@1 of catalog images against the category prompts, per product view."""
+    products, _ = _products_and_sources(embedded, "catalog")
+    category_index = {name: i for i, name in enumerate(embedded.split.category_names)}
+    labels = [category_index[embedded.split.categories[p]] for p in products.tolist()]
+    results = {}
+    for view in [view for view in PRODUCT_VIEWS if view in embedded.views["catalog"]]:
+        embeds = embedded.views["catalog"][view]
+        results[f"acc@1 ({view})"] = classification_scores(embeds @ embedded.category_embeds.T, labels)["acc@1"]
+    return results
+
+
+def image_text_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = (1, 5)) -> dict[str, dict[str, float]]:
+    """Table 1 right: catalog images g_I vs product titles g_T, both directions (an image matches its title; a
+    title matches every catalog image of its product)."""
+    products, _ = _products_and_sources(embedded, "catalog")
+    image = embedded.views["catalog"]["g_I"]
+    titles = F.normalize(embedded.title_embeds, dim=-1)
+    relevance = products[:, None] == torch.arange(len(titles))[None, :]
+    i2t = retrieval_scores(image @ titles.T, relevance, k_values)
+    t2i = retrieval_scores(titles @ image.T, relevance.T.contiguous(), k_values)
+    return {"image_to_text": _pick(i2t, "r", k_values), "text_to_image": _pick(t2i, "r", k_values)}
+
+
+def _pick(results: dict[str, float], prefix: str, k_values: Sequence[int]) -> dict[str, float]:
+    return {f"{prefix}@{k}": results[f"{prefix}@{k}"] for k in k_values}
+
+
+def _gallery(embedded: EmbeddedSplit) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The retrieval gallery: catalog images embedded with their titles (image + title view)."""
+    products, sources = _products_and_sources(embedded, "catalog")
+    return embedded.views["catalog"]["image+title"], products, sources
+
+
+def product_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = (1, 5, 10)) -> dict[str, dict[str, float]]:
+    """Table 2: customer-image queries (image view) against the catalog gallery of every *other* source.
+
+    Coarse: a gallery item matches when it has the query's category (mAP@K). Fine-grained: only when it is the
+    same product (R@K and mAP@K)."""
+    gallery, gallery_products, gallery_sources = _gallery(embedded)
+    query_products, query_sources = _products_and_sources(embedded, "customer")
+    scores = embedded.views["customer"]["image"] @ gallery.T
+    valid = _other_source_mask(query_sources, gallery_sources)
+    categories = embedded.split.categories
+    same_category = torch.tensor(
+        [[categories[q] == categories[g] for g in gallery_products.tolist()] for q in query_products.tolist()]
+    )
+    coarse = retrieval_scores(scores, same_category, k_values, valid)
+    fine = retrieval_scores(scores, query_products[:, None] == gallery_products[None, :], k_values, valid)
+    return {
+        "coarse": _pick(coarse, "map", k_values),
+        "fine_grained": {**_pick(fine, "r", k_values), **_pick(fine, "map", k_values)},
+        "num_queries": len(query_products),
+    }
+
+
+def instance_level_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = (10, 50)) -> dict[str, Any]:
+    """Table 3: ad images showing several products; every product in the ad that is in the gallery is a match.
+
+    The ad is embedded once, with its image view (instance mode: h prompted with the ad's own g_I; global mode:
+    g_I), and ranked against the catalog gallery of the other sources. Products in an ad that are not in this
+    split's gallery (distractors from another split) cannot be retrieved; they are counted, not scored."""
+    gallery, gallery_products, gallery_sources = _gallery(embedded)
+    split = embedded.split
+    product_index = {product_id: i for i, product_id in enumerate(split.product_ids)}
+    relevance, outside = [], 0
+    for i in embedded.indices["ad"]:
+        in_ad = {product_index[p] for p in split.images[i].box_product_ids if p in product_index}
+        outside += len(set(split.images[i].box_product_ids)) - len(in_ad)
+        relevance.append([p in in_ad for p in gallery_products.tolist()])
+    _, query_sources = _products_and_sources(embedded, "ad")
+    valid = _other_source_mask(query_sources, gallery_sources)
+    scores = embedded.views["ad"]["image"] @ gallery.T
+    results = retrieval_scores(scores, torch.tensor(relevance), k_values, valid)
+    return {
+        "instance_level": {**_pick(results, "map", k_values), **_pick(results, "mar", k_values)},
+        "num_queries": len(relevance),
+        "ad_products_outside_split": outside,
+    }
+
+
+@torch.inference_mode()
+def global_score_maps(
+    model: EclipModel,
+    processor: EclipProcessor,
+    images: Sequence[Image.Image],
+    texts: Sequence[str],
+    batch_size: int = 32,
+) -> list[torch.Tensor]:
+    """Dense CLIP score maps for the global baseline: cos(g_I(v_i), g_T(w_cls)) per patch token v_i, upsampled to
+    each image's size. An ITC-only model never trained its decoder (whose slot assignment is ECLIP's map, see
+    `grounding_eclip.grounding_score_maps`), so its patch tokens go through the trained image projection instead."""
+    side = model.config.num_patches_per_side
+    maps = []
+    for start in range(0, len(images), batch_size):
+        batch = list(images[start : start + batch_size])
+        inputs = processor(images=batch, text=list(texts[start : start + batch_size])).to(model.device)
+        _, _, vision_outputs = model.encode_image(inputs["pixel_values"])
+        patches = F.normalize(model.visual_projection(vision_outputs.last_hidden_state[:, 1:]), dim=-1)
+        text = F.normalize(model.encode_text(inputs["input_ids"], inputs["attention_mask"])[0], dim=-1)
+        grids = torch.einsum("bnd,bd->bn", patches, text).reshape(-1, 1, side, side).float()
+        for image, grid in zip(batch, grids):
+            width, height = image.size
+            maps.append(F.interpolate(grid[None], size=(height, width), mode="bilinear")[0, 0].cpu())
+    return maps
+
+
+def visual_grounding(
+    model: EclipModel,
+    processor: EclipProcessor,
+    split: CatalogueSplit,
+    mode: str,
+    batch_size: int = 32,
+    kinds: Sequence[str] = ("customer", "ad"),
+    proposals: Mapping[int, Sequence[Sequence[float]]] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Table 4 left: ground each product in its customer and ad images with its title and rank candidate boxes.
+
+    Candidates per image (the paper ranks imperfect region proposals): jittered copies of *every* object's box plus
+    sliding windows (`grounding_eclip.candidate_boxes`) plus `proposals[image_index]` if given; the true boxes
+    themselves are not candidates. Acc@IoU: the top box has IoU >= 0.5 / 0.7 with the product's box.
+
+    Control (``distractor``): the same image and the same candidates, prompted with the title of another product in
+    it (its second box). A model that ignores the text finds the same region for both prompts and fails it."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = [i for kind in kinds for i in split.image_indices(kind)]
+    images = [split.images[i].to_pil() for i in samples]
+    candidates = []
+    for index, image in zip(samples, images):
+        boxes = split.images[index].boxes
+        per_box = [
+            candidate_boxes(box, image.size, generator, window_fractions=DEFAULT_WINDOW_FRACTIONS if j == 0 else ())
+            for j, box in enumerate(boxes)
+        ]
+        if proposals is not None and index in proposals:
+            per_box.append(torch.as_tensor(proposals[index], dtype=torch.float32).reshape(-1, 4))
+        candidates.append(torch.cat(per_box))
+
+    distractors = [
+        (n, split.all_titles[split.images[i].box_product_ids[1]])
+        for n, i in enumerate(samples)
+        if len(split.images[i].boxes) > 1 and split.images[i].box_product_ids[1] in split.all_titles
+    ]
+    titles = [split.titles[split.images[i].product] for i in samples]
+    prompts = titles + [title for _, title in distractors]
+    prompted_images = images + [images[n] for n, _ in distractors]
+    if mode == "instance":
+        maps = grounding_score_maps(model, processor, prompted_images, texts=prompts, batch_size=batch_size)
+    else:
+        maps = global_score_maps(model, processor, prompted_images, prompts, batch_size)
+    main_top, main_true = [], []
+    for n, index in enumerate(samples):
+        main_top.append(candidates[n][rank_boxes(maps[n], candidates[n])[0]].tolist())
+        main_true.append(split.images[index].boxes[0])
+    control_top, control_true = [], []
+    for offset, (n, _) in enumerate(distractors):
+        score_map = maps[len(samples) + offset]
+        control_top.append(candidates[n][rank_boxes(score_map, candidates[n])[0]].tolist())
+        control_true.append(split.images[samples[n]].boxes[1])
+    results = {"grounding": _metric(GroundingAccuracy).compute(predictions=main_top, references=main_true)}
+    if distractors:
+        results["distractor"] = _metric(GroundingAccuracy).compute(predictions=control_top, references=control_true)
+    results["images_without_distractor"] = len(samples) - len(distractors)
+    return results
+
+
+def quick_evaluate(
+    model: EclipModel,
+    processor: EclipProcessor,
+    data_dir: str | os.PathLike,
+    split: str = "test",
+    batch_size: int = 32,
+    max_products: int | None = None,
+    embedding: EmbeddingMode = "auto",
+    hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE,
+) -> dict[str, float]:
+    """The two headline numbers, for periodic evaluation during training and the model card.
+
+    ``zero_shot_acc@1``: catalog image + title vs the category prompts (Table 1); ``fine_grained_r@1`` and
+    ``fine_grained_map@10``: customer-image queries vs the catalog gallery of another source, match = same product
+    (Table 2). Only catalog and customer images are embedded."""
+    catalogue = load_catalogue_split(data_dir, split, max_products)
+    with evaluation_of(model) as model:
+        mode = resolve_embedding_mode(model, embedding)
+        embedded = embed_split(model, processor, catalogue, mode, QUICK_VIEWS, batch_size, hypothesis_template, None)
+    classification = zero_shot_classification(embedded)
+    fine = product_retrieval(embedded)["fine_grained"]
+    return {
+        "zero_shot_acc@1": classification["acc@1 (image+title)"],
+        "fine_grained_r@1": fine["r@1"],
+        "fine_grained_map@10": fine["map@10"],
+    }
+
+
+def evaluate_model(
+    model: EclipModel,
+    processor: EclipProcessor,
+    data_dir: str | os.PathLike,
+    split: str = "test",
+    batch_size: int = 32,
+    embedding: EmbeddingMode = "auto",
+    max_products: int | None = None,
+    hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE,
+    bf16: bool | None = None,
+    grounding: bool = True,
+    proposals: Mapping[int, Sequence[Sequence[float]]] | None = None,
+    tsne_path: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """All zero-shot evaluations of the paper on one catalogue split, as a JSON-serialisable nested dict.
+
+    ``table1``: zero-shot classification Acc@1 per product view and image-text retrieval R@1/5; ``table2``: coarse
+    mAP@1/5/10 and fine-grained R@1/5/10, mAP@1/5/10; ``table3``: instance-level mAP@10/50, mAR@10/50; ``table4``:
+    grounding Acc@0.5/0.7 and the distractor control (skipped with ``grounding=False``). ``bf16=None`` uses bf16
+    autocast on CUDA only. With `tsne_path`, also writes a t-SNE PNG of the catalog product embeddings (Fig. 5)."""
+    catalogue = load_catalogue_split(data_dir, split, max_products)
+    with evaluation_of(model) as model:
+        mode = resolve_embedding_mode(model, embedding)
+        embedded = embed_split(model, processor, catalogue, mode, FULL_VIEWS, batch_size, hypothesis_template, bf16)
+        if grounding:
+            table4 = visual_grounding(model, processor, catalogue, mode, batch_size, proposals=proposals, seed=seed)
+    results = {
+        "embedding": mode,
+        "split": split,
+        "num_products": len(catalogue.product_ids),
+        "num_images": {kind: len(indices) for kind, indices in embedded.indices.items()},
+        "table1": {"classification": zero_shot_classification(embedded), **image_text_retrieval(embedded)},
+        "table2": product_retrieval(embedded),
+        "table3": instance_level_retrieval(embedded),
+    }
+    if grounding:
+        results["table4"] = table4
+    if tsne_path is not None:
+        products, _ = _products_and_sources(embedded, "catalog")
+        categories = [catalogue.categories[p] for p in products.tolist()]
+        plot_tsne(embedded.views["catalog"]["image+title"], categories, tsne_path, seed=seed)
+    return results
