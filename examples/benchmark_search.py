@@ -11,8 +11,6 @@ query's nearest neighbour is planted (a noisy copy of a catalogue vector), so th
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import datasets
@@ -20,9 +18,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from modeling_eclip.evaluation.search import EMBEDDING_COLUMN, ProductSearchIndex  # noqa: E402
+from modeling_eclip.evaluation.search import EMBEDDING_COLUMN, ProductSearchIndex
 
 
 def random_catalogue(num_products: int, dim: int, seed: int) -> tuple[datasets.Dataset, np.ndarray]:

@@ -11,21 +11,15 @@ the image-prompt heat map side by side, each with the top-ranked box in green an
 
 import argparse
 import io
-import sys
 from pathlib import Path
 
 import torch
 from PIL import Image
+from transformers import AutoModel, AutoProcessor
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from transformers import AutoModel, AutoProcessor  # noqa: E402
-
-import modeling_eclip  # noqa: E402, F401  (registers ECLIP with the Auto classes)
-from modeling_eclip.data.shard_format import SPLITS, list_shards, read_split  # noqa: E402
-from modeling_eclip.grounding_eclip import (  # noqa: E402
+import modeling_eclip  # noqa: F401  (registers ECLIP with the Auto classes)
+from modeling_eclip.data.shard_format import SPLITS, list_shards, read_split
+from modeling_eclip.grounding_eclip import (
     box_iou,
     candidate_boxes,
     grounding_score_maps,

@@ -10,18 +10,12 @@ customer photos of the same products: by image, by title, and by image + title. 
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from transformers import AutoModel, AutoProcessor
 
-from transformers import AutoModel, AutoProcessor  # noqa: E402
-
-import modeling_eclip  # noqa: E402, F401  (registers ECLIP with the Auto classes)
-from modeling_eclip.evaluation.search import ProductSearchIndex, load_catalogue  # noqa: E402
+import modeling_eclip  # noqa: F401  (registers ECLIP with the Auto classes)
+from modeling_eclip.evaluation.search import ProductSearchIndex, load_catalogue
 
 
 def show(name: str, hits: list[dict], expected: str | None = None) -> None:

@@ -8,18 +8,12 @@ the instance prompt (image + title) and once with the image alone, and prints th
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from transformers import pipeline
 
-from transformers import pipeline  # noqa: E402
-
-from modeling_eclip import ZeroShotProductClassificationPipeline  # noqa: E402
-from modeling_eclip.evaluation.search import load_catalogue  # noqa: E402
-from modeling_eclip.pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE, PIPELINE_TASK  # noqa: E402
+from modeling_eclip import ZeroShotProductClassificationPipeline
+from modeling_eclip.evaluation.search import load_catalogue
+from modeling_eclip.pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE, PIPELINE_TASK
 
 
 def main() -> None:

@@ -30,12 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make `processing` and `modeling_eclip` importable
-    sys.path.insert(0, str(REPO))
-
-from modeling_eclip.data.shard_format import IMAGE_KINDS, SPLITS, ShardWriter  # noqa: E402
-from modeling_eclip.processing_eclip import to_rgb_image  # noqa: E402
+from modeling_eclip.data.shard_format import IMAGE_KINDS, SPLITS, ShardWriter
+from modeling_eclip.processing_eclip import to_rgb_image
 
 REJECTION_REASONS = (
     "no_title",
