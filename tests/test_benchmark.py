@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
 RATIOS = (

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 import torch
-from conftest import MINILM_DIR, tiny_config
+from helpers import MINILM_DIR, tiny_config
 from transformers import AutoConfig, BertConfig
 
 from modeling_eclip import EclipConfig, EclipDecoderConfig, EclipModel

@@ -9,10 +9,9 @@ import datasets.config
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from modeling_eclip import EclipForPreTraining
-from modeling_eclip.data import demo_catalogue, demo_products
 from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.stream import (
     ProductPairStream,
@@ -32,19 +31,9 @@ def _no_parquet_shutdown_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small demo catalogue (30 products, 32 px), built once per session like tests/test_demo_catalogue.py."""
-    if demo_products.find_emoji_test() is None or not demo_catalogue.discover_sources():
-        pytest.skip("needs emoji-test.txt and emoji artwork (see tests/test_demo_catalogue.py)")
-    output = tmp_path_factory.mktemp("data") / "catalogue"
-    demo_catalogue.build_catalogue(output, seed=0, image_size=32, max_products=30, workers=1)
-    return output
-
-
-@pytest.fixture(scope="session")
-def duplicated(catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def duplicated(demo_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards where the first products appear three times each, so the batcher must hold duplicates over."""
-    rows = sf.read_split(catalogue, "train")
+    rows = sf.read_split(demo_catalogue, "train")
     root = tmp_path_factory.mktemp("duplicated")
     with sf.ShardWriter(root / "train") as writer:
         for index, row in enumerate(rows):
@@ -74,8 +63,8 @@ def test_product_id_to_int_is_stable_int64() -> None:
     assert torch.tensor([value]).dtype == torch.int64
 
 
-def test_batch_contract_and_forward(processor, catalogue: Path) -> None:
-    batch = next(iter(_stream(processor, catalogue)))
+def test_batch_contract_and_forward(processor, demo_catalogue: Path) -> None:
+    batch = next(iter(_stream(processor, demo_catalogue)))
     assert set(batch) - {"token_type_ids"} == set(CONTRACT)
     assert batch["pixel_values"].shape == batch["positive_pixel_values"].shape == (BATCH, 3, 32, 32)
     assert batch["pixel_values"].dtype == torch.float32
@@ -120,8 +109,8 @@ def test_resume_gives_exactly_the_uninterrupted_batches(processor, duplicated: P
     assert held_over_checkpoints, "some checkpoint should hold duplicates over, to test their restoration"
 
 
-def test_epochs_reshuffle_deterministically(processor, catalogue: Path) -> None:
-    stream = _stream(processor, catalogue)
+def test_epochs_reshuffle_deterministically(processor, demo_catalogue: Path) -> None:
+    stream = _stream(processor, demo_catalogue)
     epoch0 = list(stream)
     assert stream.epoch == 1  # an exhausted stream moves on to the next epoch
     epoch1 = list(stream)
@@ -130,31 +119,33 @@ def test_epochs_reshuffle_deterministically(processor, catalogue: Path) -> None:
     assert _same(list(stream), epoch0)
 
 
-def test_worker_processes_and_dataloader_give_the_same_batches(processor, catalogue: Path) -> None:
-    reference = list(_stream(processor, catalogue))
-    assert _same(list(_stream(processor, catalogue, workers=2)), reference)
-    loader = torch.utils.data.DataLoader(_stream(processor, catalogue), batch_size=None, num_workers=2)
+def test_worker_processes_and_dataloader_give_the_same_batches(processor, demo_catalogue: Path) -> None:
+    reference = list(_stream(processor, demo_catalogue))
+    assert _same(list(_stream(processor, demo_catalogue, workers=2)), reference)
+    loader = torch.utils.data.DataLoader(_stream(processor, demo_catalogue), batch_size=None, num_workers=2)
     assert _same(list(loader), reference)
 
 
-def test_two_ranks_split_without_overlap(processor, catalogue: Path) -> None:
-    everything = {row["product_id"] for row in sf.read_split(catalogue, "train")}
+def test_two_ranks_split_without_overlap(processor, demo_catalogue: Path) -> None:
+    everything = {row["product_id"] for row in sf.read_split(demo_catalogue, "train")}
     seen = []
     for rank in range(2):
-        rows = load_product_stream(data_dir=catalogue, shuffle_buffer=16, seed=0, rank=rank, world_size=2)
+        rows = load_product_stream(data_dir=demo_catalogue, shuffle_buffer=16, seed=0, rank=rank, world_size=2)
         seen.append({row["product_id"] for row in rows})
     assert not seen[0] & seen[1]
     assert seen[0] | seen[1] == everything
     ids = []
     for rank in range(2):
-        stream = _stream(processor, catalogue, rank=rank, world_size=2, drop_last=False)
+        stream = _stream(processor, demo_catalogue, rank=rank, world_size=2, drop_last=False)
         ids.append({pid for batch in stream for pid in batch["product_ids"].tolist()})
     assert not ids[0] & ids[1]
     assert ids[0] | ids[1] == {product_id_to_int(pid) for pid in everything}
 
 
-def test_corrupt_images_and_single_image_products_are_skipped_and_counted(processor, catalogue: Path, tmp_path: Path):
-    rows = sf.read_split(catalogue, "train")
+def test_corrupt_images_and_single_image_products_are_skipped_and_counted(
+    processor, demo_catalogue: Path, tmp_path: Path
+):
+    rows = sf.read_split(demo_catalogue, "train")
     corrupt = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40  # a PNG signature followed by garbage: passes the writer's checks
     broken = dict(rows[0], images=[dict(rows[0]["images"][0], image=corrupt), rows[0]["images"][1]])
     single = dict(rows[1], images=rows[1]["images"][:1])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import DEMO_CATALOGUE, build_demo_catalogue
 from PIL import Image
 
 from modeling_eclip.data import demo_catalogue as dc
@@ -21,8 +22,7 @@ from modeling_eclip.data import demo_products as dp
 from modeling_eclip.data import shard_format as sf
 
 REPO = Path(__file__).resolve().parent.parent
-
-SMALL = {"seed": 0, "image_size": 64, "images_per_source": 4, "max_products": 30}
+IMAGES_PER_SOURCE = 4  # the builder's default, which the shared catalogue uses
 
 
 def _require_inputs() -> None:
@@ -33,17 +33,8 @@ def _require_inputs() -> None:
 
 
 @pytest.fixture(scope="session")
-def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small catalogue built once per session (30 products, 64 px)."""
-    _require_inputs()
-    output = tmp_path_factory.mktemp("demo") / "catalogue"
-    dc.build_catalogue(output, workers=1, **SMALL)
-    return output
-
-
-@pytest.fixture(scope="session")
-def rows(catalogue: Path) -> dict[str, list[dict]]:
-    return {split: sf.read_split(catalogue, split) for split in sf.SPLITS}
+def rows(demo_catalogue: Path) -> dict[str, list[dict]]:
+    return {split: sf.read_split(demo_catalogue, split) for split in sf.SPLITS}
 
 
 @pytest.fixture(scope="session")
@@ -62,23 +53,22 @@ def _pixels(data: bytes) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ determinism
-def test_same_seed_gives_identical_bytes_and_other_seed_differs(catalogue: Path, tmp_path: Path) -> None:
-    again = tmp_path / "again"
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(demo_catalogue: Path, tmp_path: Path) -> None:
     # Two workers here versus one in the fixture: the bytes must not depend on scheduling either.
-    dc.build_catalogue(again, workers=2, **SMALL)
-    assert _shard_bytes(again) == _shard_bytes(catalogue)
+    again = build_demo_catalogue(tmp_path / "again", workers=2)
+    assert _shard_bytes(again) == _shard_bytes(demo_catalogue)
 
     other = tmp_path / "other"
-    dc.build_catalogue(other, workers=1, **{**SMALL, "seed": 1})
+    dc.build_catalogue(other, workers=1, **{**DEMO_CATALOGUE, "seed": 1})
     for split in sf.SPLITS:
-        for mine, theirs in zip(sf.list_shards(catalogue, split), sf.list_shards(other, split)):
+        for mine, theirs in zip(sf.list_shards(demo_catalogue, split), sf.list_shards(other, split)):
             assert mine.read_bytes() != theirs.read_bytes()
 
 
 # -------------------------------------------------------------------------------------------- the shards
-def test_layout_schema_and_rows_are_valid(catalogue: Path, rows: dict[str, list[dict]]) -> None:
+def test_layout_schema_and_rows_are_valid(demo_catalogue: Path, rows: dict[str, list[dict]]) -> None:
     for split in sf.SPLITS:
-        shards = sf.list_shards(catalogue, split)
+        shards = sf.list_shards(demo_catalogue, split)
         assert [p.name for p in shards] == [sf.shard_name(i) for i in range(len(shards))]
         for shard in shards:
             schema = pq.read_schema(shard)
@@ -89,9 +79,9 @@ def test_layout_schema_and_rows_are_valid(catalogue: Path, rows: dict[str, list[
             sf.validate_row(row)
             assert row["split"] == split
             assert row["product_id"].startswith("emoji-")
-    assert not list(catalogue.rglob(".*tmp*")), "temporary shard files left behind"
+    assert not list(demo_catalogue.rglob(".*tmp*")), "temporary shard files left behind"
     ids = [row["product_id"] for split in sf.SPLITS for row in rows[split]]
-    assert len(ids) == len(set(ids)) == SMALL["max_products"]
+    assert len(ids) == len(set(ids)) == DEMO_CATALOGUE["max_products"]
 
 
 def test_splits_are_disjoint_and_images_never_cross_them(rows: dict[str, list[dict]]) -> None:
@@ -115,13 +105,13 @@ def test_every_kind_and_source_is_present(rows: dict[str, list[dict]]) -> None:
         seen = {(image["source"], image["kind"]) for row in rows[split] for image in row["images"]}
         assert seen == {(source, kind) for source in sources for kind in sf.IMAGE_KINDS}
         for row in rows[split]:
-            assert len(row["images"]) == len(sources) * SMALL["images_per_source"]
+            assert len(row["images"]) == len(sources) * IMAGES_PER_SOURCE
     formats = {(image["kind"], sf.image_format(image["image"])) for row in rows["train"] for image in row["images"]}
     assert formats == {("catalog", "png"), ("customer", "jpeg"), ("ad", "jpeg")}
 
 
 def test_boxes_lie_inside_the_image(rows: dict[str, list[dict]]) -> None:
-    size = SMALL["image_size"]
+    size = DEMO_CATALOGUE["image_size"]
     n_boxes = 0
     for split in sf.SPLITS:
         for row in rows[split]:
@@ -249,10 +239,10 @@ def test_render_glyph_rejects_missing_artwork() -> None:
 
 
 # --------------------------------------------------------------------------------- licences & metadata
-def test_licence_files_and_dataset_info(catalogue: Path, rows: dict[str, list[dict]]) -> None:
-    licence = (catalogue / "LICENSE-DATA.md").read_text(encoding="utf-8")
-    attribution = (catalogue / "ATTRIBUTION.md").read_text(encoding="utf-8")
-    info = json.loads((catalogue / "dataset_info.json").read_text(encoding="utf-8"))
+def test_licence_files_and_dataset_info(demo_catalogue: Path, rows: dict[str, list[dict]]) -> None:
+    licence = (demo_catalogue / "LICENSE-DATA.md").read_text(encoding="utf-8")
+    attribution = (demo_catalogue / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    info = json.loads((demo_catalogue / "dataset_info.json").read_text(encoding="utf-8"))
     names = {source.name for source in di.discover_sources()}
     if "openmoji" in names:
         assert "CC BY-SA 4.0" in licence and "OpenMoji" in attribution

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_processor, tiny_model
+from helpers import make_processor, tiny_model
 
-from modeling_eclip.data import demo_catalogue
 from modeling_eclip.evaluation import embedding, tables
 from modeling_eclip.evaluation.embedding import (
     PRODUCT_VIEWS,
@@ -27,28 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 ITC_ONLY = {"inter_loss_weight": 0.0, "itm_loss_weight": 0.0, "intra_loss_weight": 0.0, "entropy_loss_weight": 0.0}
 
 
-@pytest.fixture(scope="module")
-def catalogue(tmp_path_factory):
-    """40 products at 32 px: 8 held out, each with catalog, customer and ad images from two sources."""
-    root = tmp_path_factory.mktemp("catalogue")
-    demo_catalogue.build_catalogue(root, image_size=32, max_products=40, workers=1)
-    return root
-
-
-@pytest.fixture(scope="module")
-def processor():
-    return make_processor()
-
-
-def test_load_catalogue_split(catalogue):
-    split = load_catalogue_split(catalogue, "test")
+def test_load_catalogue_split(demo_catalogue):
+    split = load_catalogue_split(demo_catalogue, "test")
     assert len(split.product_ids) == len(split.titles) == len(split.categories) > 0
     assert {image.kind for image in split.images} == {"catalog", "customer", "ad"}
     # Titles of every product of the catalogue, so distractors from the train split can be named.
     assert set(split.product_ids) < set(split.all_titles)
-    assert len(load_catalogue_split(catalogue, "test", max_products=2).product_ids) == 2
+    assert len(load_catalogue_split(demo_catalogue, "test", max_products=2).product_ids) == 2
     with pytest.raises(FileNotFoundError, match="shards"):
-        load_catalogue_split(catalogue, "validation")
+        load_catalogue_split(demo_catalogue, "validation")
 
 
 def test_embedding_mode_auto():
@@ -61,26 +47,26 @@ def test_embedding_mode_auto():
         resolve_embedding_mode(itc_only, "mean")
 
 
-def test_quick_evaluate(catalogue, processor):
+def test_quick_evaluate(demo_catalogue, processor):
     model = tiny_model().train()
-    results = quick_evaluate(model, processor, catalogue, batch_size=16)
+    results = quick_evaluate(model, processor, demo_catalogue, batch_size=16)
     assert set(results) == {"zero_shot_acc@1", "fine_grained_r@1", "fine_grained_map@10"}
     assert all(0.0 <= value <= 1.0 for value in results.values())
     assert model.training  # the training loop's mode is restored
     # Deterministic: same model, same numbers; the batch size does not change them.
-    assert quick_evaluate(model, processor, catalogue, batch_size=5) == pytest.approx(results)
+    assert quick_evaluate(model, processor, demo_catalogue, batch_size=5) == pytest.approx(results)
 
 
-def test_input_ignoring_model_scores_chance_level(catalogue, processor, monkeypatch):
+def test_input_ignoring_model_scores_chance_level(demo_catalogue, processor, monkeypatch):
     """Constant embeddings tie every score, so the stable ranking is the gallery order and each number equals the
     data's base rate: fine-grained R@1 = 1 / #products (every query's one match is first for one product in P),
     zero-shot Acc@1 = share of catalog images in the first category."""
-    split = load_catalogue_split(catalogue, "test")
+    split = load_catalogue_split(demo_catalogue, "test")
     monkeypatch.setattr(embedding, "embed_texts", lambda model, processor, texts, *args: torch.ones(len(texts), 8))
     monkeypatch.setattr(
         embedding, "embed_images", lambda model, processor, images, *args: ImageEmbeddings(torch.ones(len(images), 8))
     )
-    results = quick_evaluate(tiny_model(), processor, catalogue, embedding="global")
+    results = quick_evaluate(tiny_model(), processor, demo_catalogue, embedding="global")
     catalog = [split.images[i] for i in split.image_indices("catalog")]
     first_category = split.category_names[0]
     base_rate = sum(split.categories[image.product] == first_category for image in catalog) / len(catalog)
@@ -104,8 +90,8 @@ def oracle_embeddings(split, mode="instance"):
     return EmbeddedSplit(split, mode, title_embeds, category_embeds, indices, views)
 
 
-def test_tables_on_oracle_embeddings(catalogue):
-    split = load_catalogue_split(catalogue, "test")
+def test_tables_on_oracle_embeddings(demo_catalogue):
+    split = load_catalogue_split(demo_catalogue, "test")
     embedded = oracle_embeddings(split)
     assert tables.zero_shot_classification(embedded) == {
         "acc@1 (image+title)": 1.0,
@@ -130,9 +116,9 @@ def test_tables_on_oracle_embeddings(catalogue):
     assert instance["ad_products_outside_split"] == sum(len(set(ad.box_product_ids)) for ad in ads) - sum(in_split)
 
 
-def test_evaluate_model_tables_and_format(catalogue, processor, tmp_path):
-    split = load_catalogue_split(catalogue, "test")
-    results = evaluate_model(tiny_model(), processor, catalogue, batch_size=16, tsne_path=tmp_path / "tsne.png")
+def test_evaluate_model_tables_and_format(demo_catalogue, processor, tmp_path):
+    split = load_catalogue_split(demo_catalogue, "test")
+    results = evaluate_model(tiny_model(), processor, demo_catalogue, batch_size=16, tsne_path=tmp_path / "tsne.png")
     assert results["embedding"] == "instance"
     assert results["num_products"] == len(split.product_ids)
     assert set(results["table1"]) == {"classification", "image_to_text", "text_to_image"}
@@ -149,7 +135,7 @@ def test_evaluate_model_tables_and_format(catalogue, processor, tmp_path):
     json.dumps(results)  # JSON-serialisable
     assert (tmp_path / "tsne.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    baseline = evaluate_model(tiny_model(**ITC_ONLY), processor, catalogue, batch_size=16, grounding=False)
+    baseline = evaluate_model(tiny_model(**ITC_ONLY), processor, demo_catalogue, batch_size=16, grounding=False)
     assert baseline["embedding"] == "global" and "table4" not in baseline
     table = format_results(results, baseline, names=["eclip", "clip"])
     for title in ("Table 1", "Table 2", "Table 3", "Table 4"):
@@ -160,14 +146,14 @@ def test_evaluate_model_tables_and_format(catalogue, processor, tmp_path):
     assert row.split("|")[5].strip() == f"{100 * results['table2']['fine_grained']['r@1']:.1f}"
 
 
-def test_global_mode_grounds_with_dense_clip_map(catalogue, processor):
-    split = load_catalogue_split(catalogue, "test")
+def test_global_mode_grounds_with_dense_clip_map(demo_catalogue, processor):
+    split = load_catalogue_split(demo_catalogue, "test")
     images = [split.images[i].to_pil() for i in split.image_indices("ad")[:2]]
     maps = tables.global_score_maps(tiny_model(), processor, images, ["red shoe", "a cup"])
     assert [tuple(m.shape) for m in maps] == [(image.height, image.width) for image in images]
 
 
-def test_cli_end_to_end(catalogue, tmp_path, capsys):
+def test_cli_end_to_end(demo_catalogue, tmp_path, capsys):
     export = tmp_path / "export"
     tiny_model(**ITC_ONLY).save_pretrained(export)
     make_processor().save_pretrained(export)
@@ -175,7 +161,7 @@ def test_cli_end_to_end(catalogue, tmp_path, capsys):
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     output, tsne = tmp_path / "results.json", tmp_path / "tsne.png"
-    args = ["--model", str(export), "--data", str(catalogue), "--output", str(output), "--tsne", str(tsne)]
+    args = ["--model", str(export), "--data", str(demo_catalogue), "--output", str(output), "--tsne", str(tsne)]
     cli.main([*args, "--batch-size", "16", "--device", "cpu"])
     printed = capsys.readouterr().out
     assert "Table 2" in printed and "export (global)" in printed

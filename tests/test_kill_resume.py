@@ -10,12 +10,9 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-from pretrain_utils import (
+from helpers import (
     CHECKPOINT_FILES,
-    LOSS_KEYS,
-    build_tiny_catalogue,
-    can_build_catalogue,
+    LOGGED_KEYS,
     read_metrics,
     start_pretraining,
     tiny_run_arguments,
@@ -44,9 +41,8 @@ def assert_checkpoints_complete(output_dir: Path) -> list[int]:
     return steps
 
 
-@pytest.mark.skipif(not can_build_catalogue(), reason="needs emoji-test.txt and emoji artwork")
-def test_sigkill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
-    data = build_tiny_catalogue(tmp_path / "catalogue")
+def test_sigkill_and_resume_reproduces_the_uninterrupted_run(demo_catalogue: Path, tmp_path: Path) -> None:
+    data = demo_catalogue
     model_config = write_tiny_model_config(tmp_path / "tiny.json")
 
     # Augmentation, the shuffle buffer, dropout-free random draws of the objectives: all must replay exactly.
@@ -83,5 +79,5 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> 
     resumed = read_metrics(output_dir)
     assert sorted(resumed) == sorted(reference)
     for step, expected in reference.items():
-        for key in LOSS_KEYS:
+        for key in LOGGED_KEYS:
             assert resumed[step][key] == expected[key], f"step {step}: {key} differs after kill and resume"

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MINILM_DIR, TINY_IMAGE_SIZE, TINY_NUM_QUERIES, TINY_PROJECTION_DIM, tiny_config, tiny_model
-from conftest import tiny_pixel_values as pixels
+from helpers import MINILM_DIR, TINY_IMAGE_SIZE, TINY_NUM_QUERIES, TINY_PROJECTION_DIM, tiny_config, tiny_model
+from helpers import tiny_pixel_values as pixels
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, ViTConfig, ViTModel
 from transformers.modeling_layers import GradientCheckpointingLayer

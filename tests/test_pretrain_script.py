@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from pretrain_utils import (
+from helpers import (
     EXPORT_FILES,
-    PRETRAIN_SCRIPT,
+    REPO,
     TINY_BATCH,
-    build_tiny_catalogue,
-    can_build_catalogue,
     read_metrics,
     subprocess_env,
     tiny_run_arguments,
@@ -27,7 +25,7 @@ from pretrain_utils import (
 )
 
 from modeling_eclip import EclipModel
-from modeling_eclip.data import demo_catalogue
+from modeling_eclip.data import demo_catalogue as demo_builder
 from modeling_eclip.modeling_eclip import EclipForPreTraining
 from modeling_eclip.training import (
     NonFiniteLossError,
@@ -41,15 +39,6 @@ from modeling_eclip.training import (
 from modeling_eclip.training.arguments import shipped_names
 from modeling_eclip.training.builders import build_model_and_processor
 
-needs_catalogue = pytest.mark.skipif(not can_build_catalogue(), reason="needs emoji-test.txt and emoji artwork")
-
-
-@pytest.fixture(scope="module")
-def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not can_build_catalogue():
-        pytest.skip("needs emoji-test.txt and emoji artwork")
-    return build_tiny_catalogue(tmp_path_factory.mktemp("data") / "catalogue")
-
 
 @pytest.fixture(scope="module")
 def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -57,9 +46,6 @@ def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- recipes and checks
-
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_package_ships_the_presets_and_recipes_of_configuration() -> None:
@@ -118,17 +104,16 @@ def test_bad_configuration_fails_before_any_compute(
     assert not output_dir.exists()
 
 
-@needs_catalogue
 def test_build_demo_catalogue_builds_a_missing_data_dir_first(
-    catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built = []
 
     def build_catalogue(output: Path, seed: int) -> None:  # a copy of the tiny catalogue instead of the full build
         built.append(output)
-        shutil.copytree(catalogue, output)
+        shutil.copytree(demo_catalogue, output)
 
-    monkeypatch.setattr(demo_catalogue, "build_catalogue", build_catalogue)
+    monkeypatch.setattr(demo_builder, "build_catalogue", build_catalogue)
     data_dir = tmp_path / "demo"
     flags = {"max_steps": 1, "warmup_steps": 0, "save_steps": 0, "build_demo_catalogue": True}
     assert pretrain(parse_arguments(tiny_run_arguments(model_config, data_dir, tmp_path / "out", **flags))).step == 1
@@ -174,13 +159,12 @@ def poison_losses(monkeypatch: pytest.MonkeyPatch, calls: set[int] | None) -> li
     return pointers
 
 
-@needs_catalogue
 def test_a_non_finite_loss_skips_the_step_and_is_counted(
-    catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     poison_losses(monkeypatch, {3})
     output_dir = tmp_path / "out"
-    args = parse_arguments(tiny_run_arguments(model_config, catalogue, output_dir, max_steps=4, save_steps=0))
+    args = parse_arguments(tiny_run_arguments(model_config, demo_catalogue, output_dir, max_steps=4, save_steps=0))
     result = pretrain(args)
     assert result.step == 4  # the skipped batch does not count as a step; training made up for it
     assert result.summary["skipped_nonfinite"] == 1
@@ -189,14 +173,13 @@ def test_a_non_finite_loss_skips_the_step_and_is_counted(
     assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in metrics.values())
 
 
-@needs_catalogue
 def test_consecutive_non_finite_losses_stop_and_name_the_last_good_checkpoint(
-    catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pointers = poison_losses(monkeypatch, None)
     output_dir = tmp_path / "out"
     args = parse_arguments(
-        tiny_run_arguments(model_config, catalogue, output_dir, max_consecutive_nonfinite=3, save_steps=2)
+        tiny_run_arguments(model_config, demo_catalogue, output_dir, max_consecutive_nonfinite=3, save_steps=2)
     )
     with pytest.raises(NonFiniteLossError, match=f"3 consecutive non-finite losses.*{output_dir / 'checkpoint-2'}"):
         pretrain(args)
@@ -234,9 +217,8 @@ class HubApiStandIn:
         return Future()
 
 
-@needs_catalogue
 def test_push_to_hub_uploads_checkpoints_in_the_background_and_the_final_export(
-    catalogue: Path, model_config: Path, tmp_path: Path
+    demo_catalogue: Path, model_config: Path, tmp_path: Path
 ) -> None:
     api = HubApiStandIn(tmp_path / "hub")
     output_dir = tmp_path / "out"
@@ -247,7 +229,9 @@ def test_push_to_hub_uploads_checkpoints_in_the_background_and_the_final_export(
         "hub_model_id": "org/eclip-tiny-test",
         "evaluate_at_end": True,
     }
-    result = pretrain(parse_arguments(tiny_run_arguments(model_config, catalogue, output_dir, **flags)), hub_api=api)
+    result = pretrain(
+        parse_arguments(tiny_run_arguments(model_config, demo_catalogue, output_dir, **flags)), hub_api=api
+    )
 
     assert api.repos == [{"repo_id": "org/eclip-tiny-test", "private": False, "exist_ok": True}]
     messages = [message for message, _ in api.commits]
@@ -287,15 +271,20 @@ def test_push_to_hub_uploads_checkpoints_in_the_background_and_the_final_export(
         assert torch.equal(a, b), name
 
 
-@needs_catalogue
-def test_itc_only_recipe_trains_the_clip_baseline(catalogue: Path, model_config: Path, tmp_path: Path) -> None:
+def test_itc_only_recipe_trains_the_clip_baseline(demo_catalogue: Path, model_config: Path, tmp_path: Path) -> None:
     overrides = json.dumps(
         {name: 0 for name in ("inter_loss_weight", "itm_loss_weight", "intra_loss_weight", "entropy_loss_weight")}
     )
     output_dir = tmp_path / "out"
     args = parse_arguments(
         tiny_run_arguments(
-            model_config, catalogue, output_dir, max_steps=2, warmup_steps=1, save_steps=0, config_overrides=overrides
+            model_config,
+            demo_catalogue,
+            output_dir,
+            max_steps=2,
+            warmup_steps=1,
+            save_steps=0,
+            config_overrides=overrides,
         )
     )
     result = pretrain(args)
@@ -304,7 +293,9 @@ def test_itc_only_recipe_trains_the_clip_baseline(catalogue: Path, model_config:
     assert json.loads((result.export_dir / "config.json").read_text())["inter_loss_weight"] == 0
 
 
-def test_instance_objectives_start_after_the_itc_phase(catalogue: Path, model_config: Path, tmp_path: Path) -> None:
+def test_instance_objectives_start_after_the_itc_phase(
+    demo_catalogue: Path, model_config: Path, tmp_path: Path
+) -> None:
     output_dir = tmp_path / "out"
     copies_at_step = []
 
@@ -322,7 +313,7 @@ def test_instance_objectives_start_after_the_itc_phase(catalogue: Path, model_co
     args = parse_arguments(
         tiny_run_arguments(
             model_config,
-            catalogue,
+            demo_catalogue,
             output_dir,
             max_steps=4,
             warmup_steps=1,
@@ -348,13 +339,12 @@ def test_instance_objectives_start_after_the_itc_phase(catalogue: Path, model_co
 # ----------------------------------------------------------------------------------------------- 2 processes
 
 
-@needs_catalogue
 def test_torchrun_two_cpu_processes_train_together_and_export_the_same_format(
-    catalogue: Path, model_config: Path, tmp_path: Path
+    demo_catalogue: Path, model_config: Path, tmp_path: Path
 ) -> None:
     output_dir = tmp_path / "out"
     # Global batch 2 x 4 = 8 divides the queue of 16.
-    arguments = tiny_run_arguments(model_config, catalogue, output_dir, max_steps=3, save_steps=2)
+    arguments = tiny_run_arguments(model_config, demo_catalogue, output_dir, max_steps=3, save_steps=2)
     command = [
         sys.executable,
         "-m",
@@ -362,7 +352,7 @@ def test_torchrun_two_cpu_processes_train_together_and_export_the_same_format(
         "--standalone",  # a free port for the rendezvous, whatever else runs on the machine
         "--nproc_per_node",
         "2",
-        str(PRETRAIN_SCRIPT),
+        str(REPO / "examples" / "pretrain.py"),
         *arguments,
     ]
     log_path = tmp_path / "torchrun.log"

@@ -2,7 +2,7 @@
 """Tests of `EclipForPreTraining` (Sec. 3.3): gradients, momentum model, queues, negative prompts, the objectives as
 computed by the model, mixed precision, an overfitting run, input validation, checkpoints and 2-process equivalence.
 
-The tiny config lives in `tests/pretraining_utils.py` (importable by the spawned processes of the distributed test).
+The tiny config and batches live in `tests/helpers.py` (importable by the spawned processes of the distributed test).
 """
 
 import math
@@ -12,11 +12,9 @@ import tempfile
 import pytest
 import torch
 import torch.nn.functional as F
-from pretraining_utils import (
+from helpers import (
     DIST_GLOBAL_BATCH,
     DIST_PRODUCT_IDS,
-    LOSS_NAMES,
-    PROJECTION_DIM,
     argmax_hard_negatives,
     build_distributed_model,
     loss_and_gradients,
@@ -24,8 +22,9 @@ from pretraining_utils import (
     run_distributed_worker,
     tiny_pretraining_config,
 )
+from helpers import TINY_PROJECTION_DIM as PROJECTION_DIM
 
-from modeling_eclip import loss_eclip
+from modeling_eclip import LOSS_NAMES, OBJECTIVES, loss_eclip
 from modeling_eclip.loss_eclip import (
     assignment_entropy_regularizer,
     image_text_contrastive_loss,
@@ -35,7 +34,6 @@ from modeling_eclip.loss_eclip import (
 )
 from modeling_eclip.modeling_eclip import EclipForPreTraining, EclipModel
 
-TERMS = ("itc", "inter", "itm", "intra", "entropy")
 ATOL = 1e-5
 
 
@@ -555,7 +553,7 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     torch.testing.assert_close(output.loss_entropy, entropy)
     torch.testing.assert_close(output.positive_slot_entropy, slot_entropy[rows, positive_slot].mean())
 
-    total = sum(WEIGHTS[name] * output[f"loss_{name}"] for name in TERMS)
+    total = sum(WEIGHTS[name] * output[f"loss_{name}"] for name in OBJECTIVES)
     torch.testing.assert_close(output.loss, total, atol=1e-5, rtol=1e-6)
     torch.testing.assert_close(output.temperature, 1.0 / scale)
 
@@ -576,17 +574,17 @@ def test_image_prompts_come_from_the_momentum_image_of_the_positive():
     torch.testing.assert_close(queries[torch.arange(8), output.positive_slot], expected, atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("off", TERMS)
+@pytest.mark.parametrize("off", OBJECTIVES)
 def test_switching_one_weight_off_removes_exactly_that_term(off):
     batch = make_batch([0, 1, 2, 3, 4, 5, 6, 7], seed=9)
     reference = seeded_forward(_weighted_model(WEIGHTS), batch)
     weights = {**WEIGHTS, off: 0.0}
     output = seeded_forward(_weighted_model(weights), batch)
     assert getattr(output, f"loss_{off}") is None
-    for name in TERMS:
+    for name in OBJECTIVES:
         if name != off:
             torch.testing.assert_close(getattr(output, f"loss_{name}"), reference[f"loss_{name}"], atol=1e-6, rtol=0)
-    expected = sum(weights[name] * getattr(output, f"loss_{name}") for name in TERMS if name != off)
+    expected = sum(weights[name] * getattr(output, f"loss_{name}") for name in OBJECTIVES if name != off)
     torch.testing.assert_close(output.loss, expected, atol=1e-5, rtol=1e-6)
     removed = WEIGHTS[off] * reference[f"loss_{off}"]
     torch.testing.assert_close(output.loss, reference.loss - removed, atol=1e-5, rtol=1e-6)
@@ -697,7 +695,7 @@ def test_bad_batches_raise_clear_errors(mutate, match):
 
 @pytest.mark.parametrize("weight", ["inter", "itm", "intra", "entropy"])
 def test_every_instance_term_needs_positive_images_and_product_ids(weight):
-    others = {f"{name}_loss_weight": 0.0 for name in TERMS if name not in ("itc", weight)}
+    others = {f"{name}_loss_weight": 0.0 for name in OBJECTIVES if name not in ("itc", weight)}
     model = build(**others)
     batch = make_batch(torch.arange(8))
     with pytest.raises(ValueError, match="positive_pixel_values"):
@@ -852,7 +850,7 @@ def test_ema_mode_momentum_targets_use_the_trained_ema_negatives():
 def test_two_processes_match_one_process_on_the_global_batch(monkeypatch):
     """Each of 2 gloo processes takes half of a global batch of 8 (product 3 on both), computes all five terms with
     gathered features, backward, then averages gradients and losses as DDP does. Compared with one process on the
-    full batch. Determinism (see `pretraining_utils`): ITM hard negatives are the arg-max instead of a multinomial
+    full batch. Determinism (see `helpers`): ITM hard negatives are the arg-max instead of a multinomial
     draw; every valid negative prompt is picked (T - 1 >= batch + queue) and the negative slots share one position
     embedding, so their random order cannot matter; for that embedding the sum over the negative slots is compared.
     """

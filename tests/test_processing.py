@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_IMAGE_SIZE
+from helpers import TINY_IMAGE_SIZE
 from PIL import Image
 from transformers import AutoProcessor, BatchFeature
 

@@ -7,8 +7,6 @@ import re
 
 import pytest
 
-from modeling_eclip.data import demo_catalogue
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -21,10 +19,9 @@ def test_readme_has_snippets():
     assert len(readme_snippets()) >= 5
 
 
-def test_readme_snippets_run(tmp_path, monkeypatch):
+def test_readme_snippets_run(demo_catalogue, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    demo = tmp_path / "demo"
-    demo_catalogue.build_catalogue(demo, image_size=32, max_products=20, workers=1)
+    demo = demo_catalogue
     namespace: dict = {}
     for index, snippet in enumerate(readme_snippets()):
         code = snippet.replace("/tmp/", f"{tmp_path}{os.sep}").replace('"data/demo"', repr(str(demo)))

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import torch
 import transformers
-from conftest import make_processor, run_without_package, tiny_model
-from conftest import tiny_pixel_values as pixels
+from helpers import make_processor, run_without_package, tiny_model
+from helpers import tiny_pixel_values as pixels
 from PIL import Image
 
 from modeling_eclip import EclipConfig, EclipModel, EclipProcessor

