@@ -1,7 +1,14 @@
 # Copyright 2026 The ECLIP for transformers authors.
 # Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in
 # compliance with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""ECLIP for transformers. Importing this package registers ECLIP with the Auto classes."""
+"""ECLIP for transformers. Importing this package registers ECLIP with the Auto classes.
+
+The flat modules are the remote code `save_pretrained` copies next to a checkpoint: `configuration_eclip.py`,
+`modeling_eclip.py`, `loss_eclip.py`, `processing_eclip.py`, `pipeline_eclip.py`, `grounding_eclip.py` (they import
+only each other, as `from .x import Y`, transformers, torch and third-party libraries). The subpackages are tools
+that no remote code imports: `data/` (shard format, training stream, demo catalogue), `training/` (pretraining) and
+`evaluation/` (the paper's tables, metrics, product search); `presets` is `configuration/` of the repository.
+"""
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY

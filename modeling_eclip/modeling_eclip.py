@@ -281,12 +281,11 @@ class EclipPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        # Slot-attention matrices get std 1/sqrt(D). W_q and W_z: the Eq. 2 logits start with unit variance; with the
-        # usual 0.02 the assignment starts uniform, every slot receives the same update and Eq. 9-10 have almost no
-        # gradient. W_v and W_o: the Eq. 4-5 update keeps the scale of the normalised tokens, so H^1 (from H^0 = 0)
-        # is not tiny; with 0.02 the LayerNorm that reads H^1 amplifies its gradients and block 0's W_o bias
-        # dominated the gradient norm at init. (Done on the Linear leaves: transformers skips remote-code modules
-        # that own no parameters directly.)
+        # Slot-attention matrices get std 1/sqrt(D). W_q and W_z: the Eq. 2 logits start with unit variance, so the
+        # assignment is not uniform and the slots (and Eq. 9-10) get different gradients from the first step. W_v and
+        # W_o: the Eq. 4-5 update keeps the scale of the normalised tokens, so H^1 (from H^0 = 0) is of order 1 and
+        # the LayerNorm that reads it does not amplify its gradients. (Done on the Linear leaves: transformers skips
+        # remote-code modules that own no parameters directly.)
         if isinstance(module, EclipSlotProjection):
             init.normal_(module.weight, std=module.in_features**-0.5)
         if isinstance(module, EclipForPreTraining):
