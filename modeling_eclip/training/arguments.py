@@ -68,11 +68,7 @@ class PretrainingArguments:
         default="data/demo", metadata={"help": "Catalogue root, in the format of modeling_eclip/data/shard_format.py."}
     )
     build_demo_catalogue: bool = field(
-        default=False,
-        metadata={
-            "help": "Build the offline demo catalogue (modeling_eclip.data.demo_catalogue, ~10 s) into data_dir when "
-            "it has no train/ split yet."
-        },
+        default=False, metadata={"help": "Build the demo catalogue (~10 s) into data_dir if it has no train/ split."}
     )
     shuffle_buffer: int = field(default=1000, metadata={"help": "Products in the streaming shuffle buffer."})
     num_workers: int = field(default=1, metadata={"help": "Image-decoding processes per rank (0: in the loop)."})
