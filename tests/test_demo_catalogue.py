@@ -65,6 +65,23 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(demo_catalogue: 
             assert mine.read_bytes() != theirs.read_bytes()
 
 
+def test_scene_seed_gives_new_photos_of_the_same_products(demo_catalogue: Path, tmp_path: Path) -> None:
+    scenes = tmp_path / "scenes"
+    info = dc.build_catalogue(scenes, workers=1, scene_seed=1, **DEMO_CATALOGUE)
+    assert info["build_arguments"]["scene_seed"] == 1
+    for split in sf.SPLITS:
+        mine, theirs = sf.read_split(demo_catalogue, split), sf.read_split(scenes, split)
+        assert [(r["product_id"], r["title"], r["category"]) for r in mine] == [
+            (r["product_id"], r["title"], r["category"]) for r in theirs
+        ]
+        for old, new in zip(mine, theirs):
+            assert [(i["source"], i["kind"]) for i in old["images"]] == [
+                (i["source"], i["kind"]) for i in new["images"]
+            ]
+            composed = [(a, b) for a, b in zip(old["images"], new["images"]) if a["kind"] != "catalog"]
+            assert all(a["image"] != b["image"] for a, b in composed)
+
+
 # -------------------------------------------------------------------------------------------- the shards
 def test_layout_schema_and_rows_are_valid(demo_catalogue: Path, rows: dict[str, list[dict]]) -> None:
     for split in sf.SPLITS:
@@ -143,7 +160,7 @@ def flat_backgrounds(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int, int]:
     colour = (3, 251, 7)
     monkeypatch.setattr(di, "customer_background", lambda rng, size, photos: Image.new("RGB", (size, size), colour))
     monkeypatch.setattr(di, "_texture", lambda rng, size, vivid: np.full((size, size, 3), colour, np.float32))
-    monkeypatch.setattr(di, "_jitter", lambda image, rng: image)
+    monkeypatch.setattr(di, "jitter", lambda image, rng: image)
     monkeypatch.setattr(di, "AD_BANNER_PROBABILITY", 0.0)
     return colour
 

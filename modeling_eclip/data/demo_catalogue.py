@@ -123,6 +123,7 @@ class _BuildState:
     photos: list[np.ndarray]
     banner_font: Path | None
     seed: int
+    scene_seed: int
     image_size: int
     images_per_source: int
 
@@ -152,7 +153,7 @@ def build_product_row(index: int) -> dict[str, Any]:
 
         for image_index in range(state.images_per_source):
             kind = KIND_CYCLE[image_index % len(KIND_CYCLE)]
-            rng = product_rng(state.seed, product.product_id, 1, source_index, image_index)
+            rng = product_rng(state.scene_seed, product.product_id, 1, source_index, image_index)
             target = glyph(product.product_id)
             pool = state.pools[split]  # other products only from the same split
             if kind == "catalog":
@@ -291,8 +292,13 @@ def build_catalogue(
     max_products: int | None = None,
     workers: int = 2,
     sources: Sequence[str] | None = None,
+    scene_seed: int | None = None,
 ) -> dict[str, Any]:
     """Build the demo catalogue into ``output`` and return its ``dataset_info`` dictionary.
+
+    ``seed`` decides the products' splits and titles, ``scene_seed`` (default: ``seed``) how their images are
+    composed: the same ``seed`` with another ``scene_seed`` gives new photos of the same products (the "new scenes of
+    training products" evaluation of examples/evaluate_eclip.py).
 
     Raises ``MissingDataError`` naming what to install when no artwork source or no emoji list is found.
     """
@@ -341,6 +347,7 @@ def build_catalogue(
         photos=load_photos(),
         banner_font=banner_font,
         seed=seed,
+        scene_seed=seed if scene_seed is None else scene_seed,
         image_size=image_size,
         images_per_source=images_per_source,
     )
@@ -372,6 +379,7 @@ def build_catalogue(
 
     arguments = {
         "seed": seed,
+        "scene_seed": seed if scene_seed is None else scene_seed,
         "image_size": image_size,
         "images_per_source": images_per_source,
         "max_products": max_products,
@@ -396,6 +404,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", required=True, help="output directory (train/, test/, dataset_info.json, ...)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, titles and images (default 0)")
+    parser.add_argument(
+        "--scene-seed", type=int, default=None,
+        help="seed of the images alone (default: --seed); another value gives new photos of the same products",
+    )  # fmt: skip
     parser.add_argument("--image-size", type=int, default=128, help="square image side in pixels (default 128)")
     parser.add_argument(
         "--images-per-source", type=int, default=4,
@@ -426,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = build_catalogue(
             args.output,
             seed=args.seed,
+            scene_seed=args.scene_seed,
             image_size=args.image_size,
             images_per_source=args.images_per_source,
             max_products=args.max_products,

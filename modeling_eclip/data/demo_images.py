@@ -176,7 +176,7 @@ def transform_glyph(glyph: Image.Image, max_side: float, angle: float = 0.0, fli
     return _clean_alpha(image)
 
 
-def _fit(glyph: Image.Image, max_side: float, angle: float, flip: bool, limit: tuple[int, int]) -> Image.Image:
+def fit_glyph(glyph: Image.Image, max_side: float, angle: float, flip: bool, limit: tuple[int, int]) -> Image.Image:
     """``transform_glyph``, shrunk until it fits in ``limit`` (width, height) pixels (rotation enlarges it)."""
     for _ in range(8):
         image = transform_glyph(glyph, max_side, angle, flip)
@@ -278,7 +278,21 @@ def customer_background(rng: np.random.Generator, size: int, photos: list[np.nda
     return image
 
 
-def _jitter(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+def plain_background(
+    rng: np.random.Generator, size: int, levels: tuple[float, float] = (236, 252), tint: float = 4
+) -> Image.Image:
+    """A plain background of one light grey level from ``levels``, each channel shifted by up to ``tint``."""
+    level = rng.uniform(*levels)
+    colour = tuple(int(c) for c in np.clip(level + rng.uniform(-tint, tint, size=3), 0, 255))
+    return Image.new("RGB", (size, size), colour)
+
+
+def vivid_background(rng: np.random.Generator, size: int) -> Image.Image:
+    """The vivid procedural background of an advert (gradients, rays, stripes, dots)."""
+    return Image.fromarray(np.clip(_texture(rng, size, vivid=True), 0, 255).astype(np.uint8), "RGB")
+
+
+def jitter(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """Lighting, white balance and sensor noise of a phone photo (boxes are unaffected)."""
     pixels = np.asarray(image, dtype=np.float32)
     mean = pixels.mean()
@@ -298,18 +312,18 @@ def _covered(box: Box, other: Box) -> float:
     return max(0, w) * max(0, h) / ((box[2] - box[0]) * (box[3] - box[1]))
 
 
-def _place(rng: np.random.Generator, size: tuple[int, int], region: Box) -> tuple[int, int]:
+def place(rng: np.random.Generator, size: tuple[int, int], region: Box) -> tuple[int, int]:
     x = rng.integers(region[0], region[2] - size[0] + 1)
     y = rng.integers(region[1], region[3] - size[1] + 1)
     return int(x), int(y)
 
 
-def _place_apart(
+def place_apart(
     rng: np.random.Generator, size: tuple[int, int], region: Box, taken: list[Box], max_covered: float
 ) -> Box | None:
     """A box of ``size`` inside ``region`` that overlaps neither way more than ``max_covered`` with ``taken``."""
     for _ in range(30):
-        x, y = _place(rng, size, region)
+        x, y = place(rng, size, region)
         box = (x, y, x + size[0], y + size[1])
         if all(_covered(box, t) <= max_covered and _covered(t, box) <= max_covered for t in taken):
             return box
@@ -325,7 +339,7 @@ class Layer:
     box: Box
 
 
-def _draw(canvas: Image.Image, layers: list[Layer]) -> Image.Image:
+def compose_on(canvas: Image.Image, layers: list[Layer]) -> Image.Image:
     """Paste layers in reverse order so the first one (the target product) is on top and fully visible."""
     for layer in reversed(layers):
         canvas.paste(layer.image, layer.box[:2], layer.image)
@@ -336,13 +350,11 @@ def compose_catalog(
     rng: np.random.Generator, size: int, target: tuple[str, Image.Image]
 ) -> tuple[Image.Image, list[Layer]]:
     """The product alone, large and centred on a light, plain background."""
-    level = rng.uniform(236, 252)
-    colour = tuple(int(c) for c in np.clip(level + rng.uniform(-4, 4, size=3), 0, 255))
-    canvas = Image.new("RGB", (size, size), colour)
-    glyph = _fit(target[1], size * rng.uniform(0.7, 0.86), 0.0, False, (size, size))
+    canvas = plain_background(rng, size)
+    glyph = fit_glyph(target[1], size * rng.uniform(0.7, 0.86), 0.0, False, (size, size))
     x, y = (size - glyph.width) // 2, (size - glyph.height) // 2
     layers = [Layer(target[0], glyph, (x, y, x + glyph.width, y + glyph.height))]
-    return _draw(canvas, layers), layers
+    return compose_on(canvas, layers), layers
 
 
 def compose_customer(
@@ -356,16 +368,16 @@ def compose_customer(
     canvas = customer_background(rng, size, photos)
     full = (0, 0, size, size)
     angle = rng.uniform(-40, 40) if rng.random() < 0.8 else 0.0
-    glyph = _fit(target[1], size * rng.uniform(0.3, 0.5), angle, bool(rng.random() < 0.5), (size, size))
-    x, y = _place(rng, glyph.size, full)
+    glyph = fit_glyph(target[1], size * rng.uniform(0.3, 0.5), angle, bool(rng.random() < 0.5), (size, size))
+    x, y = place(rng, glyph.size, full)
     layers = [Layer(target[0], glyph, (x, y, x + glyph.width, y + glyph.height))]
     for product_id, other in others:
         angle = rng.uniform(-60, 60)
-        image = _fit(other, size * rng.uniform(0.2, 0.4), angle, bool(rng.random() < 0.5), (size, size))
-        box = _place_apart(rng, image.size, full, [layer.box for layer in layers], 0.3)
+        image = fit_glyph(other, size * rng.uniform(0.2, 0.4), angle, bool(rng.random() < 0.5), (size, size))
+        box = place_apart(rng, image.size, full, [layer.box for layer in layers], 0.3)
         if box is not None:
             layers.append(Layer(product_id, image, box))
-    return _jitter(_draw(canvas, layers), rng), layers
+    return jitter(compose_on(canvas, layers), rng), layers
 
 
 def _banner_font(path: Path | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -382,7 +394,7 @@ def compose_ad(
     banner_font: Path | None,
 ) -> tuple[Image.Image, list[Layer]]:
     """An advert: the product large with 1-3 other products on a vivid background, maybe with a banner."""
-    canvas = Image.fromarray(np.clip(_texture(rng, size, vivid=True), 0, 255).astype(np.uint8), "RGB")
+    canvas = vivid_background(rng, size)
     region: Box = (0, 0, size, size)
     if rng.random() < AD_BANNER_PROBABILITY:
         band = max(8, round(size * rng.uniform(0.16, 0.22)))
@@ -406,16 +418,16 @@ def compose_ad(
     region_side = min(region[2] - region[0], region[3] - region[1])
     limit = (region[2] - region[0], region[3] - region[1])
     angle = rng.uniform(-12, 12) if rng.random() < 0.5 else 0.0
-    glyph = _fit(target[1], region_side * rng.uniform(0.5, 0.7), angle, False, limit)
-    x, y = _place(rng, glyph.size, region)
+    glyph = fit_glyph(target[1], region_side * rng.uniform(0.5, 0.7), angle, False, limit)
+    x, y = place(rng, glyph.size, region)
     layers = [Layer(target[0], glyph, (x, y, x + glyph.width, y + glyph.height))]
     for product_id, other in others:
         angle = rng.uniform(-20, 20)
-        image = _fit(other, region_side * rng.uniform(0.22, 0.35), angle, bool(rng.random() < 0.5), limit)
-        box = _place_apart(rng, image.size, region, [layer.box for layer in layers], 0.15)
+        image = fit_glyph(other, region_side * rng.uniform(0.22, 0.35), angle, bool(rng.random() < 0.5), limit)
+        box = place_apart(rng, image.size, region, [layer.box for layer in layers], 0.15)
         if box is not None:
             layers.append(Layer(product_id, image, box))
-    return _draw(canvas, layers), layers
+    return compose_on(canvas, layers), layers
 
 
 def encode_image(image: Image.Image, kind: str) -> bytes:

@@ -239,37 +239,52 @@ def is_product(name: str, subgroup: str) -> bool:
     return subgroup in SUBGROUP_CATEGORIES and name not in EXCLUDED_NAMES and not _CLOCK_FACE.search(name)
 
 
-def parse_emoji_test(path: str | Path) -> list[EmojiProduct]:
-    """Product emoji from ``emoji-test.txt``, in file order.
+@dataclass(frozen=True)
+class EmojiEntry:
+    """One fully-qualified single-code-point emoji of ``emoji-test.txt`` (an optional U+FE0F aside)."""
 
-    Keeps fully-qualified single-code-point emoji (plus an optional U+FE0F) of product-like subgroups;
-    skin-tone variants, ZWJ sequences, keycaps and flags are all multi-code-point and so left out.
-    """
-    products: list[EmojiProduct] = []
-    subgroup = ""
+    emoji: str
+    code_point: int
+    name: str
+    group: str
+    subgroup: str
+
+
+def read_emoji_test(path: str | Path) -> list[EmojiEntry]:
+    """Every fully-qualified single-code-point emoji of ``emoji-test.txt`` with its group and subgroup, in file
+    order; skin-tone variants, ZWJ sequences, keycaps and flags are all multi-code-point and so left out."""
+    entries: list[EmojiEntry] = []
+    group = subgroup = ""
     line_re = re.compile(r"^([0-9A-F ]+?)\s*;\s*([a-z-]+)\s*#\s*\S+\s+E\d+\.\d+\s+(.+)$")
     for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.startswith("# subgroup:"):
+        if line.startswith("# group:"):
+            group = line.split(":", 1)[1].strip()
+        elif line.startswith("# subgroup:"):
             subgroup = line.split(":", 1)[1].strip()
-            continue
         match = line_re.match(line)
         if not match or match.group(2) != "fully-qualified":
             continue
         codepoints = [int(cp, 16) for cp in match.group(1).split()]
-        name = match.group(3).strip()
         base = [cp for cp in codepoints if cp != 0xFE0F]
-        if len(base) != 1 or not is_product(name, subgroup):
-            continue
-        products.append(
-            EmojiProduct(
-                product_id=product_id_for(codepoints),
-                emoji="".join(chr(cp) for cp in codepoints),
-                unicode_name=name,
-                subgroup=subgroup,
-                category=SUBGROUP_CATEGORIES[subgroup],
-            )
+        if len(base) == 1:
+            emoji = "".join(chr(cp) for cp in codepoints)
+            entries.append(EmojiEntry(emoji, base[0], match.group(3).strip(), group, subgroup))
+    return entries
+
+
+def parse_emoji_test(path: str | Path) -> list[EmojiProduct]:
+    """Product emoji from ``emoji-test.txt`` (see :func:`read_emoji_test`), in file order."""
+    return [
+        EmojiProduct(
+            product_id=product_id_for([ord(ch) for ch in entry.emoji]),
+            emoji=entry.emoji,
+            unicode_name=entry.name,
+            subgroup=entry.subgroup,
+            category=SUBGROUP_CATEGORIES[entry.subgroup],
         )
-    return products
+        for entry in read_emoji_test(path)
+        if is_product(entry.name, entry.subgroup)
+    ]
 
 
 def category_stems(category: str) -> set[str]:
