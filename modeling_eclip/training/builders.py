@@ -18,6 +18,9 @@ from ..modeling_eclip import EclipForPreTraining, _load_tower
 from ..processing_eclip import EclipProcessor
 from .arguments import MINILM_NAME, PretrainingArguments, resolve_pretrained_path
 
+TOWER_PREFIX = "eclip.{}_model."
+VISION_PREFIX = TOWER_PREFIX.format("vision")
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,28 +50,37 @@ def build_model_and_processor(
             getattr(model.eclip, f"{prefix}_model").load_state_dict(tower.state_dict())
     model.copy_online_to_momentum()
     processor = build_processor(config.image_size, args.tokenizer_name_or_path or args.text_model_name_or_path)
-    return model, processor, [f"eclip.{prefix}_model." for prefix in towers]
+    return model, processor, [TOWER_PREFIX.format(prefix) for prefix in towers]
 
 
 def parameter_groups(
     model: EclipForPreTraining, args: PretrainingArguments, pretrained_prefixes: list[str]
 ) -> list[dict[str, Any]]:
-    """AdamW groups: (pretrained / new) x (decayed / not decayed). Biases, norms, embeddings and the temperature get
-    no weight decay (as in CLIP); randomly initialised parts get `new_parameters_learning_rate`."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    """AdamW groups by role (`"new"`, `"pretrained"`, `"pretrained_vision"`) x (decayed / not decayed), each named by
+    its role. Biases, norms, embeddings and the temperature get no weight decay (as in CLIP); randomly initialised parts
+    get `new_parameters_learning_rate`, a pretrained image tower `vision_learning_rate` when set."""
+    learning_rates = {
+        "new": args.peak_new_learning_rate,
+        "pretrained": args.learning_rate,
+        "pretrained_vision": args.vision_learning_rate or args.learning_rate,
+    }
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue  # the momentum model
-        pretrained = name.startswith(tuple(pretrained_prefixes))
+        role = "new"
+        if name.startswith(tuple(pretrained_prefixes)):
+            role = "pretrained_vision" if name.startswith(VISION_PREFIX) else "pretrained"
         decay = parameter.ndim >= 2 and "embeddings" not in name and "logit_scale" not in name
-        groups.setdefault((pretrained, decay), []).append(parameter)
+        groups.setdefault((role, decay), []).append(parameter)
     return [
         {
             "params": params,
-            "lr": args.learning_rate if pretrained else args.peak_new_learning_rate,
+            "name": role,
+            "lr": learning_rates[role],
             "weight_decay": args.weight_decay if decay else 0.0,
         }
-        for (pretrained, decay), params in sorted(groups.items())
+        for (role, decay), params in sorted(groups.items())
     ]
 
 

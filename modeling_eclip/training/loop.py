@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -382,13 +383,17 @@ def log_step(
         name: float(accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean"))
         for name, value in logs.items()
     }
-    # Parameter groups are sorted (pretrained, decay): the first is new, the last pretrained when any.
-    learning_rates = run.scheduler.get_last_lr()
+    # Parameter groups are named by role (`builders.parameter_groups`): "learning_rate" is the new parameters'.
+    learning_rates = {
+        group["name"]: rate for group, rate in zip(run.optimizer.param_groups, run.scheduler.get_last_lr())
+    }
     logs.update(
         {
             "temperature": float(output.temperature),
-            "learning_rate": learning_rates[0],
-            "learning_rate_pretrained": learning_rates[-1] if run.pretrained_prefixes else learning_rates[0],
+            **{
+                "learning_rate" if role == "new" else f"learning_rate_{role}": rate
+                for role, rate in learning_rates.items()
+            },
             "samples_per_second": window.samples / max(elapsed, 1e-9),
             "skipped_nonfinite": run.state.skipped_nonfinite,
             **{name: value for name, value in run.stream.counters.items() if name in COUNTER_NAMES},
@@ -396,6 +401,10 @@ def log_step(
     )
     if output.positive_slot_entropy is not None:
         logs["positive_slot_entropy"] = float(output.positive_slot_entropy)
+        # Over log N: 1 for a map spread evenly over the patch tokens, 0 for a single token.
+        logs["positive_slot_entropy_over_log_n"] = logs["positive_slot_entropy"] / math.log(
+            run.config.num_patches_per_side**2
+        )
     run.progress.set_postfix(
         loss=f"{logs.get('loss', float('nan')):.3f}", samples_s=f"{logs['samples_per_second']:.1f}"
     )

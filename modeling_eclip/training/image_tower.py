@@ -1,0 +1,252 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Image-tower pretraining: a preset's ViT trained as `ViTForImageClassification` with transformers' `Trainer`.
+
+The paper starts ECLIP's image tower from ImageNet weights (Sec. 4.1). Offline, `modeling_eclip.data.
+image_pretraining_set` builds the analogue (non-product emoji in product-photo-like scenes); this trains the preset's
+ViT on it and saves a standard ViT checkpoint (config + safetensors + image processor) that
+`EclipModel.from_vision_text_pretrained` and the pretraining recipes' `vision_model_name_or_path` load (the classifier
+head is left behind when loaded as the tower). `examples/pretrain_image_tower.py` is its command line.
+
+`make demo` trains it once and keeps it under `outputs/` until one of its inputs changes (Makefile dependencies).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.stream import augment_image
+from .arguments import read_model_config, resolve_pretrained_path
+
+logger = logging.getLogger(__name__)
+
+TOWER_INFO = "tower_info.json"
+
+
+@dataclass
+class ImageTowerArguments:
+    """Every field is a `--flag` of `examples/pretrain_image_tower.py`."""
+
+    dataset: str = field(
+        metadata={
+            "help": "Image-classification dataset: a local folder or Hub id with an `image` "
+            "Image and a `label` ClassLabel column, splits train and validation."
+        }
+    )
+    output_dir: str = field(metadata={"help": "Where the ViT checkpoint is written."})
+    model_config: str = field(
+        default="eclip-tiny", metadata={"help": "ECLIP preset (or config JSON) whose vision_config is trained."}
+    )
+    num_train_epochs: float = 6.0
+    per_device_train_batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps spent warming up."})
+    label_smoothing: float = 0.0
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CPU too)."})
+    augment: bool = field(default=True, metadata={"help": "The pretraining stream's crop / flip / colour jitter."})
+    max_train_minutes: float | None = field(
+        default=None, metadata={"help": "Stop (and save) when this wall-clock budget is used up."}
+    )
+    classifier_init_text_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "A text encoder (e.g. all-MiniLM-L6-v2) whose [CLS] embeddings of the class names, randomly "
+            "projected to the tower width, initialise the classifier rows: similar names start with similar rows."
+        },
+    )
+    seed: int = 0
+    dataloader_num_workers: int = 1
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace a non-empty output_dir that holds no image tower."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_train_minutes", "classifier_init_text_model"):
+            if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", ""):
+                setattr(self, name, None)
+        for name in ("num_train_epochs", "per_device_train_batch_size", "learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.max_train_minutes is not None and self.max_train_minutes <= 0:
+            raise ValueError(f"max_train_minutes must be > 0 or none, got {self.max_train_minutes}")
+
+
+def _text_initialised_classifier(text_model: str, names: list[str], width: int, seed: int) -> torch.Tensor:
+    """Classifier rows `(classes, width)`: centred, normalised [CLS] embeddings of "a <name>" through a fixed random
+    projection (which keeps their inner products), scaled to the usual 0.02 standard deviation."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_pretrained_path(text_model)
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    with torch.no_grad():
+        embeds = torch.cat(
+            [
+                model(
+                    **tokenizer([f"a {n}" for n in names[i : i + 256]], padding=True, return_tensors="pt")
+                ).last_hidden_state[:, 0]
+                for i in range(0, len(names), 256)
+            ]
+        )
+    embeds = torch.nn.functional.normalize(embeds - embeds.mean(0), dim=-1)
+    projection = torch.randn(embeds.shape[1], width, generator=torch.Generator().manual_seed(seed))
+    rows = embeds @ projection
+    return rows * (0.02 / rows.std())
+
+
+def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
+    """Trains the tower and returns its info (validation accuracy, training time and throughput). Refuses a non-empty
+    `output_dir` that holds no image tower (a `tower_info.json`), unless `overwrite_output_dir`."""
+    import datasets
+    from accelerate.state import AcceleratorState
+    from transformers import (
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessorPil,
+    )
+
+    from ..evaluation.metrics import ClassificationAccuracy, rank_by_score
+
+    output = Path(args.output_dir)
+    if output.exists() and any(output.iterdir()) and not (args.overwrite_output_dir or (output / TOWER_INFO).is_file()):
+        raise FileExistsError(f"{output} is not empty and holds no image tower; pass --overwrite_output_dir")
+
+    data = datasets.load_dataset(args.dataset)
+    missing = [split for split in ("train", "validation") if split not in data]
+    if missing:
+        raise ValueError(f"dataset {args.dataset} has no {missing} split(s); it has {sorted(data)}")
+    for column, kind in (("image", datasets.Image), ("label", datasets.ClassLabel)):
+        if not isinstance(data["train"].features.get(column), kind):
+            raise ValueError(f"dataset {args.dataset} needs a {kind.__name__} column {column!r}")
+    names = data["train"].features["label"].names
+
+    vision = read_model_config(args.model_config)["vision_config"]
+    config = ViTConfig(
+        **{k: v for k, v in vision.items() if k != "model_type"},
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+    )
+    torch.manual_seed(args.seed)
+    model = ViTForImageClassification(config)
+    if args.classifier_init_text_model:
+        with torch.no_grad():
+            rows = _text_initialised_classifier(args.classifier_init_text_model, names, config.hidden_size, args.seed)
+            model.classifier.weight.copy_(rows)
+            model.classifier.bias.zero_()
+    processor = ViTImageProcessorPil(size={"height": config.image_size, "width": config.image_size})
+
+    def transform(batch: dict[str, list], train: bool) -> dict[str, Any]:
+        rng = np.random.default_rng()
+        images = [image.convert("RGB") for image in batch["image"]]
+        if train and args.augment:
+            images = [augment_image(image, rng) for image in images]
+        return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"], "labels": batch["label"]}
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        rankings = rank_by_score(torch.as_tensor(prediction.predictions), 5).tolist()
+        scores = ClassificationAccuracy(keep_in_memory=True).compute(
+            predictions=rankings, references=prediction.label_ids.tolist(), top_k=[1, 5]
+        )
+        return {"acc@1": scores["acc@1"], "acc@5": scores["acc@5"]}
+
+    class TimeBudget(TrainerCallback):
+        def on_train_begin(self, *_: Any, **__: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, _: Any, state: Any, control: Any, **__: Any) -> None:
+            if args.max_train_minutes and time.perf_counter() - self.start > 60 * args.max_train_minutes:
+                logger.warning("image tower: time budget used up at step %d of %d", state.global_step, state.max_steps)
+                control.should_training_stop = True
+
+    staging = output.with_name(f".{output.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    training_args = TrainingArguments(
+        output_dir=str(staging / "trainer"),
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=128,
+        num_train_epochs=args.num_train_epochs,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,
+        lr_scheduler_type="cosine",
+        label_smoothing_factor=args.label_smoothing,
+        bf16=args.bf16,
+        use_cpu=not torch.accelerator.is_available(),
+        dataloader_num_workers=args.dataloader_num_workers,
+        remove_unused_columns=False,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        logging_steps=50,
+        seed=args.seed,
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"].with_transform(lambda batch: transform(batch, True)),
+        eval_dataset=data["validation"].with_transform(lambda batch: transform(batch, False)),
+        compute_metrics=compute_metrics,
+        callbacks=[TimeBudget()],
+    )
+    start = time.perf_counter()
+    try:
+        result = trainer.train()
+        train_seconds = time.perf_counter() - start
+        metrics = trainer.evaluate()
+    finally:
+        # Trainer sets up accelerate's process-wide state (bf16 here); a pretraining run later in the same process
+        # must be free to choose its own.
+        AcceleratorState._reset_state(reset_partial_state=True)
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    info = {
+        "arguments": asdict(args),
+        "num_classes": len(names),
+        "steps": result.global_step,
+        "epochs": round(result.global_step * args.per_device_train_batch_size / len(data["train"]), 2),
+        "train_seconds": round(train_seconds, 1),
+        "samples_per_second": round(result.global_step * args.per_device_train_batch_size / train_seconds, 1),
+        "validation_acc@1": metrics["eval_acc@1"],
+        "validation_acc@5": metrics["eval_acc@5"],
+        "chance_acc@1": 1 / len(names),
+    }
+    (staging / TOWER_INFO).write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(output, ignore_errors=True)
+    os.replace(staging, output)
+    return info
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(ImageTowerArguments, description="Pretrain ECLIP's image tower as an image classifier.")
+    (args,) = parser.parse_args_into_dataclasses(argv)
+    info = pretrain_image_tower(args)
+    print(
+        f"image tower trained for {info['steps']} steps ({info['epochs']} epochs) in {info['train_seconds']:.0f} s "
+        f"({info['samples_per_second']:.0f} images/s); held-out acc@1 {100 * info['validation_acc@1']:.1f}% "
+        f"(acc@5 {100 * info['validation_acc@5']:.1f}%, chance {100 * info['chance_acc@1']:.2f}%) -> {args.output_dir}"
+    )
+    return info
+
+
+if __name__ == "__main__":
+    main()
