@@ -13,6 +13,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+NEGATIVE_PROMPT_SAMPLINGS = ("random", "hard")
 NEGATIVE_QUERY_MODES = ("gaussian", "text", "ema")
 # The pretraining objectives: L_itc (Eq. 6-7), L_inter (Eq. 8), L_itm, L_intra (Eq. 9) and L_R (Eq. 10). Each has a
 # weight `<name>_loss_weight` here and a term `loss_<name>` in `EclipForPreTrainingOutput`.
@@ -139,9 +140,19 @@ class EclipConfig(PreTrainedConfig):
         random_positive_slot (`bool`, defaults to `True`):
             Put the positive prompt at a random slot during pretraining, so the learned position embedding cannot
             become a shortcut for Eq. 9. At inference the positive is slot 0, as in Sec. 3.4.
+        negative_prompt_sampling (`str`, defaults to `"random"`):
+            How the T-1 negative prompts of a training sample are "sampled from other products" (Sec. 3.3):
+            `"random"` (uniformly, batch first, then the queue) or `"hard"` (one prompt per other product of the batch
+            and the queue, drawn without replacement with probability softmax(s(x^I, prompt) / tau), the image-text
+            similarity of L_itc; ALBEF samples its ITM negatives the same way). Hard negatives include the other
+            products visible in the image, so the slots must tell them apart (Eq. 9).
         itc_loss_weight, inter_loss_weight, itm_loss_weight, intra_loss_weight, entropy_loss_weight (`float`):
             Weights of L_itc (Eq. 6-7), L_inter (Eq. 8), L_itm, L_intra (Eq. 9) and L_R (Eq. 10). The paper sums
             them (all 1.0); 0 switches a term off (ablation Table 5).
+        negative_entropy_weight (`float`, defaults to 1.0):
+            Weight of the negative slots' part of Eq. 10, sum_{j != r} (log N - H(M_j)), relative to the positive
+            slot's H(M_r) (the paper: 1). The two parts pull against each other (negatives spread evenly over the
+            tokens leave the positive slot an even share too), and the negative part has T-1 terms.
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal initialiser of the projections and query embeddings.
     """
@@ -163,11 +174,13 @@ class EclipConfig(PreTrainedConfig):
     queue_size: int = 4096
     image_prompt_probability: float | int = 0.2
     random_positive_slot: bool = True
+    negative_prompt_sampling: str = "random"
     itc_loss_weight: float | int = 1.0
     inter_loss_weight: float | int = 1.0
     itm_loss_weight: float | int = 1.0
     intra_loss_weight: float | int = 1.0
     entropy_loss_weight: float | int = 1.0
+    negative_entropy_weight: float | int = 1.0
     initializer_range: float = 0.02
 
     loss_weight_names: ClassVar[tuple[str, ...]] = tuple(f"{name}_loss_weight" for name in OBJECTIVES)
@@ -219,7 +232,12 @@ class EclipConfig(PreTrainedConfig):
             raise ValueError(f"queue_size must be non-negative, got {self.queue_size}.")
         if not 0.0 <= self.image_prompt_probability <= 1.0:
             raise ValueError(f"image_prompt_probability must be in [0, 1], got {self.image_prompt_probability}.")
-        for name in self.loss_weight_names:
+        if self.negative_prompt_sampling not in NEGATIVE_PROMPT_SAMPLINGS:
+            raise ValueError(
+                f"negative_prompt_sampling must be one of {NEGATIVE_PROMPT_SAMPLINGS}, "
+                f"got {self.negative_prompt_sampling!r}."
+            )
+        for name in (*self.loss_weight_names, "negative_entropy_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
 

@@ -238,15 +238,16 @@ def slot_token_entropy(assignment: torch.Tensor, eps: float = 1e-8) -> torch.Ten
 
 
 def assignment_entropy_regularizer(
-    slot_entropy: torch.Tensor, positive_index: torch.Tensor, num_tokens: int
+    slot_entropy: torch.Tensor, positive_index: torch.Tensor, num_tokens: int, negative_weight: float = 1.0
 ) -> torch.Tensor:
     """Entropy regularisation `L_R` of the slot-attention map `M` (Eq. 10).
 
-    `L_R = H(M_{:, r}) + sum_{j != r} (log N - H(M_{:, j}))` from the per-slot token entropies `(B, T)` of
+    `L_R = H(M_{:, r}) + w * sum_{j != r} (log N - H(M_{:, j}))` from the per-slot token entropies `(B, T)` of
     `slot_token_entropy` over `num_tokens` = N tokens: the positive slot `r` `(B,)` is pushed to focus on few tokens,
-    the negative slots are kept from too sharp distributions. Returns the fp32 mean over the batch.
+    the negative slots are kept from too sharp distributions; `w = negative_weight` (the paper: 1). Returns the fp32
+    mean over the batch.
     """
     is_positive = F.one_hot(positive_index.long(), slot_entropy.shape[1]).bool()
     positive_term = slot_entropy.masked_select(is_positive)  # (B,): exactly one positive per row
     negative_term = (math.log(num_tokens) - slot_entropy).masked_fill(is_positive, 0.0).sum(dim=1)
-    return (positive_term + negative_term).mean()
+    return (positive_term + negative_weight * negative_term).mean()

@@ -993,7 +993,12 @@ class EclipForPreTraining(EclipPreTrainedModel):
                 positive_pixel_values, input_ids, attention_mask, token_type_ids
             )
             queries, positive_slot, negative_queries = self._training_queries(
-                text_raw, momentum_image_prompts, all_text_embeds, all_product_ids, product_ids
+                text_raw,
+                momentum_image_prompts,
+                image_embeds * logit_scale,
+                all_text_embeds,
+                all_product_ids,
+                product_ids,
             )
             decoder_output = self.eclip.decoder(queries, patch_embeds, output_assignment_maps=True, return_dict=True)
             slots = decoder_output.last_hidden_state
@@ -1029,7 +1034,9 @@ class EclipForPreTraining(EclipPreTrainedModel):
                 losses["intra"] = intra_product_contrastive_loss(slots, text_embeds, positive_slot, logit_scale)
             slot_entropy = slot_token_entropy(assignment if config.entropy_loss_weight > 0 else assignment.detach())
             if config.entropy_loss_weight > 0:
-                losses["entropy"] = assignment_entropy_regularizer(slot_entropy, positive_slot, assignment.shape[1])
+                losses["entropy"] = assignment_entropy_regularizer(
+                    slot_entropy, positive_slot, assignment.shape[1], config.negative_entropy_weight
+                )
 
             positive_slot_entropy = slot_entropy.detach()[rows, positive_slot].mean()
             if self.training:
@@ -1076,13 +1083,15 @@ class EclipForPreTraining(EclipPreTrainedModel):
         self,
         text_prompts: torch.Tensor,
         image_prompts: torch.Tensor,
+        scaled_image_embeds: torch.Tensor,
         all_text_embeds: torch.Tensor,
         all_product_ids: torch.Tensor,
         product_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Eq. 1 queries `(B, T, D)` of a training batch: the text prompt g_T(w_cls), or with `image_prompt_probability`
         the image prompt g_I(v_cls) of x+, at slot r (random when `random_positive_slot`), other products' prompts as
-        negatives. Returns the queries, r `(B,)` and the negative queries `(B, T-1, D)`."""
+        negatives (`scaled_image_embeds`, the unit g_I(v_cls) of x times 1/tau, rank them for "hard" sampling). Returns
+        the queries, r `(B,)` and the negative queries `(B, T-1, D)`."""
         config = self.config
         batch_size, device = text_prompts.shape[0], text_prompts.device
         use_image_prompt = torch.rand(batch_size, device=device) < config.image_prompt_probability
@@ -1093,7 +1102,9 @@ class EclipForPreTraining(EclipPreTrainedModel):
             positive_slot = torch.randint(0, config.decoder_config.num_queries, (batch_size,), device=device)
         else:
             positive_slot = torch.zeros(batch_size, dtype=torch.long, device=device)
-        negative_queries = self._select_negative_queries(all_text_embeds, all_product_ids, product_ids)
+        negative_queries = self._select_negative_queries(
+            all_text_embeds, all_product_ids, product_ids, scaled_image_embeds
+        )
         queries = self.eclip.build_instance_queries(
             self.eclip.prompts_to_query_space(positive_prompts),
             positive_types,
@@ -1103,18 +1114,36 @@ class EclipForPreTraining(EclipPreTrainedModel):
         return queries, positive_slot, negative_queries
 
     def _select_negative_queries(
-        self, all_prompts: torch.Tensor, all_product_ids: torch.Tensor, product_ids: torch.Tensor
+        self,
+        all_prompts: torch.Tensor,
+        all_product_ids: torch.Tensor,
+        product_ids: torch.Tensor,
+        scaled_image_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """T-1 negative queries per local row: other products' prompts from the batch first, then the queue,
-        then the Gaussian set; picked at random inside each group, never of the row's own product."""
+        """T-1 negative queries per local row, never of the row's own product, from the batch's prompts and the
+        queue's (then the Gaussian set when both are short).
+
+        `"random"` sampling: uniformly, the batch's products first. `"hard"`: each other product once, drawn without
+        replacement with probability softmax(s(x, prompt) / tau) by the Gumbel top-k trick (keys = scaled similarity +
+        Gumbel noise), so products that look like the image, those in it included, are drawn most often."""
         num_negatives = self.config.decoder_config.num_queries - 1
         candidates = torch.cat([all_prompts.detach(), self.queue_prompts.to(all_prompts.dtype)], dim=0)
         candidate_ids = torch.cat([all_product_ids, self.queue_product_ids], dim=0)
         valid = (candidate_ids[None, :] != product_ids[:, None]) & (candidate_ids[None, :] >= 0)
-        # Random keys: batch candidates in (2, 3), queue candidates in (1, 2), invalid 0 -> batch before queue.
-        keys = torch.rand(valid.shape, device=valid.device)
-        keys[:, : all_prompts.shape[0]] += 1.0
-        keys = torch.where(valid, keys + 1.0, torch.zeros_like(keys))
+        if self.config.negative_prompt_sampling == "hard":
+            if scaled_image_embeds is None:
+                raise ValueError("negative_prompt_sampling='hard' ranks the prompts by scaled_image_embeds; pass them.")
+            valid &= _first_occurrences(candidate_ids)[None, :]
+            similarity = scaled_image_embeds.detach().float() @ candidates.float().t()
+            uniform = torch.rand(valid.shape, device=valid.device).clamp(1e-12, 1.0 - 1e-7)
+            keys = similarity - torch.log(-torch.log(uniform))
+            # Shifted so every valid key is >= 1 and the invalid ones are 0, as in the random branch.
+            keys = torch.where(valid, keys - keys.masked_fill(~valid, float("inf")).amin() + 1.0, 0.0)
+        else:
+            # Random keys: batch candidates in (2, 3), queue candidates in (1, 2), invalid 0 -> batch before queue.
+            keys = torch.rand(valid.shape, device=valid.device)
+            keys[:, : all_prompts.shape[0]] += 1.0
+            keys = torch.where(valid, keys + 1.0, torch.zeros_like(keys))
         picked_keys, picked = keys.topk(min(num_negatives, keys.shape[1]), dim=1)
         negatives = self.eclip.prompts_to_query_space(candidates[picked])
         gaussian = self.eclip.gaussian_negative_queries.to(negatives.dtype)
@@ -1124,6 +1153,17 @@ class EclipForPreTraining(EclipPreTrainedModel):
             picked_keys = F.pad(picked_keys, (0, pad.shape[1]))
         fallback = gaussian.expand_as(negatives)
         return torch.where((picked_keys > 0).unsqueeze(-1), negatives, fallback)
+
+
+def _first_occurrences(ids: torch.Tensor) -> torch.Tensor:
+    """`(n,)` bool: True at the first position of every distinct value of `ids` (a product queued several times, or
+    both in the batch and the queue, is one candidate)."""
+    _, inverse = torch.unique(ids, return_inverse=True)
+    positions = torch.arange(ids.shape[0], device=ids.device)
+    first = torch.full((int(inverse.max()) + 1,), ids.shape[0], device=ids.device).scatter_reduce(
+        0, inverse, positions, reduce="amin"
+    )
+    return first[inverse] == positions
 
 
 def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int) -> torch.Tensor:

@@ -365,6 +365,18 @@ def test_entropy_regularizer_matches_reference():
     assert loss.item() == pytest.approx(reference_entropy(assignment, positive_index), abs=ATOL)
 
 
+def test_entropy_regularizer_weighs_the_negative_slots_part():
+    logits = torch.randn(B, N, T, generator=torch.Generator().manual_seed(8)) * 2
+    entropy = slot_token_entropy(torch.softmax(logits, dim=-1))
+    positive_index = torch.tensor([1, 0, 4, 1])
+    positive = entropy[torch.arange(B), positive_index].mean().item()
+    full = assignment_entropy_regularizer(entropy, positive_index, N).item()
+    none = assignment_entropy_regularizer(entropy, positive_index, N, negative_weight=0.0).item()
+    assert none == pytest.approx(positive, abs=ATOL)
+    half = assignment_entropy_regularizer(entropy, positive_index, N, negative_weight=0.5).item()
+    assert half == pytest.approx(positive + 0.5 * (full - positive), abs=ATOL)
+
+
 def test_entropy_regularizer_extremes():
     # Positive slot one-hot over tokens (entropy 0), negative slots uniform (log N - log N = 0): loss 0.
     assignment = torch.full((1, N, T), 1.0 / T)

@@ -379,6 +379,46 @@ def test_negative_prompts_fall_back_to_the_queue_then_to_gaussians():
         assert row_names[len(picked) :] == [f"g{t}" for t in range(len(picked), 7)]
 
 
+def test_hard_negative_prompts_are_distinct_products_drawn_by_image_text_similarity():
+    # T - 1 = 3. The queue repeats products; hard sampling takes every other product once, never the row's own.
+    batch_ids = [0, 1, 2, 3]
+    queue_ids = [1, 1, 1, 4, 4, 5, 6, 7, 8, 9, 0, 0, -1, -1, 2, 3]
+    model, prompts, batch_ids, candidates, candidate_ids = _selection_setup(4, batch_ids, queue_ids)
+    model.config.negative_prompt_sampling = "hard"
+    gaussian = model.eclip.gaussian_negative_queries
+    all_prompts = torch.cat([prompts, model.queue_prompts])
+    # Row 0's image is the queue's product 9 (candidate 4 + 9) at a low temperature: drawn every time; the other rows'
+    # images are random at temperature 1, so their draws vary.
+    images = F.normalize(torch.randn(4, PROJECTION_DIM, generator=torch.Generator().manual_seed(5)), dim=-1)
+    images[0] = all_prompts[4 + 9] * 30.0
+    drawn_product_9, varied = 0, set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        negatives = model._select_negative_queries(prompts, batch_ids, batch_ids, images)
+        for row, names in enumerate(_identify(negatives, candidates, gaussian)):
+            products = [int(candidate_ids[int(name[1:])]) for name in names]
+            assert all(name.startswith("c") for name in names)
+            assert batch_ids[row] not in products, f"row {row} got its own product"
+            assert len(set(products)) == 3, f"row {row}: one product drawn twice ({products})"
+            if row == 0:
+                drawn_product_9 += 9 in products
+            else:
+                varied.add((row, tuple(sorted(products))))
+    assert drawn_product_9 == 20
+    assert len(varied) > 6
+    with pytest.raises(ValueError, match="scaled_image_embeds"):
+        model._select_negative_queries(prompts, batch_ids, batch_ids)
+
+
+def test_hard_negative_prompts_train_end_to_end():
+    model = build(train=True, negative_prompt_sampling="hard")
+    output = model(**make_batch([0, 1, 2, 3]))
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    model.enqueue(output)
+    assert int((model.queue_product_ids >= 0).sum()) == 4
+
+
 def test_negative_prompts_when_there_are_fewer_candidates_than_slots():
     # T - 1 = 23 > 4 + 16 candidate rows: the padding branch.
     batch_ids = [0, 1, 2, 2]
