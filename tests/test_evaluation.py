@@ -50,8 +50,14 @@ def test_embedding_mode_auto():
 def test_quick_evaluate(demo_catalogue, processor):
     model = tiny_model().train()
     results = quick_evaluate(model, processor, demo_catalogue, batch_size=16)
-    assert set(results) == {"zero_shot_acc@1", "fine_grained_r@1", "fine_grained_map@10"}
-    assert all(0.0 <= value <= 1.0 for value in results.values())
+    assert set(results) == {
+        "zero_shot_acc@1",
+        "fine_grained_r@1",
+        "fine_grained_map@10",
+        "map_mass_in_box_over_area",
+        "map_entropy_over_log_n",
+    }
+    assert all(0.0 <= value <= 1.0 for name, value in results.items() if name != "map_mass_in_box_over_area")
     assert model.training  # the training loop's mode is restored
     # Deterministic: same model, same numbers; the batch size does not change them.
     assert quick_evaluate(model, processor, demo_catalogue, batch_size=5) == pytest.approx(results)
@@ -144,6 +150,55 @@ def test_evaluate_model_tables_and_format(demo_catalogue, processor, tmp_path):
     # Table 2's eclip row: coarse mAP@1/5/10, then fine R@1 (percent, one decimal).
     row = next(line for line in table.split("Table 2")[1].splitlines() if line.startswith("| eclip"))
     assert row.split("|")[5].strip() == f"{100 * results['table2']['fine_grained']['r@1']:.1f}"
+
+
+@pytest.fixture(scope="module")
+def new_scenes(demo_catalogue, tmp_path_factory):
+    from helpers import DEMO_CATALOGUE
+
+    from modeling_eclip.data.demo_catalogue import build_catalogue
+
+    output = tmp_path_factory.mktemp("scenes") / "catalogue"
+    build_catalogue(output, workers=1, scene_seed=1, **DEMO_CATALOGUE)
+    return output
+
+
+@pytest.mark.parametrize("itc_only", [False, True], ids=["instance", "global"])
+def test_new_scenes_and_controls(demo_catalogue, new_scenes, processor, itc_only):
+    model = tiny_model(**(ITC_ONLY if itc_only else {}))
+    results = evaluate_model(
+        model, processor, demo_catalogue, batch_size=16, new_scenes_dir=new_scenes, new_scenes_max_products=12
+    )
+    scenes = results["new_scenes"]
+    assert scenes["num_products"] == 12
+    retrieval = scenes["retrieval"]
+    assert retrieval["chance@1"] == pytest.approx(1 / 12)
+    for name in ("same_source", "cross_source"):
+        assert 0.0 <= retrieval[name]["r@1"] <= retrieval[name]["r@5"] <= 1.0
+    conditioned = scenes["grounding"]["text_conditioned"]
+    # Both found implies the distractor was found, on the same images.
+    assert conditioned["num_samples"] == scenes["grounding"]["distractor"]["num_samples"]
+    assert 0.0 <= conditioned["acc@0.5"] <= scenes["grounding"]["distractor"]["acc@0.5"]
+    assert 0.0 < conditioned["chance"] < 0.5
+    assert scenes["grounding"]["positive_map"]["mass_in_box_over_area"] >= 0.0
+    controls = results["controls"]
+    assert controls["positive_map"]["num_images"] == results["num_images"]["customer"] + results["num_images"]["ad"]
+    if itc_only:
+        assert "title_leakage" not in controls and "entropy_over_log_n" not in controls["positive_map"]
+    else:
+        assert 0.0 < controls["positive_map"]["entropy_over_log_n"] <= 1.0 + 1e-6
+        assert controls["title_leakage"]["chance@1"] == pytest.approx(1 / results["num_products"])
+    table = format_results(results, [results, results], names=["a", "b", "c"])
+    assert "New scenes of training products" in table and "| c |" in table
+
+
+def test_mass_in_box_over_area():
+    uniform = torch.ones(10, 20)
+    assert tables.mass_in_box_over_area(uniform, [0, 0, 10, 5]) == pytest.approx(1.0)
+    peaked = torch.zeros(10, 20)
+    peaked[2, 3] = 1.0
+    assert tables.mass_in_box_over_area(peaked, [0, 0, 10, 5]) == pytest.approx(4.0)
+    assert tables.mass_in_box_over_area(peaked, [10, 5, 20, 10]) == 0.0
 
 
 def test_global_mode_grounds_with_dense_clip_map(demo_catalogue, processor):

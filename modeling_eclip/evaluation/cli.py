@@ -30,7 +30,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="exported checkpoint folder (model + processor)")
     parser.add_argument("--data", required=True, help="catalogue folder in the demo catalogue's shard format")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--compare", help="a second checkpoint (e.g. the ITC-only baseline) printed side by side")
+    parser.add_argument(
+        "--compare", nargs="+", default=[],
+        help="more checkpoints (e.g. the ITC-only baseline, ablation runs) printed side by side with --model",
+    )  # fmt: skip
+    parser.add_argument(
+        "--new-scenes",
+        help="a catalogue of the same products in new photos (demo builder --scene-seed): adds retrieval and "
+        "text-conditioned grounding on new scenes of training products, and the controls",
+    )
+    parser.add_argument("--new-scenes-max-products", type=int, help="use the first N products of --new-scenes")
     parser.add_argument("--output", help="write the numbers as JSON here")
     parser.add_argument("--tsne", help="write a t-SNE PNG of the product embeddings coloured by category here")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -55,6 +64,8 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, tsne: str | None) -
         max_products=args.max_products,
         grounding=not args.no_grounding,
         tsne_path=tsne,
+        new_scenes_dir=args.new_scenes,
+        new_scenes_max_products=args.new_scenes_max_products,
     )
     results["model"] = str(path)
     results["seconds"] = round(time.perf_counter() - start, 1)
@@ -64,15 +75,19 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, tsne: str | None) -
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    results = evaluate_checkpoint(args.model, args, args.tsne)
-    compare = None
-    if args.compare:
-        tsne = None if args.tsne is None else str(Path(args.tsne).with_stem(Path(args.tsne).stem + "-compare"))
-        compare = evaluate_checkpoint(args.compare, args, tsne)
-    names = [Path(args.model).name or args.model] + ([Path(args.compare).name or args.compare] if compare else [])
-    names = [f"{name} ({run['embedding']})" for name, run in zip(names, [results, compare])]
-    print(format_results(results, compare, names=names))
+    paths = [args.model, *args.compare]
+    runs = []
+    for index, path in enumerate(paths):
+        tsne = (
+            args.tsne
+            if index == 0 or args.tsne is None
+            else str(Path(args.tsne).with_stem(f"{Path(args.tsne).stem}-{index}"))
+        )
+        runs.append(evaluate_checkpoint(path, args, tsne))
+    names = [f"{Path(path).name or path} ({run['embedding']})" for path, run in zip(paths, runs)]
+    names = [f"{Path(path).parent.name}/{name}" if names.count(name) > 1 else name for path, name in zip(paths, names)]
+    print(format_results(runs[0], runs[1:], names=names))
     if args.output:
-        payload = results if compare is None else {"model": results, "compare": compare}
+        payload = runs[0] if len(runs) == 1 else {"model": runs[0], "compare": runs[1:]}
         Path(args.output).write_text(json.dumps(payload, indent=2) + "\n")
-    return results
+    return runs[0]

@@ -32,7 +32,7 @@ from ..data.shard_format import list_shards, require_shards
 from ..modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
 from ..processing_eclip import EclipProcessor
 
-PRODUCT_VIEWS = ("image+title", "image", "title")
+PRODUCT_VIEWS = ("image+title", "image", "title", "instance (title prompt)")
 # Image kind -> instance views each evaluation needs (the decoder runs once per view).
 QUICK_VIEWS = {"catalog": ("image+title",), "customer": ("image",)}
 FULL_VIEWS = {"catalog": ("image+title", "image"), "customer": ("image",), "ad": ("image",)}
@@ -198,18 +198,23 @@ def embed_images(
 
 
 def product_embeddings(embeds: ImageEmbeddings, title_embeds: torch.Tensor, mode: str) -> dict[str, torch.Tensor]:
-    """The three product views of Table 1, ``image+title``, ``image`` and ``title``, plus the unimodal ``g_I`` used
-    by image-text retrieval (unit norm, one row per image).
+    """The product views of Table 1, ``image+title``, ``image`` and ``title``, plus the unimodal ``g_I`` used by
+    image-text retrieval and, in instance mode, ``instance (title prompt)`` (unit norm, one row per image).
 
-    `title_embeds` holds g_T(w_cls) of each image's product title. Global mode fuses image + title as the
-    normalised mean of the unit image and text embeddings (module docstring)."""
+    `title_embeds` holds g_T(w_cls) of each image's product title. Both modes embed a product (image + title) the same
+    way: the normalised sum of its unit visual embedding and its unit title embedding. The visual embedding is g_I in
+    global mode and, in instance mode, the instance embedding h prompted with the title (Sec. 3.4), which holds only
+    visual information (Sec. 3.2: the prompt only decides which tokens are pooled), so the title enters ECLIP's
+    product embedding twice: it picks the product out of the image, and it is fused as text. ``instance (title
+    prompt)`` is that h alone."""
     title = F.normalize(title_embeds.float(), dim=-1)
     if mode == "global":
         fused = F.normalize(embeds.image + title, dim=-1)
         return {"image+title": fused, "image": embeds.image, "title": title, "g_I": embeds.image}
     views = {"title": title, "g_I": embeds.image}
     if embeds.instance_title is not None:
-        views["image+title"] = embeds.instance_title
+        views["image+title"] = F.normalize(embeds.instance_title + title, dim=-1)
+        views["instance (title prompt)"] = embeds.instance_title
     if embeds.instance_image is not None:
         views["image"] = embeds.instance_image
     return views

@@ -49,6 +49,7 @@ _TABLES = (
             ("Acc@1 image+title", ("table1", "classification", "acc@1 (image+title)")),
             ("Acc@1 image", ("table1", "classification", "acc@1 (image)")),
             ("Acc@1 title (control)", ("table1", "classification", "acc@1 (title)")),
+            ("Acc@1 h (title prompt)", ("table1", "classification", "acc@1 (instance (title prompt))")),
             ("I2T R@1", ("table1", "image_to_text", "r@1")),
             ("I2T R@5", ("table1", "image_to_text", "r@5")),
             ("T2I R@1", ("table1", "text_to_image", "r@1")),
@@ -73,40 +74,74 @@ _TABLES = (
             ("Acc@0.7", ("table4", "grounding", "acc@0.7")),
             ("distractor Acc@0.5", ("table4", "distractor", "acc@0.5")),
             ("distractor Acc@0.7", ("table4", "distractor", "acc@0.7")),
+            ("both found", ("table4", "text_conditioned", "acc@0.5")),
+            ("both: chance", ("table4", "text_conditioned", "chance")),
+            ("map in box / area", ("table4", "positive_map", "mass_in_box_over_area"), "ratio"),
+        ],
+    ),
+    (
+        "New scenes of training products (photos composed afresh, never seen in training): image-only retrieval of "
+        "the catalog image, and text-conditioned grounding (both the product's and a distractor's title find theirs)",
+        [
+            ("same-source R@1", ("new_scenes", "retrieval", "same_source", "r@1")),
+            ("same-source R@5", ("new_scenes", "retrieval", "same_source", "r@5")),
+            ("cross-source R@1", ("new_scenes", "retrieval", "cross_source", "r@1")),
+            ("cross-source R@5", ("new_scenes", "retrieval", "cross_source", "r@5")),
+            ("R@1: chance", ("new_scenes", "retrieval", "chance@1")),
+            ("grounding Acc@0.5", ("new_scenes", "grounding", "grounding", "acc@0.5")),
+            ("both found", ("new_scenes", "grounding", "text_conditioned", "acc@0.5")),
+            ("both: chance", ("new_scenes", "grounding", "text_conditioned", "chance")),
+            ("map in box / area", ("new_scenes", "grounding", "positive_map", "mass_in_box_over_area"), "ratio"),
+        ],
+    ),
+    (
+        "Controls on held-out images: the title's score map (its mass in the product's box / the box's area; 1 = "
+        "uniform), the positive-slot map's entropy over the patch tokens / log N (1 = uniform), and a blank image "
+        "prompted with each title retrieving that product (R@1; should stay at chance)",
+        [
+            ("map in box / area", ("controls", "positive_map", "mass_in_box_over_area"), "ratio"),
+            ("map entropy / log N", ("controls", "positive_map", "entropy_over_log_n"), "ratio"),
+            ("blank+title R@1", ("controls", "title_leakage", "r@1")),
+            ("chance", ("controls", "title_leakage", "chance@1")),
         ],
     ),
 )
 
 
-def _lookup(results: Mapping[str, Any], path: Sequence[str]) -> str:
+def _lookup(results: Mapping[str, Any], path: Sequence[str], unit: str = "percent") -> str:
     value: Any = results
     for key in path:
         if not isinstance(value, Mapping) or key not in value:
             return "-"
         value = value[key]
-    return f"{100 * value:.1f}"
+    return f"{value:.2f}" if unit == "ratio" else f"{100 * value:.1f}"
 
 
 def format_results(
-    results: Mapping[str, Any], compare: Mapping[str, Any] | None = None, names: Sequence[str] | None = None
+    results: Mapping[str, Any],
+    compare: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    names: Sequence[str] | None = None,
 ) -> str:
-    """The results of `evaluate_model` as markdown tables in the paper's layout (percent, one row per model).
+    """The results of `evaluate_model` as markdown tables in the paper's layout (percent, ratios as such; one row per
+    model).
 
-    With `compare`, a second model's results get a row under the first in every table; `names` label the rows
-    (default: ``model (instance)`` / ``compare (global)`` with each model's embedding mode)."""
-    runs = [results] if compare is None else [results, compare]
+    With `compare` (one result set or several), each other model gets a row under the first in every table; `names`
+    label the rows (default: ``model (instance)`` / ``compare (global)`` with each model's embedding mode)."""
+    others = [] if compare is None else [compare] if isinstance(compare, Mapping) else list(compare)
+    runs = [results, *others]
     if names is None:
-        names = [f"{name} ({run.get('embedding', '?')})" for name, run in zip(("model", "compare"), runs)]
+        labels = ["model", *(["compare"] if len(others) == 1 else [f"compare {i + 1}" for i in range(len(others))])]
+        names = [f"{name} ({run.get('embedding', '?')})" for name, run in zip(labels, runs)]
     if len(names) != len(runs):
         raise ValueError(f"got {len(names)} names for {len(runs)} result sets")
     blocks = []
     for title, columns in _TABLES:
-        if not any(_lookup(run, path) != "-" for run in runs for _, path in columns):
+        if not any(_lookup(run, column[1]) != "-" for run in runs for column in columns):
             continue  # e.g. Table 4 when grounding was skipped
-        header = "| Method | " + " | ".join(label for label, _ in columns) + " |"
+        header = "| Method | " + " | ".join(column[0] for column in columns) + " |"
         rule = "|---|" + "---:|" * len(columns)
         rows = [
-            f"| {name} | " + " | ".join(_lookup(run, path) for _, path in columns) + " |"
+            f"| {name} | " + " | ".join(_lookup(run, *column[1:]) for column in columns) + " |"
             for name, run in zip(names, runs)
         ]
         blocks.append("\n".join([f"**{title}**", "", header, rule, *rows]))

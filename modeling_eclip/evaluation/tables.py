@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..grounding_eclip import DEFAULT_WINDOW_FRACTIONS, candidate_boxes, grounding_score_maps, rank_boxes
+from ..grounding_eclip import DEFAULT_WINDOW_FRACTIONS, box_iou, candidate_boxes, grounding_score_maps, rank_boxes
 from ..modeling_eclip import EclipModel
 from ..pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
 from ..processing_eclip import EclipProcessor
@@ -204,7 +204,12 @@ def visual_grounding(
     themselves are not candidates. Acc@IoU: the top box has IoU >= 0.5 / 0.7 with the product's box.
 
     Control (``distractor``): the same image and the same candidates, prompted with the title of another product in
-    it (its second box). A model that ignores the text finds the same region for both prompts and fails it."""
+    it (its second box). A model that ignores the text finds the same region for both prompts and fails it.
+    ``text_conditioned``: the share of the images with a distractor where both are found (the title's top box hits
+    the product and the distractor title's top box hits the distractor), with its ``chance`` level (candidates
+    ranked at random: per image, the product of the shares of candidates that hit each box). ``positive_map``: how
+    much of the title prompt's score map lies in the product's box, over the box's share of the image (1 = no better
+    than uniform), as the mean ``mass_in_box_over_area``."""
     generator = torch.Generator().manual_seed(seed)
     samples = [i for kind in kinds for i in split.image_indices(kind)]
     images = [split.images[i].to_pil() for i in samples]
@@ -231,20 +236,52 @@ def visual_grounding(
         maps = grounding_score_maps(model, processor, prompted_images, texts=prompts, batch_size=batch_size)
     else:
         maps = global_score_maps(model, processor, prompted_images, prompts, batch_size)
-    main_top, main_true = [], []
-    for n, index in enumerate(samples):
-        main_top.append(candidates[n][rank_boxes(maps[n], candidates[n])[0]].tolist())
-        main_true.append(split.images[index].boxes[0])
-    control_top, control_true = [], []
-    for offset, (n, _) in enumerate(distractors):
-        score_map = maps[len(samples) + offset]
-        control_top.append(candidates[n][rank_boxes(score_map, candidates[n])[0]].tolist())
-        control_true.append(split.images[samples[n]].boxes[1])
+
+    def top_box(n: int, score_map: torch.Tensor) -> list[float]:
+        return candidates[n][rank_boxes(score_map, candidates[n])[0]].tolist()
+
+    main_top = [top_box(n, maps[n]) for n in range(len(samples))]
+    main_true = [split.images[index].boxes[0] for index in samples]
+    control = [(n, top_box(n, maps[len(samples) + offset])) for offset, (n, _) in enumerate(distractors)]
+    control_true = [split.images[samples[n]].boxes[1] for n, _ in control]
     results = {"grounding": _metric(GroundingAccuracy).compute(predictions=main_top, references=main_true)}
     if distractors:
-        results["distractor"] = _metric(GroundingAccuracy).compute(predictions=control_top, references=control_true)
+        results["distractor"] = _metric(GroundingAccuracy).compute(
+            predictions=[box for _, box in control], references=control_true
+        )
+        found = [
+            float(box_iou([main_top[n]], [main_true[n]])[0, 0] >= 0.5 and box_iou([box], [true])[0, 0] >= 0.5)
+            for (n, box), true in zip(control, control_true)
+        ]
+        chance = [
+            float((box_iou(candidates[n], [main_true[n]])[:, 0] >= 0.5).float().mean())
+            * float((box_iou(candidates[n], [true])[:, 0] >= 0.5).float().mean())
+            for (n, _), true in zip(control, control_true)
+        ]
+        results["text_conditioned"] = {
+            "acc@0.5": sum(found) / len(found),
+            "chance": sum(chance) / len(chance),
+            "num_samples": len(found),
+        }
+    results["positive_map"] = {
+        "mass_in_box_over_area": sum(mass_in_box_over_area(maps[n], main_true[n]) for n in range(len(samples)))
+        / len(samples)
+    }
     results["images_without_distractor"] = len(samples) - len(distractors)
     return results
+
+
+def mass_in_box_over_area(score_map: torch.Tensor, box: Sequence[float]) -> float:
+    """The share of a score map's (negative values clipped) mass inside `box` over the box's share of the map's area:
+    1 for a map no better than uniform, higher the more the map concentrates on the box."""
+    weights = score_map.clamp_min(0)
+    height, width = weights.shape
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    area = max(0, x1 - x0) * max(0, y1 - y0) / (height * width)
+    if area == 0:
+        return 0.0
+    return float(weights[y0:y1, x0:x1].sum() / weights.sum().clamp_min(1e-12)) / area
 
 
 def quick_evaluate(
@@ -256,23 +293,33 @@ def quick_evaluate(
     max_products: int | None = None,
     embedding: EmbeddingMode = "auto",
     hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE,
+    diagnostic_images: int = 64,
 ) -> dict[str, float]:
     """The two headline numbers, for periodic evaluation during training and the model card.
 
     ``zero_shot_acc@1``: catalog image + title vs the category prompts (Table 1); ``fine_grained_r@1`` and
     ``fine_grained_map@10``: customer-image queries vs the catalog gallery of another source, match = same product
-    (Table 2). Only catalog and customer images are embedded."""
+    (Table 2). Only catalog and customer images are embedded. ``map_mass_in_box_over_area`` (and in instance mode
+    ``map_entropy_over_log_n``): `instances.positive_map_diagnostics` on the first `diagnostic_images` held-out
+    customer and ad images."""
+    from .instances import positive_map_diagnostics
+
     catalogue = load_catalogue_split(data_dir, split, max_products)
     with evaluation_of(model) as model:
         mode = resolve_embedding_mode(model, embedding)
         embedded = embed_split(model, processor, catalogue, mode, QUICK_VIEWS, batch_size, hypothesis_template, None)
+        diagnostics = positive_map_diagnostics(model, processor, catalogue, mode, batch_size, diagnostic_images)
     classification = zero_shot_classification(embedded)
     fine = product_retrieval(embedded)["fine_grained"]
-    return {
+    results = {
         "zero_shot_acc@1": classification["acc@1 (image+title)"],
         "fine_grained_r@1": fine["r@1"],
         "fine_grained_map@10": fine["map@10"],
+        "map_mass_in_box_over_area": diagnostics["mass_in_box_over_area"],
     }
+    if "entropy_over_log_n" in diagnostics:
+        results["map_entropy_over_log_n"] = diagnostics["entropy_over_log_n"]
+    return results
 
 
 def evaluate_model(
@@ -289,19 +336,38 @@ def evaluate_model(
     proposals: Mapping[int, Sequence[Sequence[float]]] | None = None,
     tsne_path: str | os.PathLike | None = None,
     seed: int = 0,
+    new_scenes_dir: str | os.PathLike | None = None,
+    new_scenes_max_products: int | None = None,
 ) -> dict[str, Any]:
     """All zero-shot evaluations of the paper on one catalogue split, as a JSON-serialisable nested dict.
 
     ``table1``: zero-shot classification Acc@1 per product view and image-text retrieval R@1/5; ``table2``: coarse
     mAP@1/5/10 and fine-grained R@1/5/10, mAP@1/5/10; ``table3``: instance-level mAP@10/50, mAR@10/50; ``table4``:
     grounding Acc@0.5/0.7 and the distractor control (skipped with ``grounding=False``). ``bf16=None`` uses bf16
-    autocast on CUDA only. With `tsne_path`, also writes a t-SNE PNG of the catalog product embeddings (Fig. 5)."""
+    autocast on CUDA only. With `tsne_path`, also writes a t-SNE PNG of the catalog product embeddings (Fig. 5).
+
+    With `new_scenes_dir` (a catalogue of the same products composed afresh, see `instances.py`), ``new_scenes``
+    holds the retrieval and grounding of `instances.py` on the photos of its ``train`` products (the first
+    `new_scenes_max_products`), and ``controls`` the positive-map entropy and the title-leakage control (instance
+    mode)."""
+    from .instances import new_scene_retrieval, positive_map_diagnostics, title_leakage
+
     catalogue = load_catalogue_split(data_dir, split, max_products)
     with evaluation_of(model) as model:
         mode = resolve_embedding_mode(model, embedding)
         embedded = embed_split(model, processor, catalogue, mode, FULL_VIEWS, batch_size, hypothesis_template, bf16)
         if grounding:
             table4 = visual_grounding(model, processor, catalogue, mode, batch_size, proposals=proposals, seed=seed)
+        if new_scenes_dir is not None:
+            scenes = load_catalogue_split(new_scenes_dir, "train", new_scenes_max_products)
+            new_scenes = {
+                "num_products": len(scenes.product_ids),
+                "retrieval": new_scene_retrieval(model, processor, scenes, mode, batch_size, bf16),
+                "grounding": visual_grounding(model, processor, scenes, mode, batch_size, seed=seed),
+            }
+        controls = {"positive_map": positive_map_diagnostics(model, processor, catalogue, mode, batch_size)}
+        if mode == "instance":
+            controls["title_leakage"] = title_leakage(model, processor, catalogue, batch_size, bf16)
     results = {
         "embedding": mode,
         "split": split,
@@ -313,6 +379,9 @@ def evaluate_model(
     }
     if grounding:
         results["table4"] = table4
+    if new_scenes_dir is not None:
+        results["new_scenes"] = new_scenes
+    results["controls"] = controls
     if tsne_path is not None:
         products, _ = _products_and_sources(embedded, "catalog")
         categories = [catalogue.categories[p] for p in products.tolist()]
