@@ -79,18 +79,23 @@ def load_product_stream(
 
 
 def choose_pair_order(
-    images: Sequence[Mapping[str, Any]], rng: np.random.Generator, anchor_kind: str | None = None
+    images: Sequence[Mapping[str, Any]],
+    rng: np.random.Generator,
+    anchor_kind: str | None = None,
+    anchor_kind_probability: float = 1.0,
 ) -> list[tuple[int, int]]:
     """Candidate (anchor, positive) index pairs of a product's images, best first.
 
     The anchor is drawn at random (among the images of kind ``anchor_kind`` first, when given and the product has
-    one); positives are ranked by preferring another source, then another kind (an instance seen by a different
+    one; for a share ``anchor_kind_probability`` of the draws, the others take any image); positives are ranked by preferring another source, then another kind (an instance seen by a different
     camera / in a different context is the harder, more useful positive), ties broken at random. Later candidates are
     the fallbacks used when an image turns out not to decode.
     """
     count = len(images)
     anchors = rng.permutation(count)
-    if anchor_kind is not None:  # stable sort: the random order survives within each group
+    # Only a mixed share draws a number, so the streams of recipes without one stay as they were.
+    prefer = anchor_kind is not None and (anchor_kind_probability >= 1.0 or rng.random() < anchor_kind_probability)
+    if prefer:  # stable sort: the random order survives within each group
         anchors = sorted(anchors, key=lambda i: images[i]["kind"] != anchor_kind)
     noise = rng.random((count, count))
     pairs = []
@@ -140,6 +145,7 @@ def make_pair(
     position: int,
     augment: bool = False,
     anchor_kind: str | None = None,
+    anchor_kind_probability: float = 1.0,
 ) -> dict[str, Any]:
     """Pick and decode two different images of one product row (each augmented with :func:`augment_image` when
     ``augment``).
@@ -163,7 +169,7 @@ def make_pair(
 
     sample: dict[str, Any] = {"rejected": "single_image"}
     if len(images) >= 2:
-        for anchor, positive in choose_pair_order(images, rng, anchor_kind):
+        for anchor, positive in choose_pair_order(images, rng, anchor_kind, anchor_kind_probability):
             if anchor in bad or positive in bad:
                 continue
             if load(anchor) is not None and load(positive) is not None:
@@ -182,8 +188,9 @@ def make_pair(
     return sample
 
 
-def _make_pairs(jobs: list[tuple[dict[str, Any], int, int, int, bool, str | None]]) -> list[dict[str, Any]]:
-    """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position, augment, anchor_kind)."""
+def _make_pairs(jobs: list[tuple[dict[str, Any], int, int, int, bool, str | None, float]]) -> list[dict[str, Any]]:
+    """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position, augment, anchor_kind,
+    anchor_kind_probability)."""
     return [make_pair(*job) for job in jobs]
 
 
@@ -236,6 +243,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         drop_last: drop the incomplete last batch of an epoch (fixed batch sizes keep distributed gathers simple).
         augment: apply :func:`augment_image` to both images of every pair (training only).
         anchor_kind: image kind preferred as the anchor (the image paired with the title), e.g. ``"catalog"``.
+        anchor_kind_probability: the share of draws that prefer ``anchor_kind`` (the others take any image).
     """
 
     def __init__(
@@ -248,8 +256,11 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         drop_last: bool = True,
         augment: bool = False,
         anchor_kind: str | None = None,
+        anchor_kind_probability: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= anchor_kind_probability <= 1.0:
+            raise ValueError(f"anchor_kind_probability must be in [0, 1], got {anchor_kind_probability}")
         if batch_size < 2:
             raise ValueError("batch_size must be at least 2: the objectives need other products as negatives")
         self.stream = stream
@@ -260,6 +271,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         self.drop_last = drop_last
         self.augment = augment
         self.anchor_kind = anchor_kind
+        self.anchor_kind_probability = anchor_kind_probability
         self.epoch = 0
         self._consumed = 0  # examples of this epoch taken by the batcher (in a batch, held over or rejected)
         self._pending: list[int] = []  # positions of held-over examples, oldest first
@@ -315,7 +327,8 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                         "title": title,
                         "images": [{"image": im["image"], "source": im["source"], "kind": im["kind"]} for im in images],
                     }
-                    yield position, (example, self.seed, epoch, position, self.augment, self.anchor_kind)
+                    job = (example, self.seed, epoch, position, self.augment, self.anchor_kind)
+                    yield position, (*job, self.anchor_kind_probability)
                 else:
                     yield position, None
                 position += 1

@@ -82,6 +82,13 @@ class PretrainingArguments:
             "listing photo the title was written for); x+ still comes from another source or kind. None: any image."
         },
     )
+    anchor_kind_probability: float = field(
+        default=1.0,
+        metadata={
+            "help": "Share of the pairs whose anchor is of anchor_kind; the others take any image of the product, so "
+            "the model also learns from the cluttered photos with the title (1: always anchor_kind)."
+        },
+    )
     # ----- optimisation (Sec. 4.1)
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Products per process and micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
@@ -298,6 +305,8 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
     for name in non_negative:
         if getattr(args, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
+    if not 0.0 <= args.anchor_kind_probability <= 1.0:
+        raise ValueError(f"anchor_kind_probability must be in [0, 1], got {args.anchor_kind_probability}")
     if args.anchor_kind is not None and args.anchor_kind not in IMAGE_KINDS:
         raise ValueError(f"anchor_kind must be one of {IMAGE_KINDS} or None, got {args.anchor_kind!r}")
     if args.warmup_steps >= args.max_steps:
@@ -336,6 +345,12 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
             f"data_dir {data_dir} has no train/ split; convert your catalogue with processing/catalogue_to_shards.py, "
             "or pass --build_demo_catalogue to build the demo catalogue there"
         )
+    for name in ("vision_model_name_or_path", "text_model_name_or_path", "tokenizer_name_or_path"):
+        value = getattr(args, name)
+        # Hub ids look like "org/name"; "./", "../" and "/" are only ever local folders, so a missing one is a mistake.
+        if value is not None and value.startswith(("./", "../", "/")) and not Path(value).is_dir():
+            hint = " (build it with examples/pretrain_image_tower.py, or run `make demo`)" if "vision" in name else ""
+            raise FileNotFoundError(f"{name} {value} is not a folder{hint}")
     if args.resume not in (None, "latest") and not (Path(args.resume) / TRAINER_STATE).is_file():
         raise FileNotFoundError(
             f"resume={args.resume!r} is not a complete checkpoint (no {TRAINER_STATE}); pass "

@@ -120,4 +120,5 @@ def make_stream(args: PretrainingArguments, processor: EclipProcessor, accelerat
         num_workers=args.num_workers,
         augment=args.augment,
         anchor_kind=args.anchor_kind,
+        anchor_kind_probability=args.anchor_kind_probability,
     )
