@@ -124,8 +124,8 @@ class EclipConfig(PreTrainedConfig):
             Config of the instance decoder. Its `hidden_size` is the joint dimension D and defaults to
             `projection_dim`.
         projection_dim (`int`, defaults to 512):
-            Joint embedding dimension D of g_I, g_T and the patch projection to Z (Sec. 3.2). D = 512 makes the
-            ViT-B/16 and ViT-L/16 presets land on the paper's 220 M / 450 M parameters.
+            Joint embedding dimension D of g_I (which also maps the patch tokens to Z, Sec. 3.2) and g_T. D = 512
+            makes the ViT-B/16 and ViT-L/16 presets land on the paper's 220 M / 450 M parameters.
         logit_scale_init_value (`float`, defaults to ln(1/0.07)):
             Initial value of the learnable log inverse temperature 1/tau (Eq. 6-9).
         logit_scale_max (`float`, defaults to ln(100)):

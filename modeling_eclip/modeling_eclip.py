@@ -396,7 +396,7 @@ def _build_tower(config: PreTrainedConfig) -> PreTrainedModel:
 class EclipModel(EclipPreTrainedModel):
     r"""
     ECLIP (Sec. 3.1-3.2): an image tower (ViT), a text tower (BERT-like), projections g_I and g_T to the joint space
-    D, a patch projection giving Z, instance queries (Eq. 1) and the instance decoder.
+    D (g_I also maps the patch tokens, giving Z), instance queries (Eq. 1) and the instance decoder.
 
     Prompts enter the query space L2-normalised and scaled to norm sqrt(D) (the expected norm of a standard Gaussian
     vector in R^D). The paper does not say how prompts are scaled; this makes trained prompts and the Gaussian
@@ -425,9 +425,10 @@ class EclipModel(EclipPreTrainedModel):
 
         dim = config.projection_dim
         decoder_config = config.decoder_config
+        # g_I maps every image token into the joint space: v_cls for L_itc and the prompts, v_1..v_N to give Z
+        # (Sec. 3.1, "a modality-dependent projection layer"; Sec. 3.2, "the same feature space as the prompt").
         self.visual_projection = nn.Linear(config.vision_config.hidden_size, dim, bias=False)  # g_I
         self.text_projection = nn.Linear(config.text_config.hidden_size, dim, bias=False)  # g_T
-        self.patch_projection = nn.Linear(config.vision_config.hidden_size, dim, bias=False)  # v_i -> z_i
         self.query_position_embeddings = nn.Embedding(decoder_config.num_queries, dim)  # q^pos, Eq. 1
         self.query_type_embeddings = nn.Embedding(decoder_config.num_prompt_types, dim)  # q^type, Eq. 1
         self.decoder = EclipInstanceDecoder._from_config(decoder_config)
@@ -470,11 +471,12 @@ class EclipModel(EclipPreTrainedModel):
     def encode_image(
         self, pixel_values: torch.Tensor, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor, BaseModelOutputWithPooling]:
-        """Runs the image tower once and returns (g_I(v_cls), Z, tower output); Z are the projected patches."""
+        """Runs the image tower once and returns (g_I(v_cls), Z, tower output); Z = g_I(v_1..v_N), the patch tokens in
+        the joint space of the prompts."""
         self._check_pixel_values(pixel_values)
         vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
-        tokens = vision_outputs.last_hidden_state
-        return self.visual_projection(tokens[:, 0]), self.patch_projection(tokens[:, 1:]), vision_outputs
+        projected = self.visual_projection(vision_outputs.last_hidden_state)
+        return projected[:, 0], projected[:, 1:], vision_outputs
 
     def encode_text(
         self,

@@ -532,7 +532,8 @@ def test_forward_feeds_the_decoder_eq1_queries_and_projected_patches(model, proc
     output = model(**processor_inputs, output_hidden_states=True)
     patches = model.get_patch_features(processor_inputs["pixel_values"])
     vision_tokens = output.vision_model_output.last_hidden_state
-    torch.testing.assert_close(patches, model.patch_projection(vision_tokens[:, 1:]), atol=0, rtol=0)
+    # Z = g_I(v_1..v_N): the patch tokens go through the image projection of v_cls (Sec. 3.1-3.2).
+    torch.testing.assert_close(patches, model.visual_projection(vision_tokens[:, 1:]), atol=0, rtol=0)
     text = model.get_text_features(processor_inputs["input_ids"], processor_inputs["attention_mask"]).pooler_output
     positive = F.normalize(text, dim=-1) * math.sqrt(TINY_PROJECTION_DIM)
     negatives = model.draw_gaussian_negative_queries().expand(2, -1, -1)
