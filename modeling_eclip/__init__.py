@@ -10,7 +10,13 @@ that no remote code imports: `data/` (shard format, training stream, demo catalo
 `evaluation/` (the paper's tables, metrics, product search); `presets` is `configuration/` of the repository.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_eclip import OBJECTIVES, EclipConfig, EclipDecoderConfig
@@ -32,6 +38,8 @@ AutoConfig.register("eclip_decoder", EclipDecoderConfig, exist_ok=True)
 AutoModel.register(EclipConfig, EclipModel, exist_ok=True)
 AutoModel.register(EclipDecoderConfig, EclipInstanceDecoder, exist_ok=True)
 AutoModelForPreTraining.register(EclipConfig, EclipForPreTraining, exist_ok=True)
+# CLIP-style logits_per_image: the stock zero-shot-image-classification pipeline runs on ECLIP checkpoints.
+AutoModelForZeroShotImageClassification.register(EclipConfig, EclipModel, exist_ok=True)
 AutoProcessor.register(EclipConfig, EclipProcessor, exist_ok=True)
 PIPELINE_REGISTRY.register_pipeline(
     PIPELINE_TASK, pipeline_class=ZeroShotProductClassificationPipeline, pt_model=AutoModel, type="multimodal"
