@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,7 +13,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..grounding_eclip import DEFAULT_WINDOW_FRACTIONS, candidate_boxes, grounding_score_maps, rank_boxes
+from ..grounding_eclip import (
+    DEFAULT_WINDOW_FRACTIONS,
+    candidate_boxes,
+    grounding_score_maps,
+    overlay_heatmap,
+    rank_boxes,
+)
 from ..modeling_eclip import EclipModel
 from ..pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
 from ..processing_eclip import EclipProcessor
@@ -23,13 +30,21 @@ from .embedding import (
     CatalogueSplit,
     EmbeddedSplit,
     EmbeddingMode,
+    dense_image_features,
     embed_split,
     evaluation_of,
     load_catalogue_split,
+    patch_grid_side,
+    process,
+    progress,
     resolve_embedding_mode,
+    text_features,
+    whole_image_kwargs,
 )
 from .metrics import ClassificationAccuracy, GroundingAccuracy, RetrievalMetric, rank_by_score
-from .report import plot_tsne
+from .report import figure_to_image, plot_tsne, tsne_figure
+
+logger = logging.getLogger(__name__)
 
 
 def _metric(cls: type) -> Any:
@@ -171,15 +186,16 @@ def global_score_maps(
 ) -> list[torch.Tensor]:
     """Dense CLIP score maps for the global baseline: cos(g_I(v_i), g_T(w_cls)) per patch token v_i, upsampled to
     each image's size. An ITC-only model never trained its decoder (whose slot assignment is ECLIP's map, see
-    `grounding_eclip.grounding_score_maps`), so its patch tokens go through the trained image projection instead."""
-    side = model.config.num_patches_per_side
+    `grounding_eclip.grounding_score_maps`), so its patch tokens go through the trained image projection instead; so
+    do a CLIP-style model's (`embedding.dense_image_features`), whose image is resized whole, not centre-cropped."""
     maps = []
-    for start in range(0, len(images), batch_size):
+    whole = whole_image_kwargs(processor)
+    for start in progress(range(0, len(images), batch_size), "grounding"):
         batch = list(images[start : start + batch_size])
-        inputs = processor(images=batch, text=list(texts[start : start + batch_size])).to(model.device)
-        _, _, vision_outputs = model.encode_image(inputs["pixel_values"])
-        patches = F.normalize(model.visual_projection(vision_outputs.last_hidden_state[:, 1:]), dim=-1)
-        text = F.normalize(model.encode_text(inputs["input_ids"], inputs["attention_mask"])[0], dim=-1)
+        inputs = process(processor, model.device, images=batch, text=list(texts[start : start + batch_size]), **whole)
+        patches = F.normalize(dense_image_features(model, inputs["pixel_values"]), dim=-1)
+        text = F.normalize(text_features(model, {k: v for k, v in inputs.items() if k != "pixel_values"}), dim=-1)
+        side = patch_grid_side(patches.shape[1])
         grids = torch.einsum("bnd,bd->bn", patches, text).reshape(-1, 1, side, side).float()
         for image, grid in zip(batch, grids):
             width, height = image.size
@@ -228,7 +244,10 @@ def visual_grounding(
     prompts = titles + [title for _, title in distractors]
     prompted_images = images + [images[n] for n, _ in distractors]
     if mode == "instance":
-        maps = grounding_score_maps(model, processor, prompted_images, texts=prompts, batch_size=batch_size)
+        maps = []
+        for start in progress(range(0, len(prompts), batch_size), "grounding"):
+            images, texts = prompted_images[start : start + batch_size], prompts[start : start + batch_size]
+            maps += grounding_score_maps(model, processor, images, texts=texts, batch_size=batch_size)
     else:
         maps = global_score_maps(model, processor, prompted_images, prompts, batch_size)
     main_top, main_true = [], []
@@ -262,17 +281,58 @@ def quick_evaluate(
     ``zero_shot_acc@1``: catalog image + title vs the category prompts (Table 1); ``fine_grained_r@1`` and
     ``fine_grained_map@10``: customer-image queries vs the catalog gallery of another source, match = same product
     (Table 2). Only catalog and customer images are embedded."""
+    return quick_evaluate_with_figures(
+        model, processor, data_dir, split, batch_size, max_products, embedding, hypothesis_template, 0, False
+    )[0]
+
+
+def quick_evaluate_with_figures(
+    model: EclipModel,
+    processor: EclipProcessor,
+    data_dir: str | os.PathLike,
+    split: str = "test",
+    batch_size: int = 32,
+    max_products: int | None = None,
+    embedding: EmbeddingMode = "auto",
+    hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE,
+    num_overlays: int = 4,
+    tsne: bool = True,
+) -> tuple[dict[str, float], dict[str, Image.Image]]:
+    """`quick_evaluate`'s numbers and images for experiment trackers: ``eval/grounding_<i>``, the score map of the
+    first `num_overlays` customer images prompted with their titles over the image, and ``eval/tsne``, a t-SNE of the
+    catalog products' image + title embeddings by category (needs matplotlib and scikit-learn, else left out)."""
     catalogue = load_catalogue_split(data_dir, split, max_products)
+    figures = {}
     with evaluation_of(model) as model:
         mode = resolve_embedding_mode(model, embedding)
         embedded = embed_split(model, processor, catalogue, mode, QUICK_VIEWS, batch_size, hypothesis_template, None)
+        indices = catalogue.image_indices("customer")[:num_overlays]
+        if indices:
+            images = [catalogue.images[i].to_pil() for i in indices]
+            titles = [catalogue.titles[catalogue.images[i].product] for i in indices]
+            with torch.inference_mode():
+                if mode == "instance":
+                    maps = grounding_score_maps(model, processor, images, texts=titles, batch_size=batch_size)
+                else:
+                    maps = global_score_maps(model, processor, images, titles, batch_size)
+            for n, (index, image, score_map) in enumerate(zip(indices, images, maps)):
+                boxes = catalogue.images[index].boxes[:1]
+                figures[f"eval/grounding_{n}"] = overlay_heatmap(image, score_map, boxes=boxes or None)
+    if tsne:
+        products, _ = _products_and_sources(embedded, "catalog")
+        categories = [catalogue.categories[p] for p in products.tolist()]
+        try:
+            figures["eval/tsne"] = figure_to_image(tsne_figure(embedded.views["catalog"]["image+title"], categories))
+        except ImportError as error:  # matplotlib / scikit-learn are the eval extra
+            logger.warning("no t-SNE image for the trackers: %s (pip install '.[eval]')", error)
     classification = zero_shot_classification(embedded)
     fine = product_retrieval(embedded)["fine_grained"]
-    return {
+    metrics = {
         "zero_shot_acc@1": classification["acc@1 (image+title)"],
         "fine_grained_r@1": fine["r@1"],
         "fine_grained_map@10": fine["map@10"],
     }
+    return metrics, figures
 
 
 def evaluate_model(
