@@ -203,6 +203,25 @@ def global_score_maps(
     return maps
 
 
+def score_maps(
+    model: EclipModel,
+    processor: EclipProcessor,
+    images: Sequence[Image.Image],
+    texts: Sequence[str],
+    mode: str,
+    batch_size: int = 32,
+) -> list[torch.Tensor]:
+    """Each image's score map for its text, `(height, width)`: ECLIP's prompted slot (instance mode,
+    `grounding_eclip.grounding_score_maps`) or the dense map of a global model (`global_score_maps`)."""
+    if mode != "instance":
+        return global_score_maps(model, processor, images, texts, batch_size)
+    maps = []
+    for start in progress(range(0, len(texts), batch_size), "grounding"):
+        batch, prompts = list(images[start : start + batch_size]), list(texts[start : start + batch_size])
+        maps += grounding_score_maps(model, processor, batch, texts=prompts, batch_size=batch_size)
+    return maps
+
+
 def visual_grounding(
     model: EclipModel,
     processor: EclipProcessor,
@@ -243,13 +262,7 @@ def visual_grounding(
     titles = [split.titles[split.images[i].product] for i in samples]
     prompts = titles + [title for _, title in distractors]
     prompted_images = images + [images[n] for n, _ in distractors]
-    if mode == "instance":
-        maps = []
-        for start in progress(range(0, len(prompts), batch_size), "grounding"):
-            images, texts = prompted_images[start : start + batch_size], prompts[start : start + batch_size]
-            maps += grounding_score_maps(model, processor, images, texts=texts, batch_size=batch_size)
-    else:
-        maps = global_score_maps(model, processor, prompted_images, prompts, batch_size)
+    maps = score_maps(model, processor, prompted_images, prompts, mode, batch_size)
     main_top, main_true = [], []
     for n, index in enumerate(samples):
         main_top.append(candidates[n][rank_boxes(maps[n], candidates[n])[0]].tolist())
@@ -267,23 +280,15 @@ def visual_grounding(
 
 
 def quick_evaluate(
-    model: EclipModel,
-    processor: EclipProcessor,
-    data_dir: str | os.PathLike,
-    split: str = "test",
-    batch_size: int = 32,
-    max_products: int | None = None,
-    embedding: EmbeddingMode = "auto",
-    hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE,
+    model: EclipModel, processor: EclipProcessor, data_dir: str | os.PathLike, **kwargs: Any
 ) -> dict[str, float]:
     """The two headline numbers, for periodic evaluation during training and the model card.
 
     ``zero_shot_acc@1``: catalog image + title vs the category prompts (Table 1); ``fine_grained_r@1`` and
     ``fine_grained_map@10``: customer-image queries vs the catalog gallery of another source, match = same product
-    (Table 2). Only catalog and customer images are embedded."""
-    return quick_evaluate_with_figures(
-        model, processor, data_dir, split, batch_size, max_products, embedding, hypothesis_template, 0, False
-    )[0]
+    (Table 2). Only catalog and customer images are embedded. Keyword arguments (`split`, `batch_size`,
+    `max_products`, `embedding`, `hypothesis_template`) are those of `quick_evaluate_with_figures`."""
+    return quick_evaluate_with_figures(model, processor, data_dir, num_overlays=0, tsne=False, **kwargs)[0]
 
 
 def quick_evaluate_with_figures(
@@ -298,7 +303,7 @@ def quick_evaluate_with_figures(
     num_overlays: int = 4,
     tsne: bool = True,
 ) -> tuple[dict[str, float], dict[str, Image.Image]]:
-    """`quick_evaluate`'s numbers and images for experiment trackers: ``eval/grounding_<i>``, the score map of the
+    """`quick_evaluate`'s numbers, and images for experiment trackers: ``eval/grounding_<i>``, the score map of the
     first `num_overlays` customer images prompted with their titles over the image, and ``eval/tsne``, a t-SNE of the
     catalog products' image + title embeddings by category (needs matplotlib and scikit-learn, else left out)."""
     catalogue = load_catalogue_split(data_dir, split, max_products)
@@ -311,10 +316,7 @@ def quick_evaluate_with_figures(
             images = [catalogue.images[i].to_pil() for i in indices]
             titles = [catalogue.titles[catalogue.images[i].product] for i in indices]
             with torch.inference_mode():
-                if mode == "instance":
-                    maps = grounding_score_maps(model, processor, images, texts=titles, batch_size=batch_size)
-                else:
-                    maps = global_score_maps(model, processor, images, titles, batch_size)
+                maps = score_maps(model, processor, images, titles, mode, batch_size)
             for n, (index, image, score_map) in enumerate(zip(indices, images, maps)):
                 boxes = catalogue.images[index].boxes[:1]
                 figures[f"eval/grounding_{n}"] = overlay_heatmap(image, score_map, boxes=boxes or None)
