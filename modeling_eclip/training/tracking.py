@@ -61,8 +61,9 @@ def check_report_to(names: Sequence[str]) -> None:
 
 
 def tracker_init_kwargs(names: Sequence[str], run_name: str) -> dict[str, dict[str, Any]]:
-    """The run name in each tracker's own keyword (the project name is `init_trackers`' first argument)."""
-    keyword = {"wandb": "name", "trackio": "name", "mlflow": "run_name", "comet_ml": "experiment_name"}
+    """The run name in the keyword of each tracker that takes one: wandb, trackio and MLflow (the project name is
+    `init_trackers`' first argument; TensorBoard writes under `<output_dir>/<project_name>`)."""
+    keyword = {"wandb": "name", "trackio": "name", "mlflow": "run_name"}
     return {name: {keyword[name]: run_name} for name in names if name in keyword}
 
 
