@@ -10,7 +10,14 @@ that no remote code imports: `data/` (shard format, training stream, demo catalo
 `evaluation/` (the paper's tables, metrics, product search); `presets` is `configuration/` of the repository.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_eclip import OBJECTIVES, EclipConfig, EclipDecoderConfig
@@ -25,14 +32,18 @@ from .modeling_eclip import (
     EclipPreTrainedModel,
 )
 from .pipeline_eclip import PIPELINE_TASK, ZeroShotProductClassificationPipeline, save_pretrained_with_pipeline
-from .processing_eclip import EclipProcessor
+from .processing_eclip import EclipImageProcessor, EclipProcessor
 
 AutoConfig.register("eclip", EclipConfig, exist_ok=True)
 AutoConfig.register("eclip_decoder", EclipDecoderConfig, exist_ok=True)
 AutoModel.register(EclipConfig, EclipModel, exist_ok=True)
 AutoModel.register(EclipDecoderConfig, EclipInstanceDecoder, exist_ok=True)
 AutoModelForPreTraining.register(EclipConfig, EclipForPreTraining, exist_ok=True)
+# CLIP-style logits_per_image: the stock zero-shot-image-classification pipeline runs on ECLIP checkpoints.
+AutoModelForZeroShotImageClassification.register(EclipConfig, EclipModel, exist_ok=True)
 AutoProcessor.register(EclipConfig, EclipProcessor, exist_ok=True)
+# PIL only: an export loads with the preprocessing pretraining used, torchvision installed or not.
+AutoImageProcessor.register(EclipConfig, image_processor_classes={"pil": EclipImageProcessor}, exist_ok=True)
 PIPELINE_REGISTRY.register_pipeline(
     PIPELINE_TASK, pipeline_class=ZeroShotProductClassificationPipeline, pt_model=AutoModel, type="multimodal"
 )
@@ -43,6 +54,7 @@ EclipConfig.register_for_auto_class()
 EclipModel.register_for_auto_class("AutoModel")
 EclipForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 EclipProcessor.register_for_auto_class("AutoProcessor")
+EclipImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "LOSS_NAMES",
@@ -52,6 +64,7 @@ __all__ = [
     "EclipDecoderOutput",
     "EclipForPreTraining",
     "EclipForPreTrainingOutput",
+    "EclipImageProcessor",
     "EclipInstanceDecoder",
     "EclipModel",
     "EclipOutput",

@@ -38,6 +38,8 @@ from .loss_eclip import (
 
 TEXT_PROMPT = 0
 IMAGE_PROMPT = 1
+# EclipModel returns CLIP-style logits, so it also serves transformers' zero-shot-image-classification pipeline.
+ZERO_SHOT_AUTO_CLASS = "AutoModelForZeroShotImageClassification"
 
 
 @dataclass
@@ -52,11 +54,19 @@ class EclipDecoderOutput(ModelOutput):
     assignment_maps (`tuple(torch.FloatTensor)`, *optional*, returned when `output_assignment_maps=True`):
         The soft assignment M of every block (Eq. 3), each `(batch_size, num_patches, num_queries)`: for every
         token, a distribution over the T queries.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        The self-attention weights over the slots of every block, each `(batch_size, num_heads, num_queries,
+        num_queries)`, as in DETR-family decoders.
+    cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        The slot attention of every block (the assignment M of Eq. 3, this decoder's attention over the image tokens),
+        in the layout of DETR-family cross-attentions: `(batch_size, 1, num_queries, num_patches)`, one head.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     assignment_maps: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -206,14 +216,20 @@ class EclipSelfAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
+        # Fused kernels (sdpa, flash) return no weights; the T x T attention over slots is tiny, so when the weights
+        # are asked for it runs eagerly instead of returning None.
+        attention_interface: Callable = (
+            eager_attention_forward
+            if output_attentions
+            else ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         )
         attn_output, attn_weights = attention_interface(
             self,
@@ -258,13 +274,18 @@ class EclipDecoderLayer(GradientCheckpointingLayer):
         query_embeds: torch.Tensor,
         tokens: torch.Tensor,
         token_projection: EclipTokenProjection,
+        output_attentions: bool = False,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns the slots after the block, the slot-attention assignment M `(B, N, T)` and, with
+        `output_attentions`, the self-attention weights `(B, heads, T, T)` (else None)."""
         hidden_states, assignment = self.slot_attention(hidden_states, query_embeds, tokens, token_projection)
-        attn_output, _ = self.self_attention(self.self_attention_layernorm(hidden_states), **kwargs)
+        attn_output, attn_weights = self.self_attention(
+            self.self_attention_layernorm(hidden_states), output_attentions=output_attentions, **kwargs
+        )
         hidden_states = hidden_states + self.dropout(attn_output)
         hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_layernorm(hidden_states)))
-        return hidden_states, assignment
+        return hidden_states, assignment, attn_weights if output_attentions else None
 
 
 class EclipPreTrainedModel(PreTrainedModel):
@@ -295,7 +316,6 @@ class EclipPreTrainedModel(PreTrainedModel):
             init.zeros_(module.queue_pointer)
         if isinstance(module, EclipModel):
             init.constant_(module.logit_scale, module.config.logit_scale_init_value)
-            init.copy_(module.gaussian_negative_queries, module.draw_gaussian_negative_queries())
             init.zeros_(module.ema_negative_queries)
 
 
@@ -328,6 +348,7 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
         encoder_hidden_states: torch.Tensor,
         output_hidden_states: bool | None = None,
         output_assignment_maps: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> EclipDecoderOutput | tuple:
@@ -338,6 +359,8 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
             The projected patch tokens Z.
         output_assignment_maps (`bool`, *optional*):
             Return every block's assignment map M (Eq. 3).
+        output_attentions (`bool`, *optional*, defaults to `config.output_attentions`):
+            Return every block's self-attention weights (`attentions`) and slot attention (`cross_attentions`).
         """
         hidden_size = self.config.hidden_size
         if query_embeds.dim() != 3 or query_embeds.shape[-1] != hidden_size:
@@ -357,22 +380,34 @@ class EclipInstanceDecoder(EclipPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         tokens = self.token_layernorm(encoder_hidden_states)
         hidden_states = torch.zeros_like(query_embeds)  # H^0 = 0
         all_hidden_states = [hidden_states] if output_hidden_states else None
-        all_assignments = [] if output_assignment_maps else None
+        all_assignments, all_attentions, all_cross_attentions = [], [], []
         for layer in self.layers:
-            hidden_states, assignment = layer(hidden_states, query_embeds, tokens, self.token_projection, **kwargs)
+            hidden_states, assignment, attn_weights = layer(
+                hidden_states,
+                query_embeds,
+                tokens,
+                self.token_projection,
+                output_attentions=output_attentions,
+                **kwargs,
+            )
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
-            if output_assignment_maps:
-                all_assignments.append(assignment)
+            all_assignments.append(assignment)
+            if output_attentions:
+                all_attentions.append(attn_weights)
+                all_cross_attentions.append(assignment.transpose(1, 2).unsqueeze(1))
         output = EclipDecoderOutput(
             last_hidden_state=self.layernorm(hidden_states),
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
             assignment_maps=tuple(all_assignments) if output_assignment_maps else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+            cross_attentions=tuple(all_cross_attentions) if output_attentions else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -433,12 +468,22 @@ class EclipModel(EclipPreTrainedModel):
         self.query_type_embeddings = nn.Embedding(decoder_config.num_prompt_types, dim)  # q^type, Eq. 1
         self.decoder = EclipInstanceDecoder._from_config(decoder_config)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
-        num_negatives = decoder_config.num_queries - 1
-        # Regenerated from the seed on every load, so it is not stored in checkpoints.
-        self.register_buffer("gaussian_negative_queries", torch.empty(num_negatives, dim), persistent=False)
         # "ema" negative mode (Table 6): a moving average of the negative queries seen in pretraining.
-        self.register_buffer("ema_negative_queries", torch.zeros(num_negatives, dim))
+        self.register_buffer("ema_negative_queries", torch.zeros(decoder_config.num_queries - 1, dim))
+        # The Gaussian negative queries are a function of the config's seed, not state (see gaussian_negative_queries).
+        self._gaussian_negative_queries: dict[tuple, torch.Tensor] = {}
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """As `PreTrainedModel.save_pretrained`. With remote code registered, `auto_map` also names this class for
+        `AutoModelForZeroShotImageClassification` (`register_for_auto_class` records one Auto class per model class),
+        so the stock `zero-shot-image-classification` pipeline loads the checkpoint with `trust_remote_code=True`."""
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map[ZERO_SHOT_AUTO_CLASS] = f"{module}.{type(self).__name__}"
+            self.config.auto_map = auto_map
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     # ----- construction from pretrained towers -----
 
@@ -528,10 +573,27 @@ class EclipModel(EclipPreTrainedModel):
         return F.normalize(prompts, dim=-1) * math.sqrt(self.config.projection_dim)
 
     def draw_gaussian_negative_queries(self) -> torch.Tensor:
-        """The fixed standard-Gaussian negative queries of Sec. 3.4, drawn from a seeded generator."""
+        """The fixed standard-Gaussian negative queries of Sec. 3.4, drawn from a seeded generator (float32, CPU)."""
         decoder_config = self.config.decoder_config
         generator = torch.Generator().manual_seed(decoder_config.negative_query_seed)
         return torch.randn(decoder_config.num_queries - 1, self.config.projection_dim, generator=generator)
+
+    @property
+    def gaussian_negative_queries(self) -> torch.Tensor:
+        """`draw_gaussian_negative_queries()` on the model's device and in its dtype, `(T-1, D)`.
+
+        Derived from `decoder_config.negative_query_seed` on first use (then cached per device, dtype and seed), never
+        stored: a buffer would hold uninitialised memory wherever a model is built without running `_init_weights`
+        (`no_init_weights`, meta device or `init_empty_weights`, then `to_empty` and `load_state_dict`).
+        """
+        reference = self.query_position_embeddings.weight
+        key = (reference.device, reference.dtype, self.config.decoder_config.negative_query_seed)
+        if key not in self._gaussian_negative_queries:
+            # A normal tensor even when first asked for under inference_mode: training may use the cached one later.
+            with torch.inference_mode(False):
+                queries = self.draw_gaussian_negative_queries().to(device=reference.device, dtype=reference.dtype)
+            self._gaussian_negative_queries = {key: queries}
+        return self._gaussian_negative_queries[key]
 
     def inference_negative_queries(self, positive_queries: torch.Tensor) -> torch.Tensor:
         """The T-1 negative queries used at transfer time (Sec. 3.4, Table 6), `(batch, T-1, D)`.
@@ -542,9 +604,11 @@ class EclipModel(EclipPreTrainedModel):
         """
         batch_size = positive_queries.shape[0]
         mode = self.config.decoder_config.negative_query_mode
-        gaussian = self.gaussian_negative_queries.to(positive_queries.dtype)
+        gaussian = self.gaussian_negative_queries.to(positive_queries.device, positive_queries.dtype)
         if mode == "ema":
-            return self.ema_negative_queries.to(positive_queries.dtype).expand(batch_size, -1, -1)
+            return self.ema_negative_queries.to(positive_queries.device, positive_queries.dtype).expand(
+                batch_size, -1, -1
+            )
         if mode == "gaussian" or batch_size == 1:
             return gaussian.expand(batch_size, -1, -1)
         num_negatives = gaussian.shape[0]
@@ -624,6 +688,7 @@ class EclipModel(EclipPreTrainedModel):
         prompt_types: torch.Tensor,
         output_assignment_maps: bool = True,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
     ) -> EclipDecoderOutput:
         """Transfer-time decoding (Sec. 3.4): the positive prompt in slot 0, inference negatives elsewhere."""
         positive_queries = self.prompts_to_query_space(prompts)
@@ -634,6 +699,7 @@ class EclipModel(EclipPreTrainedModel):
             patch_embeds,
             output_assignment_maps=output_assignment_maps,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             return_dict=True,
         )
 
@@ -705,6 +771,7 @@ class EclipModel(EclipPreTrainedModel):
         prompt_embeds: torch.Tensor | None = None,
         return_loss: bool = False,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         normalize_instance_embeds: bool = True,
         return_dict: bool | None = None,
         **kwargs,
@@ -716,34 +783,43 @@ class EclipModel(EclipPreTrainedModel):
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`, *optional*):
             Product images. With images, the decoder runs and `instance_embeds` / `grounding_maps` are returned.
         input_ids, attention_mask, token_type_ids (*optional*):
-            The product texts, one per image (the default positive prompt).
+            Texts. With one text per image (as many rows as `pixel_values`), text i is the product text of image i and
+            prompts its decoder; with any other number (category prompts, as `CLIPModel` is called), the texts are
+            only scored against every image and each image prompts its own decoder.
         prompt_pixel_values (*optional*):
             Image prompts ("find this product in that scene"), one per image; take precedence over the text.
         prompt_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`, *optional*):
             Ready-made projected prompts; take precedence over everything else.
         return_loss (`bool`):
-            Return the image-text contrastive loss L_itc (Eq. 6-7), as `CLIPModel` does.
+            Return the image-text contrastive loss L_itc (Eq. 6-7), as `CLIPModel` does (one text per image).
+        output_hidden_states, output_attentions (`bool`, *optional*):
+            Passed to both towers and the instance decoder; read them from `vision_model_output`,
+            `text_model_output` and `decoder_output`.
+
+        `logits_per_image` is `(num_images, num_texts)` and `logits_per_text` its transpose, as in `CLIPModel`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if pixel_values is None and input_ids is None:
             raise ValueError("EclipModel needs at least one modality: pass pixel_values and/or input_ids.")
-        if pixel_values is not None and input_ids is not None:
-            _check_batch(pixel_values.shape[0], input_ids.shape[0], "pixel_values", "input_ids")
+        paired = pixel_values is not None and input_ids is not None and pixel_values.shape[0] == input_ids.shape[0]
+        if return_loss and not paired:
+            raise ValueError(
+                "return_loss=True needs one text per image (L_itc contrasts matching pairs): pixel_values has "
+                f"{None if pixel_values is None else pixel_values.shape[0]} rows, input_ids "
+                f"{None if input_ids is None else input_ids.shape[0]}."
+            )
+        outputs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
 
         image_embeds = text_embeds = vision_outputs = text_outputs = None
         instance_embeds = grounding_maps = decoder_output = None
         if input_ids is not None:
-            text_embeds, text_outputs = self.encode_text(
-                input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states, **kwargs
-            )
+            text_embeds, text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, **outputs, **kwargs)
         if pixel_values is not None:
-            image_embeds, patch_embeds, vision_outputs = self.encode_image(
-                pixel_values, output_hidden_states=output_hidden_states, **kwargs
+            image_embeds, patch_embeds, vision_outputs = self.encode_image(pixel_values, **outputs, **kwargs)
+            prompts, prompt_types = self._resolve_prompt(
+                image_embeds, text_embeds if paired else None, prompt_pixel_values, prompt_embeds
             )
-            prompts, prompt_types = self._resolve_prompt(image_embeds, text_embeds, prompt_pixel_values, prompt_embeds)
-            decoder_output = self.decode_instances(
-                patch_embeds, prompts, prompt_types, output_hidden_states=output_hidden_states
-            )
+            decoder_output = self.decode_instances(patch_embeds, prompts, prompt_types, **outputs)
             instance_embeds = decoder_output.last_hidden_state[:, 0]
             if normalize_instance_embeds:
                 instance_embeds = F.normalize(instance_embeds, dim=-1)
@@ -790,6 +866,8 @@ class EclipForPreTrainingOutput(ModelOutput):
     image_embeds, text_embeds, instance_embeds (`torch.FloatTensor`, *optional*):
         The online model's normalised g_I(v_cls), g_T(w_cls) and positive-slot h (local rows).
     positive_slot (`torch.LongTensor`, *optional*): the slot r that held each sample's positive prompt.
+    vision_model_output, text_model_output, decoder_output (*optional*, with `output_hidden_states` or
+        `output_attentions`): the online towers' and the instance decoder's outputs, holding what was asked for.
     enqueue_embeds, enqueue_prompts, enqueue_product_ids (*optional*, training mode with the decoder objectives on):
         The momentum features h_xi, the momentum text prompts and the product ids of the global batch, `(B_global, D)`
         and `(B_global,)`, for the queues; [`EclipForPreTraining.enqueue`] writes them once the step is known good.
@@ -813,6 +891,12 @@ class EclipForPreTrainingOutput(ModelOutput):
     enqueue_prompts: torch.FloatTensor | None = None
     enqueue_product_ids: torch.LongTensor | None = None
     negative_queries_mean: torch.FloatTensor | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    decoder_output: EclipDecoderOutput | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
 # What `EclipForPreTrainingOutput` logs: the weighted total, then every objective's term.
@@ -843,6 +927,9 @@ class EclipForPreTraining(EclipPreTrainedModel):
     `EclipModel.from_pretrained` on a pretraining checkpoint also yields it, ignoring the momentum copy, the ITM head
     and the queues.
     """
+
+    # The first input of `forward` (transformers reads it, e.g. for gradient checkpointing's input gradients).
+    main_input_name = "pixel_values"
 
     def __init__(self, config: EclipConfig):
         super().__init__(config)
@@ -946,6 +1033,8 @@ class EclipForPreTraining(EclipPreTrainedModel):
         product_ids: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         itc_only: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> EclipForPreTrainingOutput | tuple:
@@ -957,6 +1046,10 @@ class EclipForPreTraining(EclipPreTrainedModel):
         itc_only (`bool`, defaults to `False`):
             Compute L_itc alone for this call (no momentum model, decoder or queue), whatever the config's weights:
             the ITC phase of a recipe whose image tower starts from random init.
+        output_hidden_states, output_attentions (`bool`, *optional*):
+            Return the online towers' and the decoder's hidden states / attentions in `vision_model_output`,
+            `text_model_output` and `decoder_output` (these three are None otherwise, so a training step holds no
+            extra activations).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
@@ -967,8 +1060,9 @@ class EclipForPreTraining(EclipPreTrainedModel):
         row_offset = rank * batch_size
 
         # Online towers and L_itc (Eq. 6-7).
-        image_raw, patch_embeds, _ = self.eclip.encode_image(pixel_values, **kwargs)
-        text_raw, _ = self.eclip.encode_text(input_ids, attention_mask, token_type_ids, **kwargs)
+        flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        image_raw, patch_embeds, vision_outputs = self.eclip.encode_image(pixel_values, **flags, **kwargs)
+        text_raw, text_outputs = self.eclip.encode_text(input_ids, attention_mask, token_type_ids, **flags, **kwargs)
         image_embeds, text_embeds = F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1)
         logit_scale = self.eclip.logit_scale.clamp(max=config.logit_scale_max).exp()
         all_image_embeds, all_text_embeds = gather_features(image_embeds), gather_features(text_embeds)
@@ -987,7 +1081,7 @@ class EclipForPreTraining(EclipPreTrainedModel):
                 all_product_ids,
                 row_offset,
             )
-        instance_embeds = positive_slot = positive_slot_entropy = None
+        instance_embeds = positive_slot = positive_slot_entropy = decoder_output = None
         enqueue = {}
         if instance_objectives:
             # Momentum targets of x+, then the instance decoder with the positive prompt at slot r.
@@ -1002,7 +1096,9 @@ class EclipForPreTraining(EclipPreTrainedModel):
                 all_product_ids,
                 product_ids,
             )
-            decoder_output = self.eclip.decoder(queries, patch_embeds, output_assignment_maps=True, return_dict=True)
+            decoder_output = self.eclip.decoder(
+                queries, patch_embeds, output_assignment_maps=True, **flags, return_dict=True
+            )
             slots = decoder_output.last_hidden_state
             assignment = decoder_output.assignment_maps[-1]
             rows = torch.arange(batch_size, device=slots.device)
@@ -1050,6 +1146,10 @@ class EclipForPreTraining(EclipPreTrainedModel):
                 }
 
         weights = {name: getattr(config, f"{name}_loss_weight") for name in OBJECTIVES}
+        asked = {}
+        if output_hidden_states or output_attentions:
+            asked = {"vision_model_output": vision_outputs, "text_model_output": text_outputs}
+            asked["decoder_output"] = decoder_output
         output = EclipForPreTrainingOutput(
             loss=sum(weights[name] * value for name, value in losses.items() if value is not None),
             **{f"loss_{name}": value for name, value in losses.items()},
@@ -1060,6 +1160,7 @@ class EclipForPreTraining(EclipPreTrainedModel):
             instance_embeds=instance_embeds,
             positive_slot=positive_slot,
             **enqueue,
+            **asked,
         )
         return output if return_dict else output.to_tuple()
 
@@ -1180,9 +1281,7 @@ def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int)
 def _check_batch(expected: int, actual: int, expected_name: str, actual_name: str) -> None:
     if expected != actual:
         raise ValueError(
-            f"{expected_name} has batch size {expected} but {actual_name} has {actual}: ECLIP pairs one text or "
-            "prompt with each image. To score every image against every text, use get_image_features and "
-            "get_text_features."
+            f"{expected_name} has batch size {expected} but {actual_name} has {actual}: one per image is needed here."
         )
 
 

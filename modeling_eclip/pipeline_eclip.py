@@ -7,11 +7,13 @@ package is not installed. Remote-code safe: imports only torch, transformers and
 """
 
 import os
+import types
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 from transformers import Pipeline, PreTrainedModel, ProcessorMixin
 
 from .processing_eclip import EclipProcessor, to_rgb_image
@@ -40,20 +42,33 @@ class ZeroShotProductClassificationPipeline(Pipeline):
     >>> classifier = pipeline(model="path/to/eclip-checkpoint", trust_remote_code=True)
     >>> classifier("shoe.jpg", titles="red leather running shoe", candidate_labels=["shoes", "bags", "watches"])
     [{'score': 0.91, 'label': 'shoes'}, {'score': 0.06, 'label': 'bags'}, {'score': 0.03, 'label': 'watches'}]
+    >>> # streaming over a dataset, as with the stock image pipelines
+    >>> from transformers.pipelines.pt_utils import KeyDataset
+    >>> for scores in classifier(KeyDataset(dataset, "image"), candidate_labels=["shoes", "bags"], batch_size=8): ...
     ```
     """
 
-    _load_processor = False
-    _load_image_processor = True
+    # The checkpoint's EclipProcessor when it loads, else its tokenizer and image processor; `processor=` wins.
+    _load_processor = None
+    _load_image_processor = None
     _load_feature_extractor = False
-    _load_tokenizer = True
+    _load_tokenizer = None
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        processor = self.processor
+        if processor is not None and getattr(processor, "tokenizer", None) is not None:
+            self.tokenizer, self.image_processor = processor.tokenizer, processor.image_processor
         if self.tokenizer is None or self.image_processor is None:
-            raise ValueError(f"The {PIPELINE_TASK} pipeline needs both a tokenizer and an image processor.")
-        # One place for ECLIP's input conventions (no centre crop, 55 text tokens, image decoding with named errors).
-        self.eclip_processor = EclipProcessor(image_processor=self.image_processor, tokenizer=self.tokenizer)
+            raise ValueError(
+                f"The {PIPELINE_TASK} pipeline needs a processor=, or both a tokenizer= and an image_processor=."
+            )
+        # One place for ECLIP's input conventions (no centre crop, 55 text tokens, image decoding with named errors):
+        # the processor (a remote-code EclipProcessor is another class, so it is recognised by its parts).
+        if processor is not None and hasattr(processor, "image_processor") and hasattr(processor, "model_input_names"):
+            self.eclip_processor = processor
+        else:
+            self.eclip_processor = EclipProcessor(image_processor=self.image_processor, tokenizer=self.tokenizer)
 
     def __call__(
         self,
@@ -69,13 +84,16 @@ class ZeroShotProductClassificationPipeline(Pipeline):
         Classify one product or a list of products.
 
         Args:
-            images (`PIL.Image`, `str`, `os.PathLike`, `bytes`, `np.ndarray`, or a list of them):
-                The product images (a path is opened from disk).
+            images (`PIL.Image`, `str`, `os.PathLike`, `bytes`, `np.ndarray`, a `{"image": ..., "title": ...}` dict, a
+                list of them, or a generator or dataset yielding them, e.g. `KeyDataset(dataset, "image")`):
+                The product images: a path is opened from disk, a URL downloaded and a base64 string decoded
+                (`transformers.image_utils.load_image`). A generator or dataset is streamed: the call returns an
+                iterator of results, as stock pipelines do.
             candidate_labels (`list[str]`):
                 At least two distinct category names.
             titles (`str` or `list[str]`, *optional*):
-                One product title per image; the title prompts the instance decoder. Without titles, every image
-                prompts itself.
+                One product title per image (of a list); the title prompts the instance decoder. Without titles, every
+                image prompts itself. Streams carry titles in `{"image": ..., "title": ...}` items.
             hypothesis_template (`str`, *optional*, defaults to `"a photo of a {}."`):
                 The category prompt; `{}` is replaced by each label.
             top_k (`int`, *optional*):
@@ -86,14 +104,22 @@ class ZeroShotProductClassificationPipeline(Pipeline):
 
         Return:
             For one image, a list of `{"label": str, "score": float}` sorted by decreasing score; for a list of
-            images, one such list per image.
+            images, one such list per image; for a stream, an iterator of such lists.
         """
         labels = _check_labels(candidate_labels)
         if "{}" not in hypothesis_template:
             raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}.")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-        items = _product_items(images, titles)
+        if isinstance(images, (types.GeneratorType, Dataset)):
+            if titles is not None:
+                raise ValueError(
+                    "titles= needs a list of images; a generator or dataset carries titles in "
+                    "{'image': ..., 'title': ...} items."
+                )
+            items = images  # streamed lazily by Pipeline.__call__
+        else:
+            items = _product_items(images, titles)
         label_embeds = self.label_embeddings([hypothesis_template.format(label) for label in labels])
         return super().__call__(
             items, batch_size=batch_size, candidate_labels=labels, label_embeds=label_embeds, top_k=top_k, **kwargs
@@ -118,9 +144,10 @@ class ZeroShotProductClassificationPipeline(Pipeline):
             chunks.append(self.model.get_text_features(**tokens, return_dict=True).pooler_output)
         return F.normalize(torch.cat(chunks).float(), dim=-1)
 
-    def preprocess(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def preprocess(self, item: Any) -> dict[str, torch.Tensor]:
+        item = _as_item(item)
         image = to_rgb_image(item["image"], item["name"])
-        inputs = dict(self.eclip_processor(images=image, text=item["title"]))
+        inputs = dict(self.eclip_processor(images=image, text=item["title"], return_tensors="pt"))
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
 
@@ -155,25 +182,40 @@ def _check_labels(candidate_labels: Sequence[str] | None) -> list[str]:
     return labels
 
 
+def _as_item(item: Any, name: str = "image") -> dict[str, Any]:
+    """`{"image", "title", "name"}` of one input: an image alone or a `{"image": ..., "title": ...}` dict."""
+    if not isinstance(item, dict):
+        return {"image": item, "title": None, "name": name}
+    if "name" in item and set(item) == {"image", "title", "name"}:
+        return item  # built by _product_items
+    unknown = sorted(set(item) - {"image", "title"})
+    if "image" not in item or unknown:
+        raise ValueError(
+            f"{name} must be an image or a dict with 'image' and an optional 'title', got keys {sorted(item)}."
+        )
+    title = item.get("title")
+    if title is not None and (not isinstance(title, str) or not title.strip()):
+        raise ValueError(f"the title of {name} must be a non-empty string, got {title!r}.")
+    return {"image": item["image"], "title": title, "name": name}
+
+
 def _product_items(images: Any, titles: str | Sequence[str] | None) -> dict[str, Any] | list[dict[str, Any]]:
     """One `{"image", "title", "name"}` item per product (a single item for a single image), titles checked."""
     single = not isinstance(images, (list, tuple))
     images = [images] if single else list(images)
     if not images:
         raise ValueError("images is empty: pass at least one product image.")
-    if titles is None:
-        titles = [None] * len(images)
-    else:
+    items = [_as_item(image, "image" if single else f"images[{index}]") for index, image in enumerate(images)]
+    if titles is not None:
         titles = [titles] if isinstance(titles, str) else list(titles)
         if len(titles) != len(images):
             raise ValueError(f"Got {len(images)} images but {len(titles)} titles; pass one title per image.")
         bad = [index for index, title in enumerate(titles) if not isinstance(title, str) or not title.strip()]
         if bad:
             raise ValueError(f"titles must be non-empty strings; titles{bad} are not.")
-    items = [
-        {"image": image, "title": title, "name": "image" if single else f"images[{index}]"}
-        for index, (image, title) in enumerate(zip(images, titles))
-    ]
+        if any(item["title"] is not None for item in items):
+            raise ValueError("pass titles either in titles= or in the images' {'image', 'title'} dicts, not both.")
+        items = [{**item, "title": title} for item, title in zip(items, titles)]
     return items[0] if single else items
 
 

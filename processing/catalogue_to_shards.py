@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
+from tqdm.auto import tqdm
 
 from modeling_eclip.data.shard_format import IMAGE_KINDS, SPLITS, ShardWriter
 from modeling_eclip.processing_eclip import to_rgb_image
@@ -139,7 +140,7 @@ def convert(
     products: dict[str, dict[str, Any]] = {}
     seen: set[tuple[str, str]] = set()
     num_rows = 0
-    for row in rows:
+    for row in tqdm(rows, desc="reading the catalogue", unit=" rows", dynamic_ncols=True):
         num_rows += 1
         product_id = str(row.get("product_id") or "").strip()
         title = str(row.get("title") or "").strip()

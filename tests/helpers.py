@@ -100,10 +100,12 @@ def tiny_pixel_values(batch_size: int = 2, seed: int = 0, size: int = TINY_IMAGE
 
 
 def make_processor() -> EclipProcessor:
-    """A tiny `EclipProcessor`: ViT image processor at 32x32 and the MiniLM tokenizer."""
-    from transformers import AutoTokenizer, ViTImageProcessorPil
+    """A tiny `EclipProcessor`: ECLIP's (ViT) image processor at 32x32 and the MiniLM tokenizer."""
+    from transformers import AutoTokenizer
 
-    image_processor = ViTImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+    from modeling_eclip import EclipImageProcessor
+
+    image_processor = EclipImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
     tokenizer = AutoTokenizer.from_pretrained(MINILM_DIR)
     return EclipProcessor(image_processor=image_processor, tokenizer=tokenizer)
 

@@ -222,3 +222,102 @@ def test_cli_end_to_end(demo_catalogue, tmp_path, capsys):
     assert "Table 2" in printed and "export (global)" in printed
     assert json.loads(output.read_text())["embedding"] == "global"
     assert tsne.stat().st_size > 0
+
+
+# ----- CLIP-style models beside ECLIP (--compare) -----
+
+
+def tiny_clip(directory):
+    """A tiny `CLIPModel` checkpoint with a CLIP processor (centre crop; the MiniLM tokenizer stands in for CLIP's)."""
+    from helpers import MINILM_DIR
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    tower = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    text = {**tower, "vocab_size": 30522, "max_position_embeddings": 64, "bos_token_id": 101, "eos_token_id": 102}
+    torch.manual_seed(0)
+    model = CLIPModel(
+        CLIPConfig(text_config=text, vision_config={**tower, "image_size": 32, "patch_size": 8}, projection_dim=16)
+    )
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(MINILM_DIR))
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return model, processor
+
+
+def tiny_dual_encoder(directory):
+    """A tiny `VisionTextDualEncoderModel` (ViT + BERT) checkpoint with its processor."""
+    from helpers import MINILM_DIR
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        VisionTextDualEncoderConfig,
+        VisionTextDualEncoderModel,
+        VisionTextDualEncoderProcessor,
+        ViTConfig,
+        ViTImageProcessorPil,
+    )
+
+    tower = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(
+        ViTConfig(**tower, image_size=32, patch_size=8),
+        BertConfig(**tower, max_position_embeddings=64),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    model = VisionTextDualEncoderModel(config=config)
+    processor = VisionTextDualEncoderProcessor(
+        image_processor=ViTImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=AutoTokenizer.from_pretrained(MINILM_DIR),
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return model, processor
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("build", [tiny_clip, tiny_dual_encoder])
+def test_clip_style_models_are_embedded_with_their_own_methods(demo_catalogue, tmp_path, build):
+    model, processor = build(tmp_path / "model")
+    model.eval()
+    assert resolve_embedding_mode(model, "auto") == "global"
+    with pytest.raises(ValueError, match="embedding='instance' needs an ECLIP checkpoint"):
+        resolve_embedding_mode(model, "instance")
+    split = load_catalogue_split(demo_catalogue, "test", max_products=3)
+    images = [split.images[i].to_pil() for i in split.image_indices("catalog")]
+    inputs = processor(images=images, text=split.titles[:1], padding=True, truncation=True, return_tensors="pt")
+    embedded = embedding.embed_images(model, processor, images, mode="global")
+    torch.testing.assert_close(
+        embedded.image, torch.nn.functional.normalize(model.get_image_features(inputs["pixel_values"]).pooler_output)
+    )
+    text = {key: value for key, value in inputs.items() if key != "pixel_values"}
+    accepted = {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
+    expected_text = model.get_text_features(**{k: v for k, v in text.items() if k in accepted}).pooler_output
+    torch.testing.assert_close(embedding.embed_texts(model, processor, split.titles[:1]), expected_text)
+    # Grounding maps of a CLIP-style model cover the whole image (no centre crop) at its own size.
+    maps = tables.global_score_maps(model, processor, images[:2], split.titles[:2])
+    assert [tuple(m.shape) for m in maps] == [(image.height, image.width) for image in images[:2]]
+
+
+def test_compare_accepts_clip_and_dual_encoder_checkpoints(demo_catalogue, tmp_path, capsys):
+    from modeling_eclip.evaluation.cli import main
+
+    eclip = tmp_path / "eclip"
+    tiny_model().save_pretrained(eclip)
+    make_processor().save_pretrained(eclip)
+    tiny_clip(tmp_path / "fashion-clip")
+    tiny_dual_encoder(tmp_path / "dual-encoder")
+    others = ("fashion-clip", "dual-encoder")
+    output = tmp_path / "compared.json"
+    args = ["--model", str(eclip), "--data", str(demo_catalogue), "--compare", *(str(tmp_path / o) for o in others)]
+    main([*args, "--max-products", "8", "--output", str(output)])
+    printed = capsys.readouterr().out
+    assert "| eclip (instance) |" in printed
+    compared_runs = json.loads(output.read_text())["compare"]
+    assert len(compared_runs) == len(others)
+    for other, compared in zip(others, compared_runs):
+        assert f"| {other} (global) |" in printed
+        assert compared["embedding"] == "global"
+        for table in ("table1", "table2", "table3", "table4"):
+            assert table in compared, table
+        assert 0 <= compared["table4"]["grounding"]["acc@0.5"] <= 1

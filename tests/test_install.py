@@ -81,6 +81,7 @@ def test_a_non_editable_install_builds_the_demo_catalogue_and_pretrains_by_prese
         "model_config": "eclip-tiny",
         "config_overrides": json.dumps(TINY_OVERRIDES),
         "text_model_name_or_path": "none",
+        "vision_model_name_or_path": "none",  # the recipe's pretrained tower is built by `make demo`, not here
         "tokenizer_name_or_path": MINILM_DIR,
         "data_dir": "demo",
         "output_dir": "out",

@@ -922,8 +922,8 @@ def test_decoder_save_load_round_trip(tmp_path):
 
 def test_bad_inputs_raise_clear_errors(model, processor_inputs):
     input_ids = processor_inputs["input_ids"]
-    with pytest.raises(ValueError, match="batch size"):
-        model(pixel_values=pixels(3), input_ids=input_ids)
+    with pytest.raises(ValueError, match="return_loss=True needs one text per image"):
+        model(pixel_values=pixels(3), input_ids=input_ids, return_loss=True)
     with pytest.raises(ValueError, match="image_size=32"):
         model(pixel_values=pixels(2, size=64), input_ids=input_ids)
     with pytest.raises(ValueError, match="image_size=32"):

@@ -247,3 +247,95 @@ REMOTE_SCRIPT = textwrap.dedent(
 def test_pipeline_loads_as_remote_code_without_the_package(saved_pipeline, tmp_path):
     run_without_package(REMOTE_SCRIPT, saved_pipeline, tmp_path)
     assert list((tmp_path / "modules").rglob("pipeline_eclip.py")), "the pipeline was not loaded as remote code"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the stock image pipelines accept
+# ----------------------------------------------------------------------------------------------------------
+
+
+def assert_same_results(results, reference):
+    assert len(results) == len(reference)
+    for result, expected in zip(results, reference):
+        assert [entry["label"] for entry in result] == [entry["label"] for entry in expected]
+        for entry, want in zip(result, expected):
+            assert entry["score"] == pytest.approx(want["score"], abs=1e-6)
+
+
+@pytest.fixture
+def served_images(tmp_path):
+    """The product images as PNG files behind a local HTTP server (offline): yields the base URL."""
+    import functools
+    import http.server
+    import threading
+
+    for index, image in enumerate(product_images()):
+        image.save(tmp_path / f"image{index}.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_urls_and_base64_strings_are_loaded_like_stock_pipelines(classifier, served_images):
+    import base64
+
+    base_url, folder = served_images
+    reference = classifier(product_images(), candidate_labels=LABELS, titles=TITLES)
+    encoded = [base64.b64encode((folder / f"image{index}.png").read_bytes()).decode() for index in range(3)]
+    for sources in (
+        [f"{base_url}/image{index}.png" for index in range(3)],
+        encoded,
+        [f"data:image/png;base64,{text}" for text in encoded],
+    ):
+        assert_same_results(classifier(sources, candidate_labels=LABELS, titles=TITLES), reference)
+    with pytest.raises(ValueError, match="images\\[0\\]"):
+        classifier([f"{base_url}/missing.png"], candidate_labels=LABELS)
+
+
+def test_generators_and_key_datasets_stream(classifier):
+    import datasets
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    images = product_images()
+    reference = classifier(images, candidate_labels=LABELS)
+    streamed = classifier((image for image in images), candidate_labels=LABELS, batch_size=2)
+    assert not isinstance(streamed, list)  # an iterator, consumed on demand, as stock pipelines return
+    assert_same_results(list(streamed), reference)
+    dataset = datasets.Dataset.from_dict({"image": images, "title": TITLES})
+    assert_same_results(list(classifier(KeyDataset(dataset, "image"), candidate_labels=LABELS)), reference)
+    # Titles travel with the images in a stream.
+    titled = classifier(images, candidate_labels=LABELS, titles=TITLES)
+    rows = ({"image": row["image"], "title": row["title"]} for row in dataset)
+    assert_same_results(list(classifier(rows, candidate_labels=LABELS, batch_size=2)), titled)
+    assert_same_results(
+        classifier([{"image": i, "title": t} for i, t in zip(images, TITLES)], candidate_labels=LABELS), titled
+    )
+    with pytest.raises(ValueError, match="titles= needs a list"):
+        classifier((image for image in images), candidate_labels=LABELS, titles=TITLES)
+    with pytest.raises(ValueError, match="images\\[0\\] must be an image or a dict"):
+        classifier([{"picture": images[0]}], candidate_labels=LABELS)
+
+
+def test_processor_argument(saved_pipeline):
+    from transformers import AutoProcessor
+
+    model, processor = tiny_model(), make_processor()
+    image = product_images()[0]
+    reference = pipeline(
+        PIPELINE_TASK, model=model, tokenizer=processor.tokenizer, image_processor=processor.image_processor
+    )(image, candidate_labels=LABELS)
+    with_processor = pipeline(PIPELINE_TASK, model=model, processor=processor)
+    assert with_processor.eclip_processor is processor
+    assert_same_results([with_processor(image, candidate_labels=LABELS)], [reference])
+    # From a checkpoint folder the saved processor is used; processor= replaces it.
+    loaded = pipeline(model=str(saved_pipeline), trust_remote_code=True)
+    assert type(loaded.eclip_processor).__name__ == "EclipProcessor"
+    assert loaded.eclip_processor.tokenizer is loaded.tokenizer
+    other = AutoProcessor.from_pretrained(saved_pipeline)
+    assert pipeline(model=str(saved_pipeline), processor=other, trust_remote_code=True).eclip_processor is other

@@ -292,6 +292,7 @@ def test_push_to_hub_uploads_checkpoints_in_the_background_and_the_final_export(
     assert config["auto_map"] == {
         "AutoConfig": "configuration_eclip.EclipConfig",
         "AutoModel": "modeling_eclip.EclipModel",
+        "AutoModelForZeroShotImageClassification": "modeling_eclip.EclipModel",
     }
     processor_config = json.loads((final / "processor_config.json").read_text())
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_eclip.EclipProcessor"

@@ -269,7 +269,7 @@ def test_queue_entries_of_a_rows_own_product_are_never_its_negatives():
         unmasked = abs(loss_inter_with(entries, feature) - loss_inter_with(entries, -feature))
         with torch.no_grad():
             model.queue_product_ids[entries] = product
-        assert unmasked > 2e-4, f"control too weak for product {product}: {unmasked}"
+        assert unmasked > 5e-5, f"control too weak for product {product}: {unmasked}"
         assert masked < 1e-6, f"queue entries of product {product} are used as its own negatives ({masked})"
 
 

@@ -230,3 +230,86 @@ def test_undecodable_images_raise_value_errors_naming_them(processor, tmp_path):
         processor(images=tmp_path / "missing.png")
     with pytest.raises(ValueError, match=r"images\[0\]"):
         processor(images=[{"not": "an image"}])
+
+
+# ----- keyword arguments, the ProcessorMixin way -----
+
+
+def test_keyword_arguments_reach_the_component_that_takes_them(processor):
+    image, small = striped_image(), {"height": 16, "width": 16}
+    texts = ["a blue cotton t-shirt with a round neck and short sleeves"]
+    # A plain keyword goes to whoever takes it: size to the image processor, max_length to the tokenizer.
+    features = processor(images=image, prompt_images=image, text=texts, size=small, max_length=6)
+    assert features["pixel_values"].shape[-2:] == (16, 16)
+    assert features["prompt_pixel_values"].shape[-2:] == (16, 16)
+    assert features["input_ids"].shape == (1, 6)
+    # The same through the modality dicts.
+    routed = processor(images=image, text=texts, images_kwargs={"size": small}, text_kwargs={"max_length": 6})
+    assert torch.equal(routed["pixel_values"], features["pixel_values"])
+    assert torch.equal(routed["input_ids"], features["input_ids"])
+    # Defaults come back on the next call (nothing is stored), and the processor's own defaults hold.
+    assert processor(images=image)["pixel_values"].shape[-2:] == (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    padded = processor(text=["red shoe"], text_kwargs={"padding": "max_length"})
+    assert padded["input_ids"].shape == (1, DEFAULT_MAX_TEXT_LENGTH)
+    assert processor(images=image, do_normalize=False)["pixel_values"].min() >= 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sise": 16}, "unknown argument 'sise'"),
+        ({"images_kwargs": {"sise": 16}}, "images_kwargs has arguments \\['sise'\\]"),
+        ({"text_kwargs": {"max_lenght": 4}}, "text_kwargs has arguments \\['max_lenght'\\]"),
+        ({"text_kwargs": 4}, "text_kwargs must be a dict"),
+    ],
+)
+def test_unknown_keyword_arguments_are_errors_naming_them(processor, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        processor(images=striped_image(), text="red shoe", **kwargs)
+
+
+def test_export_records_the_image_processor_training_used(tmp_path):
+    from transformers.models.auto.image_processing_auto import _find_mapping_for_image_processor
+
+    from modeling_eclip.training.builders import build_processor
+
+    trained = build_processor(TINY_IMAGE_SIZE, "all-MiniLM-L6-v2")
+    trained.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]
+    assert saved["image_processor_type"] == type(trained.image_processor).__name__
+    # Whatever backend a user's environment would pick (torchvision when installed), the export names one class.
+    classes = {
+        getattr(value, "__name__", value)
+        for value in _find_mapping_for_image_processor(saved["image_processor_type"]).values()
+    }
+    assert classes == {type(trained.image_processor).__name__}
+    image = striped_image()
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded.image_processor) is type(trained.image_processor)
+    assert torch.equal(loaded(images=image)["pixel_values"], trained(images=image)["pixel_values"])
+
+
+def test_base64_strings_and_data_uris_are_images(processor, tmp_path):
+    import base64
+
+    image = striped_image()
+    path = _saved(tmp_path, image, "stripes.png")
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    expected = processor(images=image)["pixel_values"]
+    for source in (encoded, f"data:image/png;base64,{encoded}", str(path)):
+        assert torch.equal(processor(images=source)["pixel_values"], expected)
+    with pytest.raises(ValueError, match="Cannot decode .*missing.png"):
+        processor(images=[str(path), str(tmp_path / "missing.png")])
+
+
+def test_exif_orientation_is_applied_as_load_image_does(processor, tmp_path):
+    from transformers.image_utils import load_image
+
+    image = striped_image(width=48, height=24)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: shown upright it is 24 wide and 48 high
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    upright = load_image(str(path))
+    assert upright.size == (24, 48)
+    assert torch.equal(processor(images=str(path))["pixel_values"], processor(images=upright)["pixel_values"])

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .demo_images import (
     SOURCE_NAMES,
@@ -358,11 +359,12 @@ def build_catalogue(
     rows_meta = []
     indices = range(len(products))  # products are sorted by id, so shards list them in a fixed order
     try:
+        bar = {"total": len(indices), "desc": "drawing products", "unit": " products", "dynamic_ncols": True}
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             with multiprocessing.get_context("fork").Pool(workers) as pool:
-                rows = list(pool.imap(build_product_row, indices, chunksize=4))
+                rows = list(tqdm(pool.imap(build_product_row, indices, chunksize=4), **bar))
         else:
-            rows = [build_product_row(i) for i in indices]
+            rows = [build_product_row(i) for i in tqdm(indices, **bar)]
         for row in rows:
             writers[row["split"]].write(row)
             rows_meta.append(

@@ -14,6 +14,13 @@ and product search. Tools, not remote code: nothing a checkpoint ships imports t
 
 from .embedding import load_catalogue_split
 from .report import format_results, plot_tsne
-from .tables import evaluate_model, quick_evaluate
+from .tables import evaluate_model, quick_evaluate, quick_evaluate_with_figures
 
-__all__ = ["evaluate_model", "format_results", "load_catalogue_split", "plot_tsne", "quick_evaluate"]
+__all__ = [
+    "evaluate_model",
+    "format_results",
+    "load_catalogue_split",
+    "plot_tsne",
+    "quick_evaluate",
+    "quick_evaluate_with_figures",
+]

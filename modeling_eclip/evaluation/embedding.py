@@ -11,22 +11,30 @@ An ITC-only checkpoint (a CLIP baseline, all decoder loss weights 0; ``embedding
 decoder, so it is evaluated with global embeddings: image only = g_I(v_cls), title only = g_T(w_cls) and
 image + title = the normalised mean of the two unit vectors, the usual CLIP fusion of an image-text pair. Image-text
 retrieval uses g_I / g_T in both modes, as the paper does (Sec. 4.2.2).
+
+Any other dual encoder with CLIP's methods (`CLIPModel`, `VisionTextDualEncoderModel`, FashionCLIP-style
+checkpoints: `get_image_features` / `get_text_features`, a `vision_model` and a `visual_projection`) is evaluated the
+same way, with global embeddings and its own processor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
+from transformers.utils import ModelOutput
 
 from ..data.shard_format import list_shards, require_shards
 from ..modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
@@ -37,6 +45,11 @@ PRODUCT_VIEWS = ("image+title", "image", "title", "instance (title prompt)")
 QUICK_VIEWS = {"catalog": ("image+title",), "customer": ("image",)}
 FULL_VIEWS = {"catalog": ("image+title", "image"), "customer": ("image",), "ad": ("image",)}
 EmbeddingMode = Literal["auto", "instance", "global"]
+
+
+def progress(iterable: Any, description: str) -> Any:
+    """A tqdm bar on stderr for the loops of an evaluation (`TQDM_DISABLE=1` hides every bar)."""
+    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True)
 
 
 @dataclass
@@ -108,18 +121,87 @@ def load_catalogue_split(
     )
 
 
+def is_eclip(model: torch.nn.Module) -> bool:
+    """An ECLIP model (by `model_type`: remote-code classes are not this package's classes)."""
+    return getattr(model.config, "model_type", None) == "eclip"
+
+
 def is_itc_only(model: EclipModel) -> bool:
     """True for a CLIP baseline: image-text contrast is the only objective, so the decoder was never trained."""
     return not model.config.uses_decoder_objectives
 
 
 def resolve_embedding_mode(model: EclipModel, embedding: EmbeddingMode = "auto") -> str:
-    """``"global"`` for an ITC-only model under ``"auto"``, else ``"instance"``; explicit modes are kept."""
+    """``"global"`` for an ITC-only model or a CLIP-style model under ``"auto"``, else ``"instance"``; explicit
+    modes are kept (``"instance"`` needs an ECLIP model)."""
     if embedding not in ("auto", "instance", "global"):
         raise ValueError(f"embedding must be 'auto', 'instance' or 'global', got {embedding!r}")
+    if not is_eclip(model):
+        if embedding == "instance":
+            raise ValueError(
+                f"embedding='instance' needs an ECLIP checkpoint; {type(model).__name__} has global embeddings only"
+            )
+        return "global"
     if embedding == "auto":
         return "global" if is_itc_only(model) else "instance"
     return embedding
+
+
+def _pooled(output: torch.Tensor | ModelOutput) -> torch.Tensor:
+    """The projected embedding of a `get_*_features` call: a tensor (transformers v4) or its `pooler_output` (v5)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def text_features(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Unnormalised projected text embeddings: g_T(w_cls) of ECLIP, `get_text_features` of a CLIP-style model."""
+    if is_eclip(model):
+        return model.encode_text(inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"))[0]
+    accepted = inspect.signature(model.get_text_features).parameters
+    return _pooled(model.get_text_features(**{k: v for k, v in inputs.items() if k in accepted}))
+
+
+def image_features(model: torch.nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unnormalised g_I(v_cls) and, for ECLIP, the projected patch tokens Z the decoder reads (else None)."""
+    if is_eclip(model):
+        image_embeds, patch_embeds, _ = model.encode_image(pixel_values)
+        return image_embeds, patch_embeds
+    return _pooled(model.get_image_features(pixel_values=pixel_values)), None
+
+
+def dense_image_features(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Patch tokens through the trained image projection, `(B, N, D)`: the dense map of a global model (CLIP's
+    patch tokens go through its final LayerNorm first, as its [CLS] token does)."""
+    if is_eclip(model):
+        tokens = model.encode_image(pixel_values)[2].last_hidden_state[:, 1:]
+    else:
+        tokens = model.vision_model(pixel_values=pixel_values).last_hidden_state[:, 1:]
+        post_layernorm = getattr(model.vision_model, "post_layernorm", None)
+        tokens = post_layernorm(tokens) if post_layernorm is not None else tokens
+    return model.visual_projection(tokens)
+
+
+def patch_grid_side(num_patches: int) -> int:
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"{num_patches} patch tokens do not form a square grid")
+    return side
+
+
+def whole_image_kwargs(processor: Any) -> dict[str, Any]:
+    """Processor arguments that resize the whole image to the model's input size instead of centre-cropping it (CLIP's
+    processors crop), so a score map covers the picture the boxes are drawn on."""
+    image_processor = getattr(processor, "image_processor", processor)
+    crop = getattr(image_processor, "crop_size", None)
+    if not getattr(image_processor, "do_center_crop", False) or not crop:
+        return {}
+    crop = dict(crop)
+    return {"do_center_crop": False, "size": {"height": crop["height"], "width": crop["width"]}}
+
+
+def process(processor: Any, device: torch.device, **inputs: Any) -> Any:
+    """`processor(...)` with padded, truncated text and PyTorch tensors on `device`, for ECLIP and CLIP processors."""
+    text = {"padding": True, "truncation": True} if inputs.get("text") is not None else {}
+    return processor(**inputs, **text, return_tensors="pt").to(device)
 
 
 def _autocast(device: torch.device, bf16: bool | None) -> torch.autocast:
@@ -135,10 +217,10 @@ def embed_texts(
     """Unnormalised text embeddings g_T(w_cls), `(len(texts), D)`, in float32 on the CPU."""
     device = model.device
     outputs = []
-    for start in range(0, len(texts), batch_size):
-        inputs = processor(text=list(texts[start : start + batch_size])).to(device)
+    for start in progress(range(0, len(texts), batch_size), "embedding texts"):
+        inputs = process(processor, device, text=list(texts[start : start + batch_size]))
         with _autocast(device, bf16):
-            embeds, _ = model.encode_text(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+            embeds = text_features(model, inputs)
         outputs.append(embeds.float().cpu())
     return torch.cat(outputs)
 
@@ -178,10 +260,10 @@ def embed_images(
         raise ValueError(f"title_embeds has {len(title_embeds)} rows for {len(images)} images")
     device = model.device
     global_embeds, with_title, with_image = [], [], []
-    for start in range(0, len(images), batch_size):
-        pixel_values = processor(images=list(images[start : start + batch_size]))["pixel_values"].to(device)
+    for start in progress(range(0, len(images), batch_size), "embedding images"):
+        pixel_values = process(processor, device, images=list(images[start : start + batch_size]))["pixel_values"]
         with _autocast(device, bf16):
-            image_embeds, patch_embeds, _ = model.encode_image(pixel_values)
+            image_embeds, patch_embeds = image_features(model, pixel_values)
             if mode == "instance" and image_prompt:
                 types = torch.full((len(pixel_values),), IMAGE_PROMPT, device=device)
                 with_image.append(_decode(model, patch_embeds, image_embeds, types))

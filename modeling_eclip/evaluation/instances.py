@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..grounding_eclip import grounding_score_maps
 from ..modeling_eclip import EclipModel
 from ..processing_eclip import EclipProcessor
 from .embedding import CatalogueSplit, embed_images, embed_texts
@@ -89,15 +88,12 @@ def positive_map_diagnostics(
     score map's mass in the product's box over the box's share of the image (1 = uniform; ECLIP's positive-slot map,
     the patch-text map in global mode) and, in instance mode, the positive slot's map entropy over the N patch tokens
     / log N (1 = uniform, 0 = one token)."""
-    from .tables import global_score_maps, mass_in_box_over_area
+    from .tables import mass_in_box_over_area, score_maps
 
     boxed = [i for kind in ("customer", "ad") for i in split.image_indices(kind)][:max_images]
     images = [split.images[i].to_pil() for i in boxed]
     titles = [split.titles[split.images[i].product] for i in boxed]
-    if mode == "instance":
-        maps = grounding_score_maps(model, processor, images, texts=titles, batch_size=batch_size)
-    else:
-        maps = global_score_maps(model, processor, images, titles, batch_size)
+    maps = score_maps(model, processor, images, titles, mode, batch_size)
     mass = [mass_in_box_over_area(score_map, split.images[i].boxes[0]) for score_map, i in zip(maps, boxed)]
     results = {"mass_in_box_over_area": sum(mass) / len(mass), "num_images": len(boxed)}
     if mode == "instance":

@@ -7,13 +7,34 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 
 def plot_tsne(
     embeddings: torch.Tensor, labels: Sequence[str], path: str | os.PathLike, seed: int = 0, title: str | None = None
 ) -> None:
     """Saves a 2-D t-SNE (scikit-learn) of `embeddings` coloured by `labels` as a PNG (paper Fig. 5)."""
+    import matplotlib.pyplot as plt
+
+    figure = tsne_figure(embeddings, labels, seed, title)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def figure_to_image(figure: Any) -> Image.Image:
+    """A matplotlib figure as an RGB PIL image (for experiment trackers); the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    figure.canvas.draw()
+    image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())).convert("RGB")
+    plt.close(figure)
+    return image
+
+
+def tsne_figure(embeddings: torch.Tensor, labels: Sequence[str], seed: int = 0, title: str | None = None) -> Any:
+    """A matplotlib figure of the 2-D t-SNE (scikit-learn) of `embeddings` coloured by `labels` (paper Fig. 5)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -38,8 +59,7 @@ def plot_tsne(
     axis.set_yticks([])
     axis.legend(fontsize=6, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(names) // 30)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    return figure
 
 
 _TABLES = (

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..grounding_eclip import DEFAULT_WINDOW_FRACTIONS, box_iou, candidate_boxes, grounding_score_maps, rank_boxes
+from ..grounding_eclip import (
+    DEFAULT_WINDOW_FRACTIONS,
+    box_iou,
+    candidate_boxes,
+    grounding_score_maps,
+    overlay_heatmap,
+    rank_boxes,
+)
 from ..modeling_eclip import EclipModel
 from ..pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
 from ..processing_eclip import EclipProcessor
@@ -23,13 +31,21 @@ from .embedding import (
     CatalogueSplit,
     EmbeddedSplit,
     EmbeddingMode,
+    dense_image_features,
     embed_split,
     evaluation_of,
     load_catalogue_split,
+    patch_grid_side,
+    process,
+    progress,
     resolve_embedding_mode,
+    text_features,
+    whole_image_kwargs,
 )
 from .metrics import ClassificationAccuracy, GroundingAccuracy, RetrievalMetric, rank_by_score
-from .report import plot_tsne
+from .report import figure_to_image, plot_tsne, tsne_figure
+
+logger = logging.getLogger(__name__)
 
 
 def _metric(cls: type) -> Any:
@@ -171,19 +187,39 @@ def global_score_maps(
 ) -> list[torch.Tensor]:
     """Dense CLIP score maps for the global baseline: cos(g_I(v_i), g_T(w_cls)) per patch token v_i, upsampled to
     each image's size. An ITC-only model never trained its decoder (whose slot assignment is ECLIP's map, see
-    `grounding_eclip.grounding_score_maps`), so its patch tokens go through the trained image projection instead."""
-    side = model.config.num_patches_per_side
+    `grounding_eclip.grounding_score_maps`), so its patch tokens go through the trained image projection instead; so
+    do a CLIP-style model's (`embedding.dense_image_features`), whose image is resized whole, not centre-cropped."""
     maps = []
-    for start in range(0, len(images), batch_size):
+    whole = whole_image_kwargs(processor)
+    for start in progress(range(0, len(images), batch_size), "grounding"):
         batch = list(images[start : start + batch_size])
-        inputs = processor(images=batch, text=list(texts[start : start + batch_size])).to(model.device)
-        _, _, vision_outputs = model.encode_image(inputs["pixel_values"])
-        patches = F.normalize(model.visual_projection(vision_outputs.last_hidden_state[:, 1:]), dim=-1)
-        text = F.normalize(model.encode_text(inputs["input_ids"], inputs["attention_mask"])[0], dim=-1)
+        inputs = process(processor, model.device, images=batch, text=list(texts[start : start + batch_size]), **whole)
+        patches = F.normalize(dense_image_features(model, inputs["pixel_values"]), dim=-1)
+        text = F.normalize(text_features(model, {k: v for k, v in inputs.items() if k != "pixel_values"}), dim=-1)
+        side = patch_grid_side(patches.shape[1])
         grids = torch.einsum("bnd,bd->bn", patches, text).reshape(-1, 1, side, side).float()
         for image, grid in zip(batch, grids):
             width, height = image.size
             maps.append(F.interpolate(grid[None], size=(height, width), mode="bilinear")[0, 0].cpu())
+    return maps
+
+
+def score_maps(
+    model: EclipModel,
+    processor: EclipProcessor,
+    images: Sequence[Image.Image],
+    texts: Sequence[str],
+    mode: str,
+    batch_size: int = 32,
+) -> list[torch.Tensor]:
+    """Each image's score map for its text, `(height, width)`: ECLIP's prompted slot (instance mode,
+    `grounding_eclip.grounding_score_maps`) or the dense map of a global model (`global_score_maps`)."""
+    if mode != "instance":
+        return global_score_maps(model, processor, images, texts, batch_size)
+    maps = []
+    for start in progress(range(0, len(texts), batch_size), "grounding"):
+        batch, prompts = list(images[start : start + batch_size]), list(texts[start : start + batch_size])
+        maps += grounding_score_maps(model, processor, batch, texts=prompts, batch_size=batch_size)
     return maps
 
 
@@ -232,10 +268,7 @@ def visual_grounding(
     titles = [split.titles[split.images[i].product] for i in samples]
     prompts = titles + [title for _, title in distractors]
     prompted_images = images + [images[n] for n, _ in distractors]
-    if mode == "instance":
-        maps = grounding_score_maps(model, processor, prompted_images, texts=prompts, batch_size=batch_size)
-    else:
-        maps = global_score_maps(model, processor, prompted_images, prompts, batch_size)
+    maps = score_maps(model, processor, prompted_images, prompts, mode, batch_size)
 
     def top_box(n: int, score_map: torch.Tensor) -> list[float]:
         return candidates[n][rank_boxes(score_map, candidates[n])[0]].tolist()
@@ -285,6 +318,20 @@ def mass_in_box_over_area(score_map: torch.Tensor, box: Sequence[float]) -> floa
 
 
 def quick_evaluate(
+    model: EclipModel, processor: EclipProcessor, data_dir: str | os.PathLike, **kwargs: Any
+) -> dict[str, float]:
+    """The two headline numbers, for periodic evaluation during training and the model card.
+
+    ``zero_shot_acc@1``: catalog image + title vs the category prompts (Table 1); ``fine_grained_r@1`` and
+    ``fine_grained_map@10``: customer-image queries vs the catalog gallery of another source, match = same product
+    (Table 2). Only catalog and customer images are embedded. ``map_mass_in_box_over_area`` (and in instance mode
+    ``map_entropy_over_log_n``): `instances.positive_map_diagnostics` on the first `diagnostic_images` held-out
+    customer and ad images. Keyword arguments (`split`, `batch_size`, `max_products`, `embedding`,
+    `hypothesis_template`, `diagnostic_images`) are those of `quick_evaluate_with_figures`."""
+    return quick_evaluate_with_figures(model, processor, data_dir, num_overlays=0, tsne=False, **kwargs)[0]
+
+
+def quick_evaluate_with_figures(
     model: EclipModel,
     processor: EclipProcessor,
     data_dir: str | os.PathLike,
@@ -293,33 +340,48 @@ def quick_evaluate(
     max_products: int | None = None,
     embedding: EmbeddingMode = "auto",
     hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE,
+    num_overlays: int = 4,
+    tsne: bool = True,
     diagnostic_images: int = 64,
-) -> dict[str, float]:
-    """The two headline numbers, for periodic evaluation during training and the model card.
-
-    ``zero_shot_acc@1``: catalog image + title vs the category prompts (Table 1); ``fine_grained_r@1`` and
-    ``fine_grained_map@10``: customer-image queries vs the catalog gallery of another source, match = same product
-    (Table 2). Only catalog and customer images are embedded. ``map_mass_in_box_over_area`` (and in instance mode
-    ``map_entropy_over_log_n``): `instances.positive_map_diagnostics` on the first `diagnostic_images` held-out
-    customer and ad images."""
+) -> tuple[dict[str, float], dict[str, Image.Image]]:
+    """`quick_evaluate`'s numbers, and images for experiment trackers: ``eval/grounding_<i>``, the score map of the
+    first `num_overlays` customer images prompted with their titles over the image, and ``eval/tsne``, a t-SNE of the
+    catalog products' image + title embeddings by category (needs matplotlib and scikit-learn, else left out)."""
     from .instances import positive_map_diagnostics
 
     catalogue = load_catalogue_split(data_dir, split, max_products)
+    figures = {}
     with evaluation_of(model) as model:
         mode = resolve_embedding_mode(model, embedding)
         embedded = embed_split(model, processor, catalogue, mode, QUICK_VIEWS, batch_size, hypothesis_template, None)
         diagnostics = positive_map_diagnostics(model, processor, catalogue, mode, batch_size, diagnostic_images)
+        indices = catalogue.image_indices("customer")[:num_overlays]
+        if indices:
+            images = [catalogue.images[i].to_pil() for i in indices]
+            titles = [catalogue.titles[catalogue.images[i].product] for i in indices]
+            with torch.inference_mode():
+                maps = score_maps(model, processor, images, titles, mode, batch_size)
+            for n, (index, image, score_map) in enumerate(zip(indices, images, maps)):
+                boxes = catalogue.images[index].boxes[:1]
+                figures[f"eval/grounding_{n}"] = overlay_heatmap(image, score_map, boxes=boxes or None)
+    if tsne:
+        products, _ = _products_and_sources(embedded, "catalog")
+        categories = [catalogue.categories[p] for p in products.tolist()]
+        try:
+            figures["eval/tsne"] = figure_to_image(tsne_figure(embedded.views["catalog"]["image+title"], categories))
+        except ImportError as error:  # matplotlib / scikit-learn are the eval extra
+            logger.warning("no t-SNE image for the trackers: %s (pip install '.[eval]')", error)
     classification = zero_shot_classification(embedded)
     fine = product_retrieval(embedded)["fine_grained"]
-    results = {
+    metrics = {
         "zero_shot_acc@1": classification["acc@1 (image+title)"],
         "fine_grained_r@1": fine["r@1"],
         "fine_grained_map@10": fine["map@10"],
         "map_mass_in_box_over_area": diagnostics["mass_in_box_over_area"],
     }
     if "entropy_over_log_n" in diagnostics:
-        results["map_entropy_over_log_n"] = diagnostics["entropy_over_log_n"]
-    return results
+        metrics["map_entropy_over_log_n"] = diagnostics["entropy_over_log_n"]
+    return metrics, figures
 
 
 def evaluate_model(

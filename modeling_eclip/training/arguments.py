@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -19,6 +22,7 @@ import yaml
 from ..configuration_eclip import EclipConfig
 from ..data.shard_format import IMAGE_KINDS
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
+from .tracking import check_report_to, parse_report_to
 
 # configuration/ of the repository, shipped as package data: presets and recipes are found by name once installed.
 PRESETS = files("modeling_eclip.presets")
@@ -28,7 +32,11 @@ BASE_RECIPE_KEY = "base_recipe"
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MIXED_PRECISIONS = ("no", "bf16", "fp16", "fp8")
-TRACKERS = ("tensorboard", "trackio", "none")
+# As Trainer's hub_strategy: what goes to the Hub during training (the final export always does).
+HUB_STRATEGIES = ("every_save", "checkpoint", "end")
+# `--resume hub`: the checkpoint pushed with hub_strategy=checkpoint, downloaded from hub_model_id.
+RESUME_FROM_HUB = "hub"
+HUB_CHECKPOINT_DIR = "last-checkpoint"
 
 
 @dataclass
@@ -93,7 +101,25 @@ class PretrainingArguments:
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Products per process and micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
     max_steps: int = field(default=1000, metadata={"help": "Optimiser steps; the schedule decays to 0 at the end."})
-    warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps to the peak learning rate."})
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={
+            "help": "Learning-rate schedule after the warm-up, by transformers.get_scheduler: linear (Sec. 4.1), "
+            "cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup, inverse_sqrt, "
+            "cosine_with_min_lr, warmup_stable_decay..."
+        },
+    )
+    lr_scheduler_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Extra arguments of the schedule, as a mapping or JSON, e.g. '{\"num_cycles\": 2}'."},
+    )
+    warmup_steps: int = field(
+        default=100, metadata={"help": "Linear warm-up steps to the peak learning rate (wins over warmup_ratio)."}
+    )
+    warmup_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Warm-up as a share of max_steps, used when warmup_steps is 0 (as in TrainingArguments)."},
+    )
     instance_objectives_start_step: int = field(
         default=0,
         metadata={
@@ -143,10 +169,36 @@ class PretrainingArguments:
     save_steps: int = field(default=100, metadata={"help": "Checkpoint every N optimiser steps (0: only at the end)."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."})
     resume: str | None = field(
-        default=None, metadata={"help": "'latest' (the newest complete checkpoint in output_dir, if any) or a path."}
+        default=None,
+        metadata={
+            "help": "'latest' (the newest complete checkpoint in output_dir, if any), a checkpoint path, or 'hub' "
+            f"(the {HUB_CHECKPOINT_DIR}/ that hub_strategy=checkpoint pushed to hub_model_id)."
+        },
     )
     logging_steps: int = field(default=10, metadata={"help": "Log every N optimiser steps."})
-    report_to: str = field(default="tensorboard", metadata={"help": f"Tracker: one of {TRACKERS} (offline)."})
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"],
+        metadata={
+            "help": "Trackers, as TrainingArguments takes them: one or more of Accelerate's (tensorboard, wandb, "
+            "mlflow, trackio, comet_ml, aim, clearml, dvclive, swanlab), 'all' (every installed one) or 'none'."
+        },
+    )
+    run_name: str | None = field(
+        default=None, metadata={"help": "The run's name in the trackers; defaults to the name of output_dir."}
+    )
+    project_name: str = field(
+        default="eclip-pretraining",
+        metadata={
+            "help": "The trackers' project (wandb, trackio, comet_ml; MLflow's experiment; TensorBoard's folder)."
+        },
+    )
+    num_eval_images: int = field(
+        default=4,
+        metadata={
+            "help": "Grounding overlays logged to the trackers at every evaluation, with a t-SNE of the product "
+            "embeddings (0: no images)."
+        },
+    )
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N optimiser steps (0: only at the end)."})
     eval_split: str = "test"
     eval_max_products: int | None = None
@@ -155,34 +207,66 @@ class PretrainingArguments:
     push_to_hub: bool = False
     hub_model_id: str | None = field(default=None, metadata={"help": "ORG/NAME of the Hub repository."})
     hub_private_repo: bool = False
+    hub_strategy: str = field(
+        default="every_save",
+        metadata={
+            "help": "As Trainer's: 'every_save' uploads an export at every checkpoint (in the background), "
+            f"'checkpoint' also the latest checkpoint as {HUB_CHECKPOINT_DIR}/ (resume with --resume hub), 'end' only "
+            "the final export."
+        },
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset id of the training catalogue, for the model card (datasets and model-index); None: "
+            "the catalogue is named by its dataset_info.json and not listed as a Hub dataset."
+        },
+    )
 
     def __post_init__(self) -> None:
-        # On the command line, "none" is how an optional field is switched off (e.g. --text_model_name_or_path none).
-        for name in (
-            "text_model_name_or_path",
-            "vision_model_name_or_path",
-            "tokenizer_name_or_path",
-            "resume",
-            "hub_model_id",
-            "mixed_precision",
-            "new_parameters_learning_rate",
-            "vision_learning_rate",
-            "max_train_minutes",
-            "eval_max_products",
-            "config_overrides",
-            "anchor_kind",
-        ):
+        # "none" switches an optional field off, on the command line and in a recipe (e.g. --max_train_minutes none).
+        for name in OPTIONAL_FIELDS:
             if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", ""):
                 setattr(self, name, None)
-        if isinstance(self.config_overrides, str):
-            try:
-                self.config_overrides = json.loads(self.config_overrides)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"config_overrides is not valid JSON: {error}") from error
+        for name in ("config_overrides", "lr_scheduler_kwargs"):
+            if isinstance(getattr(self, name), str):
+                try:
+                    setattr(self, name, json.loads(getattr(self, name)))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{name} is not valid JSON: {error}") from error
+        # A name, a comma-separated string or a list; 'all' is every installed tracker, 'none' none.
+        self.report_to = parse_report_to(self.report_to)
+        if self.run_name is None:
+            self.run_name = Path(self.output_dir).name or "eclip"
 
     @property
     def peak_new_learning_rate(self) -> float:
         return self.new_parameters_learning_rate or self.learning_rate
+
+    @property
+    def num_warmup_steps(self) -> int:
+        """`warmup_steps`, or when it is 0, `warmup_ratio` of `max_steps` (rounded up), as TrainingArguments does."""
+        return self.warmup_steps if self.warmup_steps > 0 else math.ceil(self.warmup_ratio * self.max_steps)
+
+
+def _is_optional(annotation: Any) -> bool:
+    return isinstance(annotation, types.UnionType) and type(None) in typing.get_args(annotation)
+
+
+# Fields that take None ("none" on the command line and in recipes).
+OPTIONAL_FIELDS = tuple(
+    name for name, annotation in typing.get_type_hints(PretrainingArguments).items() if _is_optional(annotation)
+)
+
+
+def _none_or(cast: type) -> Any:
+    """An argparse type: 'none' (any case) is None, anything else goes through `cast` (int, float)."""
+
+    def parse(value: str) -> Any:
+        return None if value.strip().lower() in ("none", "") else cast(value)
+
+    parse.__name__ = cast.__name__  # argparse names the type in its error messages
+    return parse
 
 
 def parse_arguments(argv: list[str] | None = None) -> PretrainingArguments:
@@ -190,6 +274,10 @@ def parse_arguments(argv: list[str] | None = None) -> PretrainingArguments:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(PretrainingArguments, description="ECLIP pretraining with Accelerate.")
+    # HfArgumentParser types an optional number by its number type, which rejects "none"; the docstring promises it.
+    for action in parser._actions:
+        if action.dest in OPTIONAL_FIELDS and action.type in (int, float):
+            action.type = _none_or(action.type)
     parser.add_argument(
         "--config", default=None, help="A recipe: a YAML path, or the name of a shipped one, e.g. recipe-demo."
     )
@@ -295,6 +383,8 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
             raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
     non_negative = (
         "warmup_steps",
+        "warmup_ratio",
+        "num_eval_images",
         "instance_objectives_start_step",
         "save_steps",
         "eval_steps",
@@ -311,24 +401,22 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
         raise ValueError(f"anchor_kind must be one of {IMAGE_KINDS} or None, got {args.anchor_kind!r}")
     if args.warmup_steps >= args.max_steps:
         raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
+    if not 0 <= args.warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    check_lr_scheduler(args)
     for name in ("new_parameters_learning_rate", "vision_learning_rate"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
     if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {args.mixed_precision!r}")
-    if args.report_to not in TRACKERS:
-        raise ValueError(f"report_to must be one of {TRACKERS}, got {args.report_to!r}")
-    if args.report_to != "none":
-        from accelerate.utils import is_tensorboard_available, is_trackio_available
-
-        available = {"tensorboard": is_tensorboard_available, "trackio": is_trackio_available}[args.report_to]()
-        if not available:
-            raise ValueError(
-                f"report_to={args.report_to!r} but {args.report_to} is not installed: pip install "
-                f"{args.report_to}, or pass --report_to none"
-            )
+    args.report_to = parse_report_to(args.report_to)  # again: the field may have been set after __init__
+    check_report_to(args.report_to)
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id (ORG/NAME)")
+    if args.hub_strategy not in HUB_STRATEGIES:
+        raise ValueError(f"hub_strategy must be one of {HUB_STRATEGIES}, got {args.hub_strategy!r}")
+    if args.resume == RESUME_FROM_HUB and not args.hub_model_id:
+        raise ValueError("resume=hub needs hub_model_id (the repository that hub_strategy=checkpoint pushed to)")
     if args.text_model_name_or_path is None and args.tokenizer_name_or_path is None:
         raise ValueError("without text_model_name_or_path, pass tokenizer_name_or_path (the text tower's vocabulary)")
 
@@ -351,9 +439,40 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
         if value is not None and value.startswith(("./", "../", "/")) and not Path(value).is_dir():
             hint = " (build it with examples/pretrain_image_tower.py, or run `make demo`)" if "vision" in name else ""
             raise FileNotFoundError(f"{name} {value} is not a folder{hint}")
-    if args.resume not in (None, "latest") and not (Path(args.resume) / TRAINER_STATE).is_file():
+    if args.resume not in (None, "latest", RESUME_FROM_HUB) and not (Path(args.resume) / TRAINER_STATE).is_file():
         raise FileNotFoundError(
             f"resume={args.resume!r} is not a complete checkpoint (no {TRAINER_STATE}); pass "
-            f"'latest' or a {CHECKPOINT_PREFIX}N directory"
+            f"'latest', 'hub' or a {CHECKPOINT_PREFIX}N directory"
         )
     return config
+
+
+def make_lr_scheduler(args: PretrainingArguments, optimizer: Any) -> Any:
+    """The learning-rate schedule of the recipe, built by `transformers.get_scheduler` and stepped once per optimiser
+    step."""
+    from transformers import get_scheduler
+
+    return get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=args.num_warmup_steps,
+        num_training_steps=args.max_steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
+    )
+
+
+def check_lr_scheduler(args: PretrainingArguments) -> None:
+    """Builds the schedule on a stand-in optimiser, so a bad name or argument fails before compute, naming the field."""
+    import torch
+    from transformers import SchedulerType
+
+    names = [kind.value for kind in SchedulerType if kind != SchedulerType.REDUCE_ON_PLATEAU]
+    if args.lr_scheduler_type not in names:
+        raise ValueError(f"lr_scheduler_type must be one of {names}, got {args.lr_scheduler_type!r}")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    try:
+        make_lr_scheduler(args, optimizer)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"lr_scheduler_type={args.lr_scheduler_type!r} with lr_scheduler_kwargs={args.lr_scheduler_kwargs}: {error}"
+        ) from error

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from transformers import AutoTokenizer, ViTImageProcessorPil
+from transformers import AutoTokenizer
 
 from ..configuration_eclip import EclipConfig
 from ..data.stream import ProductPairStream, load_product_stream
 from ..modeling_eclip import EclipForPreTraining, _load_tower
-from ..processing_eclip import EclipProcessor
+from ..processing_eclip import EclipImageProcessor, EclipProcessor
 from .arguments import MINILM_NAME, PretrainingArguments, resolve_pretrained_path
 
 TOWER_PREFIX = "eclip.{}_model."
@@ -25,10 +25,10 @@ logger = logging.getLogger(__name__)
 
 
 def build_processor(image_size: int, tokenizer_name_or_path: str | None = MINILM_NAME) -> EclipProcessor:
-    """A ViT image processor at `image_size` pixels and the tokenizer of `tokenizer_name_or_path` (`all-MiniLM-L6-v2`:
-    the offline copy when installed)."""
+    """ECLIP's image processor (ViT's, on PIL) at `image_size` pixels and the tokenizer of `tokenizer_name_or_path`
+    (`all-MiniLM-L6-v2`: the offline copy when installed)."""
     return EclipProcessor(
-        image_processor=ViTImageProcessorPil(size={"height": image_size, "width": image_size}),
+        image_processor=EclipImageProcessor(size={"height": image_size, "width": image_size}),
         tokenizer=AutoTokenizer.from_pretrained(resolve_pretrained_path(tokenizer_name_or_path)),
     )
 

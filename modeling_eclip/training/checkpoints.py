@@ -63,7 +63,8 @@ class CheckpointManager:
         write_json(tmp / STREAM_STATE.format(rank=accelerator.process_index), stream.state_dict())
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step})
+            # The checkpoint is complete once renamed, and it is the newest, so rotation never removes it.
+            write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "last_good_checkpoint": str(final)})
             _fsync_tree(tmp)
             if final.exists():  # the same step saved before a resume: identical state, keep the copy on disk
                 shutil.rmtree(tmp)

@@ -19,15 +19,63 @@ from ..configuration_eclip import EclipConfig
 from ..modeling_eclip import EclipModel
 from ..pipeline_eclip import save_pretrained_with_pipeline
 from ..processing_eclip import EclipProcessor
-from .arguments import PretrainingArguments
+from .arguments import HUB_CHECKPOINT_DIR, MINILM_HUB_ID, MINILM_NAME, PretrainingArguments
 
 EXPORT_DIR = "model"
+# The Hub task of the card: EclipModel returns CLIP-style logits, so transformers' zero-shot-image-classification
+# pipeline (and the widget) runs it; the instance-level pipeline is named in the card's text.
+PIPELINE_TAG = "zero-shot-image-classification"
+# quick_evaluate's numbers as model-index entries: (task type, task name, metric type, metric name).
+EVAL_RESULT_FIELDS = {
+    "zero_shot_acc@1": (PIPELINE_TAG, "Zero-shot product classification", "accuracy", "Acc@1 (image + title)"),
+    "fine_grained_r@1": ("image-feature-extraction", "Fine-grained product retrieval", "recall", "R@1"),
+    "fine_grained_map@10": ("image-feature-extraction", "Fine-grained product retrieval", "map", "mAP@10"),
+}
 
 
 def read_dataset_info(data_dir: str | os.PathLike) -> dict[str, Any]:
     """The catalogue's `dataset_info.json` (name, description, split sizes), or {} when it has none."""
     path = Path(data_dir) / "dataset_info.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def hub_model_ids(args: PretrainingArguments) -> list[str]:
+    """The pretrained towers as Hub ids, for `base_model`: the offline MiniLM copy by its Hub id; local folders are not
+    Hub models and are left out."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    ids = []
+    for name in (args.vision_model_name_or_path, args.text_model_name_or_path):
+        if name == MINILM_NAME:
+            name = MINILM_HUB_ID
+        if name is None or Path(name).exists():
+            continue
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            continue
+        ids.append(name)
+    return ids
+
+
+def eval_results(args: PretrainingArguments, metrics: Mapping[str, float], dataset: str) -> list[Any]:
+    """The final evaluation as `huggingface_hub.EvalResult`s (the card's model-index)."""
+    from huggingface_hub import EvalResult
+
+    return [
+        EvalResult(
+            task_type=task_type,
+            task_name=task_name,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=args.eval_split,
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=float(metrics[key]),
+        )
+        for key, (task_type, task_name, metric_type, metric_name) in EVAL_RESULT_FIELDS.items()
+        if key in metrics
+    ]
 
 
 def render_model_card(
@@ -37,7 +85,8 @@ def render_model_card(
     summary: Mapping[str, Any],
 ) -> str:
     """The export's README.md: model, data and its licences, training recipe, evaluation table, intended use and
-    limitations, with Hub metadata (huggingface_hub `ModelCardData`)."""
+    limitations, with Hub metadata through huggingface_hub's `ModelCardData`: license, tags, `pipeline_tag`,
+    `base_model` and `datasets` as Hub ids, and the final evaluation as `eval_results` (model-index)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     data_dir = Path(args.data_dir)
@@ -48,11 +97,17 @@ def render_model_card(
     data_lines = [
         f"- `{name}`: {split.get('products')} products, {split.get('images')} images" for name, split in splits.items()
     ]
+    dataset = args.dataset_name or data_info.get("name") or Path(args.data_dir).name
+    model_name = args.hub_model_id.split("/")[-1] if args.hub_model_id else f"eclip-{Path(args.model_config).stem}"
     metadata = ModelCardData(
+        model_name=model_name,
         library_name="transformers",
         license="apache-2.0",
-        tags=["eclip", "e-commerce", "zero-shot-classification", "product-retrieval", "custom_code"],
-        base_model=[p for p in (args.text_model_name_or_path, args.vision_model_name_or_path) if p] or None,
+        pipeline_tag=PIPELINE_TAG,
+        tags=["eclip", "e-commerce", "zero-shot-image-classification", "product-retrieval", "custom_code"],
+        base_model=hub_model_ids(args) or None,
+        datasets=[args.dataset_name] if args.dataset_name else None,
+        eval_results=eval_results(args, metrics, dataset) if metrics else None,
     )
     if metrics:
         rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items()))
@@ -140,13 +195,36 @@ def export_pretrained(
     return save_directory
 
 
+def stage_for_hub(export_dir: Path, staging: Path, checkpoint: Path | None = None) -> Path:
+    """The folder one Hub commit uploads: the export (linked, not copied, unless it is `staging` already) and, with a
+    checkpoint, that checkpoint as `last-checkpoint/` (hard links, so rotation may delete the checkpoint while it
+    uploads)."""
+    if Path(export_dir) != Path(staging):
+        shutil.rmtree(staging, ignore_errors=True)
+        _link_tree(Path(export_dir), Path(staging))
+    if checkpoint is not None:
+        _link_tree(Path(checkpoint), Path(staging) / HUB_CHECKPOINT_DIR)
+    return Path(staging)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system, or links not supported
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link)
+
+
 class HubPusher:
     """Uploads exports to a Hub repository with `huggingface_hub` (created on first use).
 
     `push_checkpoint` uploads in the background (`upload_folder(run_as_future=True)`), like Trainer's `hub_strategy`:
     training goes on, and a checkpoint whose predecessor is still uploading is skipped rather than queued.
     `push_final` waits for the background upload, then uploads the final export and returns when it is on the Hub.
-    `api` is an `HfApi` (tests pass a stand-in).
+    Both take a staged folder (`stage_for_hub`), delete it once uploaded, and replace the repository's
+    `last-checkpoint/` when the folder has one. `api` is an `HfApi` (tests pass a stand-in).
     """
 
     def __init__(self, repo_id: str, private: bool = False, api: Any = None) -> None:
@@ -171,12 +249,26 @@ class HubPusher:
             folder_path=str(folder),
             commit_message=f"Training in progress, step {step}",
             run_as_future=True,
+            **self._replace_checkpoint(folder),
         )
         self._in_flight = (future, folder)
 
     def push_final(self, folder: Path) -> None:
         self._finish()
-        self.api.upload_folder(repo_id=self.repo_id, folder_path=str(folder), commit_message="End of training")
+        try:
+            self.api.upload_folder(
+                repo_id=self.repo_id,
+                folder_path=str(folder),
+                commit_message="End of training",
+                **self._replace_checkpoint(folder),
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    def _replace_checkpoint(folder: Path) -> dict[str, Any]:
+        """A pushed checkpoint replaces the previous one whole (files it no longer has are deleted)."""
+        return {"delete_patterns": f"{HUB_CHECKPOINT_DIR}/*"} if (Path(folder) / HUB_CHECKPOINT_DIR).is_dir() else {}
 
     def _finish(self) -> None:
         if self._in_flight is not None:

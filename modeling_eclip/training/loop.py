@@ -4,9 +4,10 @@
 One optimiser step is `gradient_accumulation_steps` micro-batches through Accelerate: forward (L_itc alone before
 `instance_objectives_start_step`), backward, and at the last micro-batch gradient clipping and the AdamW step. A step
 whose loss or gradient is not finite on some rank is skipped whole and counted. After a good step: the learning-rate
-schedule (warm-up, then linear decay, Sec. 4.1), the temperature clamp, the EMA update of the momentum model (Eq. 8)
-and the enqueue of the step's micro-batches, in order. Then logging (Accelerate's trackers and `metrics.jsonl`),
-periodic evaluation and checkpoints, and a wall-clock budget. At the end: a last checkpoint, the evaluation for the
+schedule (`transformers.get_scheduler`; by default warm-up, then linear decay, Sec. 4.1), the temperature clamp, the
+EMA update of the momentum model (Eq. 8) and the enqueue of the step's micro-batches, in order. Then logging
+(Accelerate's trackers and `metrics.jsonl`; images at evaluations), periodic evaluation and checkpoints, and a
+wall-clock budget. At the end: a last checkpoint, the evaluation for the
 model card, the export and the Hub upload.
 """
 
@@ -28,16 +29,23 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from ..configuration_eclip import EclipConfig
 from ..data.stream import COUNTER_NAMES, ProductPairStream
 from ..modeling_eclip import LOSS_NAMES, EclipForPreTraining, EclipForPreTrainingOutput
 from ..processing_eclip import EclipProcessor
-from .arguments import PretrainingArguments, check_arguments, parse_arguments
+from .arguments import (
+    HUB_CHECKPOINT_DIR,
+    RESUME_FROM_HUB,
+    PretrainingArguments,
+    check_arguments,
+    make_lr_scheduler,
+    parse_arguments,
+)
 from .builders import build_model_and_processor, ensure_demo_catalogue, make_optimizer, make_stream, parameter_groups
-from .checkpoints import METRICS_FILE, CheckpointManager, append_metrics, write_json
-from .export import EXPORT_DIR, HubPusher, export_pretrained, read_dataset_info, render_model_card
+from .checkpoints import METRICS_FILE, TRAINER_STATE, CheckpointManager, append_metrics, write_json
+from .export import EXPORT_DIR, HubPusher, export_pretrained, read_dataset_info, render_model_card, stage_for_hub
+from .tracking import log_images, log_scalars, tracker_init_kwargs
 
 
 class NonFiniteLossError(RuntimeError):
@@ -206,7 +214,7 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
     model, processor, pretrained_prefixes = build_model_and_processor(args, config)
     optimizer = make_optimizer(parameter_groups(model, args, pretrained_prefixes), args)
     # Stepped once per optimiser step by the loop (not prepared: Accelerate would step it once per process).
-    scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    scheduler = make_lr_scheduler(args, optimizer)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     pretrainer: EclipForPreTraining = accelerator.unwrap_model(prepared)
@@ -214,13 +222,17 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
     stream = make_stream(args, processor, accelerator)
     checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_total_limit)
     checkpoints.remove_incomplete()
-    state = resume(args, checkpoints, stream, accelerator)
-
-    if args.report_to != "none":
-        accelerator.init_trackers("pretrain", config=tracker_config(args))
     pusher = None
     if args.push_to_hub and accelerator.is_main_process:
         pusher = HubPusher(args.hub_model_id, args.hub_private_repo, hub_api)
+    state = resume(args, checkpoints, stream, accelerator, hub_api)
+
+    if args.report_to:
+        accelerator.init_trackers(
+            args.project_name,
+            config=tracker_config(args),
+            init_kwargs=tracker_init_kwargs(args.report_to, args.run_name),
+        )
     progress = tqdm(
         total=args.max_steps,
         initial=state.step,
@@ -254,7 +266,6 @@ def finish_run(run: Run, stop_reason: str) -> PretrainingResult:
     save_checkpoint(run, push=False)
     if run.args.evaluate_at_end and accelerator.is_main_process:
         run.metrics = quick_evaluation(run)
-        accelerator.log({f"eval/{k}": v for k, v in run.metrics.items()}, step=state.step)
     ranks = accelerator.gather(torch.tensor([accelerator.process_index], device=accelerator.device)).tolist()
     summary = {**run_summary(run), "ranks": ranks, "stop_reason": stop_reason, "metrics": run.metrics}
     export_dir = None
@@ -263,7 +274,8 @@ def finish_run(run: Run, stop_reason: str) -> PretrainingResult:
         export_dir = export_pretrained(run.pretrainer.eclip, run.processor, run.output_dir / EXPORT_DIR, card)
         write_json(run.output_dir / "train_summary.json", summary)
         if run.pusher is not None:
-            run.pusher.push_final(export_dir)
+            checkpoint = run.checkpoints.latest() if run.args.hub_strategy == "checkpoint" else None
+            run.pusher.push_final(stage_for_hub(export_dir, run.output_dir / ".hub-push-final", checkpoint))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if torch.distributed.is_initialized():  # leave no gloo group behind (a rank could otherwise hang at exit)
@@ -281,7 +293,7 @@ def make_accelerator(args: PretrainingArguments, config: EclipConfig) -> Acceler
         cpu=not torch.accelerator.is_available(),
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=args.report_to or None,
         project_dir=args.output_dir,
         # A switched-off objective leaves its parameters (e.g. the decoder in the ITC-only baseline) without gradients.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)],
@@ -289,11 +301,20 @@ def make_accelerator(args: PretrainingArguments, config: EclipConfig) -> Acceler
 
 
 def resume(
-    args: PretrainingArguments, checkpoints: CheckpointManager, stream: ProductPairStream, accelerator: Accelerator
+    args: PretrainingArguments,
+    checkpoints: CheckpointManager,
+    stream: ProductPairStream,
+    accelerator: Accelerator,
+    hub_api: Any = None,
 ) -> TrainerState:
     """The state of the checkpoint `--resume` names (Accelerate's state and the stream position restored), or a
-    fresh one."""
-    path = checkpoints.latest() if args.resume == "latest" else (Path(args.resume) if args.resume else None)
+    fresh one. `--resume hub` first downloads the checkpoint that `hub_strategy=checkpoint` pushed."""
+    if args.resume == RESUME_FROM_HUB:
+        path = download_hub_checkpoint(args, accelerator, hub_api)
+    elif args.resume == "latest":
+        path = checkpoints.latest()
+    else:
+        path = Path(args.resume) if args.resume else None
     if args.resume == "latest" and path is None:
         accelerator.print(f"--resume latest: no checkpoint in {args.output_dir} yet, starting from scratch")
     if path is None:
@@ -302,6 +323,26 @@ def resume(
     state.last_good_checkpoint = str(path)
     accelerator.print(f"resumed from {path} at step {state.step}")
     return state
+
+
+def download_hub_checkpoint(args: PretrainingArguments, accelerator: Accelerator, hub_api: Any = None) -> Path:
+    """`<output_dir>/last-checkpoint`, downloaded from `hub_model_id` by the main process (`huggingface_hub`)."""
+    if accelerator.is_main_process:
+        if hub_api is None:
+            from huggingface_hub import HfApi
+
+            hub_api = HfApi()
+        hub_api.snapshot_download(
+            repo_id=args.hub_model_id, allow_patterns=[f"{HUB_CHECKPOINT_DIR}/*"], local_dir=args.output_dir
+        )
+    accelerator.wait_for_everyone()
+    path = Path(args.output_dir) / HUB_CHECKPOINT_DIR
+    if not (path / TRAINER_STATE).is_file():
+        raise FileNotFoundError(
+            f"resume=hub: {args.hub_model_id} has no complete {HUB_CHECKPOINT_DIR}/ (push one with "
+            "--hub_strategy checkpoint)"
+        )
+    return path
 
 
 def tracker_config(args: PretrainingArguments) -> dict[str, Any]:
@@ -408,8 +449,8 @@ def log_step(
     run.progress.set_postfix(
         loss=f"{logs.get('loss', float('nan')):.3f}", samples_s=f"{logs['samples_per_second']:.1f}"
     )
-    accelerator.log(logs, step=step)
     if accelerator.is_main_process:
+        log_scalars(accelerator.trackers, logs, step)
         append_metrics(run.output_dir / METRICS_FILE, {"step": step, **logs})
         if step_callback is not None:
             step_callback(step, logs)
@@ -418,26 +459,32 @@ def log_step(
 def evaluate_during_training(run: Run) -> None:
     if run.accelerator.is_main_process:
         run.metrics = quick_evaluation(run)
-        run.accelerator.log({f"eval/{k}": v for k, v in run.metrics.items()}, step=run.state.step)
         run.progress.write(f"step {run.state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in run.metrics.items()))
     run.accelerator.wait_for_everyone()
 
 
 def quick_evaluation(run: Run) -> dict[str, float]:
     """Zero-shot classification Acc@1 and fine-grained retrieval on held-out products (`evaluation.quick_evaluate`,
-    imported here: evaluation is not needed to build a model). The RNG is forked so that evaluating never changes what
-    training draws next (exact resumption)."""
-    from ..evaluation import quick_evaluate
+    imported here: evaluation is not needed to build a model), logged to the trackers with `num_eval_images`
+    grounding overlays and a t-SNE plot. The RNG is forked so that evaluating never changes what training draws next
+    (exact resumption). Main process only."""
+    from ..evaluation import quick_evaluate_with_figures
 
-    args = run.args
+    args, accelerator = run.args, run.accelerator
+    num_images = args.num_eval_images if accelerator.trackers else 0
     with torch.random.fork_rng(devices=[]):
-        return quick_evaluate(
+        metrics, figures = quick_evaluate_with_figures(
             run.pretrainer.eclip,
             run.processor,
             args.data_dir,
             split=args.eval_split,
             max_products=args.eval_max_products,
+            num_overlays=num_images,
+            tsne=num_images > 0,
         )
+    log_scalars(accelerator.trackers, {f"eval/{k}": v for k, v in metrics.items()}, run.state.step)
+    log_images(accelerator.trackers, figures, run.state.step)
+    return metrics
 
 
 def save_checkpoint(run: Run, push: bool) -> None:
@@ -447,14 +494,16 @@ def save_checkpoint(run: Run, push: bool) -> None:
     state.train_seconds = time.perf_counter() - run.started
     path = run.checkpoints.save(state.step, run.stream, dataclasses.asdict(state))
     state.last_good_checkpoint = str(path)
-    if not push or run.pusher is None:
+    if not push or run.pusher is None or run.args.hub_strategy == "end":
         return
     if run.pusher.busy():
         run.pusher.skipped += 1
         return
     staging = run.output_dir / f".hub-push-step-{state.step}"
     card = render_model_card(run.args, run.config, run.metrics, run_summary(run))
-    run.pusher.push_checkpoint(export_pretrained(run.pretrainer.eclip, run.processor, staging, card), state.step)
+    export_pretrained(run.pretrainer.eclip, run.processor, staging, card)
+    checkpoint = path if run.args.hub_strategy == "checkpoint" else None
+    run.pusher.push_checkpoint(stage_for_hub(staging, staging, checkpoint), state.step)
 
 
 def run_summary(run: Run) -> dict[str, Any]:
