@@ -302,21 +302,29 @@ def test_clip_style_models_are_embedded_with_their_own_methods(demo_catalogue, t
 def test_compare_accepts_clip_and_dual_encoder_checkpoints(demo_catalogue, tmp_path, capsys):
     from modeling_eclip.evaluation.cli import main
 
-    eclip = tmp_path / "eclip"
+    # Every export is a folder called "model" (as pretraining writes them): rows are named by their parents too.
+    eclip = tmp_path / "eclip" / "model"
     tiny_model().save_pretrained(eclip)
     make_processor().save_pretrained(eclip)
-    tiny_clip(tmp_path / "fashion-clip")
-    tiny_dual_encoder(tmp_path / "dual-encoder")
+    tiny_clip(tmp_path / "fashion-clip" / "model")
+    tiny_dual_encoder(tmp_path / "dual-encoder" / "model")
     others = ("fashion-clip", "dual-encoder")
     output = tmp_path / "compared.json"
-    args = ["--model", str(eclip), "--data", str(demo_catalogue), "--compare", *(str(tmp_path / o) for o in others)]
+    args = [
+        "--model",
+        str(eclip),
+        "--data",
+        str(demo_catalogue),
+        "--compare",
+        *(str(tmp_path / o / "model") for o in others),
+    ]
     main([*args, "--max-products", "8", "--output", str(output)])
     printed = capsys.readouterr().out
-    assert "| eclip (instance) |" in printed
+    assert "| eclip/model (instance) |" in printed
     compared_runs = json.loads(output.read_text())["compare"]
     assert len(compared_runs) == len(others)
     for other, compared in zip(others, compared_runs):
-        assert f"| {other} (global) |" in printed
+        assert f"| {other}/model (global) |" in printed
         assert compared["embedding"] == "global"
         for table in ("table1", "table2", "table3", "table4"):
             assert table in compared, table

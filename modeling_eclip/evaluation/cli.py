@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
             else str(Path(args.tsne).with_stem(f"{Path(args.tsne).stem}-{index}"))
         )
         runs.append(evaluate_checkpoint(path, args, tsne))
-    names = [f"{Path(path).name or path} ({run['embedding']})" for path, run in zip(paths, runs)]
-    names = [f"{Path(path).parent.name}/{name}" if names.count(name) > 1 else name for path, name in zip(paths, names)]
+    # Exports are all called "model": a folder name shared by several paths gets its parent's name too.
+    folders = [Path(path).name or path for path in paths]
+    folders = [f"{Path(p).parent.name}/{f}" if folders.count(f) > 1 else f for p, f in zip(paths, folders)]
+    names = [f"{folder} ({run['embedding']})" for folder, run in zip(folders, runs)]
     print(format_results(runs[0], runs[1:], names=names))
     if args.output:
         payload = runs[0] if len(runs) == 1 else {"model": runs[0], "compare": runs[1:]}
