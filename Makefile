@@ -67,7 +67,7 @@ $(TOWER_DATA)/build_info.json: modeling_eclip/data/image_pretraining_set.py mode
 
 $(TOWER)/tower_info.json: $(TOWER_DATA)/build_info.json modeling_eclip/training/image_tower.py configuration/eclip-tiny.json
 	$(BIN)/python examples/pretrain_image_tower.py --dataset $(TOWER_DATA) --output_dir $(TOWER) \
-		--classifier_init_text_model all-MiniLM-L6-v2 --max_train_minutes 9 --overwrite_output_dir
+		--classifier_init_text_model all-MiniLM-L6-v2 --max_train_minutes 8 --overwrite_output_dir
 
 # One recipe run: outputs/<run>/model is the export; the recipe and the package are its inputs.
 outputs/eclip-tiny-demo-%/model/config.json: configuration/recipe-demo-%.yaml configuration/recipe-demo.yaml \
