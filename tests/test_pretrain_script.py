@@ -429,3 +429,14 @@ def test_torchrun_two_cpu_processes_train_together_and_export_the_same_format(
     assert {p.name for p in export.iterdir()} >= EXPORT_FILES
     model = EclipModel.from_pretrained(export)
     assert model.config.queue_size == 16
+
+
+@pytest.mark.parametrize("path", ["./outputs/no-such-tower", "../no-such-tower", "/no/such/tower"])
+def test_a_missing_local_tower_folder_fails_before_compute(model_config: Path, tmp_path: Path, path: str) -> None:
+    """A path that can only be a folder is not sent to the Hub (whose error would name a bad repo id instead)."""
+    (tmp_path / "train").mkdir()
+    flags = tiny_run_arguments(model_config, tmp_path, tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match=r"vision_model_name_or_path .* is not a folder.*pretrain_image_tower"):
+        check_arguments(parse_arguments([*flags, "--vision_model_name_or_path", path]))
+    with pytest.raises(FileNotFoundError, match=r"text_model_name_or_path .* is not a folder"):
+        check_arguments(parse_arguments([*flags, "--text_model_name_or_path", path]))
