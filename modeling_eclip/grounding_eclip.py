@@ -93,11 +93,14 @@ def grounding_score_maps(
             prompt_images=batch_prompts if prompt_images is not None else None,
         ).to(model.device, dtype=model.dtype)  # casts only the floating-point inputs
         grids = model.get_grounding_map(**inputs).float()
-        for image, grid in zip(batch, grids):
-            width, height = image.size
-            upsampled = F.interpolate(grid[None, None], size=(height, width), mode="bilinear", align_corners=False)
-            maps.append(upsampled[0, 0].cpu())
+        maps += [upsample_score_map(grid, image) for grid, image in zip(grids, batch)]
     return maps
+
+
+def upsample_score_map(grid: torch.Tensor, image: Image.Image) -> torch.Tensor:
+    """A patch-grid score map `(side, side)` stretched bilinearly onto the image's own `(height, width)`, on the CPU."""
+    width, height = image.size
+    return F.interpolate(grid[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0].cpu()
 
 
 def _pixel_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

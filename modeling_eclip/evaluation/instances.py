@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..grounding_eclip import upsample_score_map
 from ..modeling_eclip import EclipModel
 from ..processing_eclip import EclipProcessor
 from .embedding import CatalogueSplit, embed_images, embed_texts
@@ -93,18 +94,22 @@ def positive_map_diagnostics(
     boxed = [i for kind in ("customer", "ad") for i in split.image_indices(kind)][:max_images]
     images = [split.images[i].to_pil() for i in boxed]
     titles = [split.titles[split.images[i].product] for i in boxed]
-    maps = score_maps(model, processor, images, titles, mode, batch_size)
+    if mode == "instance":
+        # One decoder pass per batch gives both: the patch-grid map for the entropy, its upsampled copy for the box.
+        maps, entropies = [], []
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            inputs = processor(images=batch, text=titles[start : start + batch_size]).to(model.device)
+            grids = model.get_grounding_map(**inputs).float()
+            maps += [upsample_score_map(grid, image) for grid, image in zip(grids, batch)]
+            flat = grids.flatten(1)
+            distribution = flat / flat.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            entropies.append(-(distribution * distribution.clamp_min(1e-12).log()).sum(dim=1) / math.log(flat.shape[1]))
+    else:
+        maps = score_maps(model, processor, images, titles, mode, batch_size)
     mass = [mass_in_box_over_area(score_map, split.images[i].boxes[0]) for score_map, i in zip(maps, boxed)]
     results = {"mass_in_box_over_area": sum(mass) / len(mass), "num_images": len(boxed)}
     if mode == "instance":
-        entropies = []
-        for start in range(0, len(images), batch_size):
-            inputs = processor(images=images[start : start + batch_size], text=titles[start : start + batch_size])
-            grids = model.get_grounding_map(**inputs.to(model.device)).float().flatten(1)
-            distribution = grids / grids.sum(dim=1, keepdim=True).clamp_min(1e-12)
-            entropies.append(
-                -(distribution * distribution.clamp_min(1e-12).log()).sum(dim=1) / math.log(grids.shape[1])
-            )
         results["entropy_over_log_n"] = float(torch.cat(entropies).mean())
     return results
 

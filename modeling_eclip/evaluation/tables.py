@@ -20,6 +20,7 @@ from ..grounding_eclip import (
     grounding_score_maps,
     overlay_heatmap,
     rank_boxes,
+    upsample_score_map,
 )
 from ..modeling_eclip import EclipModel
 from ..pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
@@ -198,9 +199,7 @@ def global_score_maps(
         text = F.normalize(text_features(model, {k: v for k, v in inputs.items() if k != "pixel_values"}), dim=-1)
         side = patch_grid_side(patches.shape[1])
         grids = torch.einsum("bnd,bd->bn", patches, text).reshape(-1, 1, side, side).float()
-        for image, grid in zip(batch, grids):
-            width, height = image.size
-            maps.append(F.interpolate(grid[None], size=(height, width), mode="bilinear")[0, 0].cpu())
+        maps += [upsample_score_map(grid[0], image) for grid, image in zip(grids, batch)]
     return maps
 
 
