@@ -1,0 +1,140 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""The bad-input corpus: images, arrays and texts a careless or hostile user supplies, generated on the fly (no binary
+blobs in git). Each generator returns bytes (an encoded file) or an array; `BAD_IMAGE_FILES` names the encoded ones
+that no decoder may accept, `AWKWARD_IMAGE_FILES` those that are valid but easy to get wrong (orientation,
+transparency), with the colour or shape the one decoder must give them.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+# ----- files that are not decodable images -----
+
+
+def _png(image: Image.Image, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **save)
+    return buffer.getvalue()
+
+
+def _encoded(image: Image.Image, image_format: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **save)
+    return buffer.getvalue()
+
+
+def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid 8x8 PNG whose header claims `width` x `height` (Pillow's DecompressionBombError past 2x its limit)."""
+    data = bytearray(_png(Image.new("L", (8, 8), 128)))
+    # The IHDR chunk starts at byte 8: length(4) type(4) width(4) height(4) ... crc(4) after its 13 data bytes.
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def gif_bad_header() -> bytes:
+    """A GIF whose logical screen and frame claim 65535 x 65535: a corrupted header."""
+    data = bytearray(_encoded(Image.new("P", (4, 4), 1), "GIF"))
+    data[6:10] = struct.pack("<HH", 65535, 65535)
+    descriptor = data.index(b",")  # the image descriptor; its width and height follow left and top
+    data[descriptor + 5 : descriptor + 9] = struct.pack("<HH", 65535, 65535)
+    return bytes(data)
+
+
+def bmp_bad_header() -> bytes:
+    """A BMP whose info header claims 30000 x 30000 pixels."""
+    data = bytearray(_encoded(Image.new("RGB", (4, 4), (10, 20, 30)), "BMP"))
+    data[18:26] = struct.pack("<ii", 30000, 30000)
+    return bytes(data)
+
+
+def truncated_jpeg() -> bytes:
+    """The first third of a JPEG."""
+    data = _encoded(Image.new("RGB", (64, 64), (200, 30, 30)), "JPEG")
+    return data[: len(data) // 3]
+
+
+BAD_IMAGE_FILES = {
+    "png_bomb.png": png_bomb,
+    "gif_bad_header.gif": gif_bad_header,
+    "bmp_bad_header.bmp": bmp_bad_header,
+    "truncated.jpg": truncated_jpeg,
+    "empty.png": lambda: b"",
+    "text.png": lambda: b"this is not an image\n",
+}
+
+# ----- valid images that decoders get wrong -----
+
+ORIENTED_SIZE = (40, 20)  # stored width x height; EXIF orientation 6 shows it as 20 x 40
+
+
+def exif_rotated_jpeg() -> bytes:
+    """A 40 x 20 JPEG with EXIF orientation 6 ("rotate 90 CW to view"): upright it is 20 wide, 40 tall."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _encoded(Image.new("RGB", ORIENTED_SIZE, (0, 128, 255)), "JPEG", exif=exif.tobytes())
+
+
+def transparent_rgba_png() -> bytes:
+    """Fully transparent black RGBA: white when composited as it must be."""
+    return _png(Image.new("RGBA", (16, 16), (0, 0, 0, 0)))
+
+
+def transparent_la_png() -> bytes:
+    """Fully transparent black grayscale with alpha."""
+    return _png(Image.new("LA", (16, 16), (0, 0)))
+
+
+def palette_trns_png() -> bytes:
+    """A palette image whose only colour (black, index 0) is transparent by its tRNS chunk."""
+    image = Image.new("P", (16, 16), 0)
+    image.putpalette([0, 0, 0] * 256)
+    return _png(image, transparency=0)
+
+
+def rgb_colour_key_png() -> bytes:
+    """An RGB image whose colour (0, 0, 0) is transparent by a tRNS colour key."""
+    return _png(Image.new("RGB", (16, 16), (0, 0, 0)), transparency=(0, 0, 0))
+
+
+WHITE = (255, 255, 255)
+AWKWARD_IMAGE_FILES = {
+    "transparent_rgba.png": (transparent_rgba_png, WHITE),
+    "transparent_la.png": (transparent_la_png, WHITE),
+    "palette_trns.png": (palette_trns_png, WHITE),
+    "rgb_colour_key.png": (rgb_colour_key_png, WHITE),
+}
+
+# ----- arrays -----
+
+BAD_ARRAYS = {
+    "empty_0x0": lambda: np.zeros((0, 0, 3), dtype=np.uint8),
+    "nan_float": lambda: np.full((8, 8, 3), np.nan, dtype=np.float32),
+    "infinite_float": lambda: np.full((8, 8, 3), np.inf, dtype=np.float32),
+    "four_dimensional": lambda: np.zeros((1, 8, 8, 3), dtype=np.uint8),
+    "one_dimensional": lambda: np.zeros((64,), dtype=np.uint8),
+    "five_channels": lambda: np.zeros((8, 8, 5), dtype=np.uint8),
+    "object_dtype": lambda: np.array([[None, None]], dtype=object),
+}
+
+# ----- texts -----
+
+BLANK_TITLES = ["", " ", "\t\n", "\u3000"]
+CONTROL_TOKEN_TITLES = ["[SEP] [CLS]", "[PAD][PAD]", "[MASK] shoe", "[UNK]"]
+
+
+def write_files(folder, corpus: dict) -> dict[str, str]:
+    """Writes each entry of `corpus` (name -> generator, or name -> (generator, expected)) into `folder`."""
+    paths = {}
+    for name, entry in corpus.items():
+        generator = entry[0] if isinstance(entry, tuple) else entry
+        path = folder / name
+        path.write_bytes(generator())
+        paths[name] = str(path)
+    return paths
