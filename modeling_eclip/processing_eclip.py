@@ -45,7 +45,8 @@ def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
             raise TypeError(f"unsupported type {type(image).__name__}; pass a PIL image, a path, bytes or an array")
         image.load()
         return _convert_mode(ImageOps.exif_transpose(image))
-    except (OSError, ValueError, TypeError, SyntaxError) as error:
+    except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
+        # DecompressionBombError (a header claiming a huge image) is not an OSError; it is just as unreadable.
         raise ValueError(f"Cannot decode {name}: {error}") from error
 
 

@@ -3,10 +3,13 @@
 
 import io
 import json
+import pathlib
+import re
 
 import numpy as np
 import pytest
 import torch
+from bad_inputs import BAD_IMAGE_FILES, write_files
 from helpers import TINY_IMAGE_SIZE
 from PIL import Image
 from transformers import AutoProcessor, BatchFeature
@@ -230,6 +233,17 @@ def test_undecodable_images_raise_value_errors_naming_them(processor, tmp_path):
         processor(images=tmp_path / "missing.png")
     with pytest.raises(ValueError, match=r"images\[0\]"):
         processor(images=[{"not": "an image"}])
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGE_FILES))
+def test_every_bad_image_file_is_a_value_error_naming_it(processor, tmp_path, name):
+    """Decompression bombs and corrupted headers included: Pillow raises them as `DecompressionBombError`, which is
+    not an `OSError`, so data paths that skip unreadable images by `ValueError` would abort on them."""
+    path = write_files(tmp_path, {name: BAD_IMAGE_FILES[name]})[name]
+    with pytest.raises(ValueError, match=re.escape(name)):
+        processor(images=path)
+    with pytest.raises(ValueError, match=r"images\[1\]"):
+        processor(images=[Image.new("RGB", (8, 8)), pathlib.Path(path).read_bytes()])
 
 
 # ----- keyword arguments, the ProcessorMixin way -----
