@@ -166,15 +166,15 @@ def test_anchor_kind_prefers_that_kind_and_keeps_positives_from_elsewhere() -> N
     kinds = [("customer", "a"), ("catalog", "a"), ("ad", "b"), ("catalog", "b"), ("customer", "b")]
     images = [{"kind": kind, "source": source} for kind, source in kinds]
     for seed in range(20):
-        pairs = choose_pair_order(images, np.random.default_rng(seed), anchor_kind="catalog")
+        pairs = list(choose_pair_order(images, np.random.default_rng(seed), anchor_kind="catalog"))
         anchor, positive = pairs[0]
         assert images[anchor]["kind"] == "catalog"
         assert images[positive]["source"] != images[anchor]["source"]  # another source first, as without anchor_kind
         assert [images[a]["kind"] for a, _ in pairs[: 2 * (len(images) - 1)]] == ["catalog"] * 8
     # Without catalog images the anchor is any image; without anchor_kind the order is the plain random one.
     no_catalog = [image for image in images if image["kind"] != "catalog"]
-    assert choose_pair_order(no_catalog, np.random.default_rng(0), "catalog") == choose_pair_order(
-        no_catalog, np.random.default_rng(0)
+    assert list(choose_pair_order(no_catalog, np.random.default_rng(0), "catalog")) == list(
+        choose_pair_order(no_catalog, np.random.default_rng(0))
     )
 
 
@@ -182,12 +182,12 @@ def test_anchor_kind_probability_mixes_preferred_and_any_anchors(processor, demo
     kinds = [("customer", "a"), ("catalog", "a"), ("ad", "b"), ("catalog", "b"), ("customer", "b")]
     images = [{"kind": kind, "source": source} for kind, source in kinds]
     first = [
-        images[choose_pair_order(images, np.random.default_rng(s), "catalog", 0.5)[0][0]]["kind"] for s in range(400)
+        images[next(choose_pair_order(images, np.random.default_rng(s), "catalog", 0.5))[0]]["kind"] for s in range(400)
     ]
     share = first.count("catalog") / len(first)
     # Half the draws prefer catalog; the other half pick any of the 5 images (2 catalog): 0.5 + 0.5 * 2 / 5 = 0.7.
     assert 0.6 < share < 0.8
-    always = [choose_pair_order(images, np.random.default_rng(s), "catalog", 1.0) for s in range(5)]
-    assert always == [choose_pair_order(images, np.random.default_rng(s), "catalog") for s in range(5)]
+    always = [list(choose_pair_order(images, np.random.default_rng(s), "catalog", 1.0)) for s in range(5)]
+    assert always == [list(choose_pair_order(images, np.random.default_rng(s), "catalog")) for s in range(5)]
     with pytest.raises(ValueError, match="anchor_kind_probability"):
         ProductPairStream(load_product_stream(data_dir=demo_catalogue), processor, anchor_kind_probability=1.5)

@@ -83,33 +83,69 @@ def choose_pair_order(
     rng: np.random.Generator,
     anchor_kind: str | None = None,
     anchor_kind_probability: float = 1.0,
-) -> list[tuple[int, int]]:
-    """Candidate (anchor, positive) index pairs of a product's images, best first.
+) -> Iterator[tuple[int, int]]:
+    """Candidate (anchor, positive) index pairs of a product's images, best first, as a lazy iterator.
 
     The anchor is drawn at random (among the images of kind ``anchor_kind`` first, when given and the product has
-    one; for a share ``anchor_kind_probability`` of the draws, the others take any image); positives are ranked by preferring another source, then another kind (an instance seen by a different
-    camera / in a different context is the harder, more useful positive), ties broken at random. Later candidates are
-    the fallbacks used when an image turns out not to decode.
+    one; for a share ``anchor_kind_probability`` of the draws, the others take any image); positives are ranked by
+    preferring another source, then another kind (an instance seen by a different camera / in a different context is
+    the harder, more useful positive), ties broken at random. Later candidates are the fallbacks used when an image
+    turns out not to decode.
+
+    Cost: O(n) for n images up front and O(n log n) per anchor actually reached, never the n * (n - 1) pairs. The
+    random ties are the n x n uniforms ``rng.random((n, n))`` would give (anchor ``a`` uses row ``a``); each row is
+    drawn from a copy of the generator moved to it, and ``rng`` leaves as if it had drawn them all, so the order and
+    every later draw from ``rng`` depend only on its state, as before. ``rng`` must be a PCG64 generator
+    (``np.random.default_rng``), whose stream can be moved ahead without drawing.
     """
+    if not isinstance(rng.bit_generator, (np.random.PCG64, np.random.PCG64DXSM)):
+        raise TypeError(f"choose_pair_order needs a PCG64 generator (np.random.default_rng), got {rng.bit_generator}")
     count = len(images)
     anchors = rng.permutation(count)
     # Only a mixed share draws a number, so the streams of recipes without one stay as they were.
     prefer = anchor_kind is not None and (anchor_kind_probability >= 1.0 or rng.random() < anchor_kind_probability)
     if prefer:  # stable sort: the random order survives within each group
         anchors = sorted(anchors, key=lambda i: images[i]["kind"] != anchor_kind)
-    noise = rng.random((count, count))
-    pairs = []
-    for anchor in anchors:
-        others = [i for i in range(count) if i != anchor]
-        others.sort(
-            key=lambda i: (
-                images[i]["source"] == images[anchor]["source"],
-                images[i]["kind"] == images[anchor]["kind"],
-                noise[anchor, i],
-            )
-        )
-        pairs.extend((int(anchor), i) for i in others)
-    return pairs
+    noise_state = rng.bit_generator.state
+    _skip_doubles(rng, count * count)
+    sources = _codes([image["source"] for image in images])
+    kinds = _codes([image["kind"] for image in images])
+
+    def pairs() -> Iterator[tuple[int, int]]:
+        for anchor in anchors:
+            others = np.delete(np.arange(count), anchor)
+            noise = _doubles_at(noise_state, int(anchor) * count, count)[others]
+            # lexsort: the last key is the primary one; False (another source / kind) sorts first, as before.
+            order = np.lexsort((noise, kinds[others] == kinds[anchor], sources[others] == sources[anchor]))
+            for positive in others[order]:
+                yield int(anchor), int(positive)
+
+    return pairs()
+
+
+def _codes(values: Sequence[Any]) -> np.ndarray:
+    """Equal values get equal integer codes."""
+    index: dict[Any, int] = {}
+    return np.array([index.setdefault(value, len(index)) for value in values], dtype=np.int64)
+
+
+def _doubles_at(state: Mapping[str, Any], offset: int, count: int) -> np.ndarray:
+    """``count`` uniforms of the PCG64 stream at ``state``, starting ``offset`` doubles later (one output each)."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator.advance(offset)).random(count)
+
+
+def _skip_doubles(rng: np.random.Generator, count: int) -> None:
+    """Move ``rng`` past ``count`` uniforms as drawing them would: ``advance`` also drops the buffered 32-bit half
+    that drawing doubles keeps, so put it back (later ``integers`` draws read it)."""
+    state = rng.bit_generator.state
+    rng.bit_generator.advance(count)
+    rng.bit_generator.state = {
+        **rng.bit_generator.state,
+        "has_uint32": state["has_uint32"],
+        "uinteger": state["uinteger"],
+    }
 
 
 # Training augmentation (Sec. 4.1: "random crop and horizontal flip"), plus a mild colour jitter. The crop keeps most
