@@ -56,11 +56,12 @@ PACKAGE := $(shell find modeling_eclip -name '*.py')
 EVALUATE := $(BIN)/python examples/evaluate_eclip.py --data $(DEMO_DATA) --new-scenes $(NEW_SCENES) \
 	--new-scenes-max-products 120
 
+# These run only while dataset_info.json is missing (no complete catalogue there), so a leftover is replaced.
 $(DEMO_DATA)/dataset_info.json: | $(STAMP)
-	$(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(DEMO_DATA)
+	$(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(DEMO_DATA) --overwrite
 
 $(NEW_SCENES)/dataset_info.json: | $(STAMP)
-	$(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(NEW_SCENES) --scene-seed 1
+	$(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(NEW_SCENES) --scene-seed 1 --overwrite
 
 $(TOWER_DATA)/build_info.json: modeling_eclip/data/image_pretraining_set.py modeling_eclip/data/demo_images.py | $(STAMP)
 	$(BIN)/python -m modeling_eclip.data.image_pretraining_set --output $(TOWER_DATA) --overwrite

@@ -2,11 +2,20 @@
 """Convert a product-image catalogue (JSONL, CSV or a saved ``datasets`` dataset) into ECLIP shards.
 
 Input: one row per product image with ``product_id``, ``title``, optional ``category``, ``image`` (a path relative to
-the catalogue file's folder or absolute; in a saved dataset also an ``Image`` feature), optional ``source`` and
-optional ``kind`` (``catalog`` / ``customer`` / ``ad``). Output: the shard format of
-``modeling_eclip/data/shard_format.py``, one row per product, written atomically by its ``ShardWriter``.
+the catalogue file's folder; in a saved dataset also an ``Image`` feature), optional ``source`` and optional ``kind``
+(``catalog`` / ``customer`` / ``ad``). Files are UTF-8 (a byte-order mark is fine); a CSV file may separate its
+columns by ``,``, ``;``, tab or ``|`` (read from its header). Output: the shard format of
+``modeling_eclip/data/shard_format.py``, one row per product.
 
-Nothing is dropped silently: every rejected row is counted by reason (printed, and saved as ``rejections.json``)::
+Image paths must stay inside the catalogue's folder (no ``..``, absolute path or symbolic link that leaves it): a
+catalogue from elsewhere must not make the converter read ``/proc/self/environ`` or ``~/.ssh`` into a dataset.
+``--allow-outside-paths`` lifts that for a catalogue you trust. Only regular files are read (never ``/dev/zero``).
+
+Nothing is dropped silently: every rejected row is counted by reason (printed, and saved as ``rejections.json``), and
+rows that give a product another title or category than its first row are counted as conflicts (the first is kept).
+A malformed file (not UTF-8, a line that is not a JSON object, an ``image`` that is not a path) is an error naming
+the file and line; a conversion that accepts no product fails with a non-zero exit status. A non-empty ``--output``
+is refused unless ``--overwrite``; the shards are built beside it and swapped in whole::
 
     .venv/bin/python processing/catalogue_to_shards.py catalogue.jsonl --output data/shop --image-size 128
 
@@ -16,11 +25,14 @@ Rows are grouped by product in memory (only the re-encoded images are kept, so p
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
+import stat
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -31,17 +43,25 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from modeling_eclip.data.output_folder import check_output_folder, replacing_output_folder
 from modeling_eclip.data.shard_format import IMAGE_KINDS, SPLITS, ShardWriter
 from modeling_eclip.processing_eclip import to_rgb_image
 
 REJECTION_REASONS = (
+    "no_product_id",
     "no_title",
+    "invalid_kind",
+    "path_outside_catalogue",
+    "not_a_regular_file",
     "missing_image_file",
     "duplicate",
     "unreadable_image",
-    "invalid_kind",
     "single_image_product",
 )
+REQUIRED_COLUMNS = ("product_id", "title", "image")
+CSV_DELIMITERS = (",", ";", "\t", "|")
+CONFLICT_FIELDS = ("title", "category")
+MAX_CONFLICT_EXAMPLES = 10
 DEFAULT_SOURCE = "catalogue"
 DEFAULT_KIND = "catalog"
 DEFAULT_CATEGORY = "uncategorized"
@@ -50,8 +70,72 @@ JPEG_QUALITY = 90
 RESAMPLE = Image.Resampling.BILINEAR
 
 
-def read_catalogue(path: str | os.PathLike) -> tuple[Iterator[dict[str, Any]], Path]:
-    """Rows of a ``.jsonl`` / ``.csv`` file or a ``save_to_disk`` folder, and the folder relative paths start from."""
+class CatalogueError(ValueError):
+    """The catalogue cannot be converted: a malformed file (the message names the file and line) or no product
+    accepted (``report`` then holds the counts)."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, line endings kept and a leading byte-order mark dropped."""
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, 1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise CatalogueError(
+                    f"{path}, line {number}: not UTF-8 (byte {raw[error.start]:#04x} at column {error.start + 1}); "
+                    "save the catalogue as UTF-8"
+                ) from None
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for number, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CatalogueError(f"{where}: not JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(row, dict):
+            raise CatalogueError(
+                f"{where}: expected a JSON object with {', '.join(REQUIRED_COLUMNS)}, got {line[:80]!r}"
+            )
+        yield where, row
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    lines = _decoded_lines(path)
+    first = next(lines, (1, ""))[1]
+    # The delimiter is the one that splits the header into the required columns.
+    for delimiter in CSV_DELIMITERS:
+        header = [name.strip() for name in next(csv.reader([first], delimiter=delimiter), [])]
+        if set(REQUIRED_COLUMNS) <= set(header):
+            break
+    else:
+        raise CatalogueError(
+            f"{path}, line 1: the header must name the columns {', '.join(REQUIRED_COLUMNS)} separated by one of "
+            f"{' '.join(repr(d) for d in CSV_DELIMITERS)}; found {first.strip()[:200]!r}"
+        )
+    reader = csv.reader(itertools.chain([first], (line for _, line in lines)), delimiter=delimiter)
+    try:
+        next(reader)
+        for fields in reader:
+            if any(field.strip() for field in fields):
+                yield f"{path}, line {reader.line_num}", dict(zip(header, fields))
+    except csv.Error as error:
+        raise CatalogueError(f"{path}, line {reader.line_num}: {error}") from None
+
+
+def read_catalogue(path: str | os.PathLike) -> tuple[Iterator[tuple[str, dict[str, Any]]], Path]:
+    """(where, row) pairs of a ``.jsonl`` / ``.csv`` file or a ``save_to_disk`` folder (``where`` names the file and
+    line, or the row, for messages), and the folder relative image paths start from."""
     path = Path(path)
     if path.is_dir():
         import datasets
@@ -59,34 +143,50 @@ def read_catalogue(path: str | os.PathLike) -> tuple[Iterator[dict[str, Any]], P
         dataset = datasets.load_from_disk(str(path))
         if isinstance(dataset, datasets.DatasetDict):
             raise ValueError(f"{path} holds a DatasetDict; pass the folder of one split")
+        missing = [column for column in REQUIRED_COLUMNS if column not in dataset.column_names]
+        if missing:
+            raise CatalogueError(
+                f"{path}: the dataset has no column {', '.join(missing)}; it has {dataset.column_names}"
+            )
         if isinstance(dataset.features.get("image"), datasets.Image):
             # Raw bytes/path rather than decoded PIL images: decoding is done (and failures counted) here.
             dataset = dataset.cast_column("image", datasets.Image(decode=False))
-        return iter(dataset), path
+        return ((f"{path}, row {index}", row) for index, row in enumerate(dataset)), path
     if path.suffix == ".jsonl":
-
-        def jsonl() -> Iterator[dict[str, Any]]:
-            with open(path, encoding="utf-8") as file:
-                for line in file:
-                    if line.strip():
-                        yield json.loads(line)
-
-        return jsonl(), path.parent
+        return _jsonl_rows(path), path.parent
     if path.suffix == ".csv":
-
-        def rows() -> Iterator[dict[str, Any]]:
-            with open(path, encoding="utf-8", newline="") as file:
-                yield from csv.DictReader(file)
-
-        return rows(), path.parent
+        return _csv_rows(path), path.parent
     raise ValueError(f"{path}: expected a .jsonl or .csv file or a datasets folder saved with save_to_disk")
 
 
-def _image_input(value: Any, root: Path) -> tuple[Any, str | None]:
-    """(what to decode, identity for duplicate detection) or (None, reason) when the file is missing."""
+def _text(row: dict[str, Any], key: str, where: str) -> str:
+    """A text field, stripped; a missing one is empty. Integers are taken as text (numeric product ids)."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise CatalogueError(f"{where}: {key} must be a string, got {type(value).__name__} {str(value)[:80]!r}")
+    return str(value).strip()
+
+
+def read_regular_file(path: Path) -> bytes | None:
+    """The bytes of ``path``, or ``None`` when it is not a regular file (a device, a FIFO, a folder). Opened without
+    blocking and checked on the open descriptor, so ``/dev/zero`` or a FIFO can never hang the reader."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            return file.read()
+    finally:
+        os.close(descriptor)
+
+
+def _image_input(value: Any, root: Path, where: str, allow_outside_paths: bool) -> tuple[Any, str | None]:
+    """(what to decode, None) or (None, rejection reason) for the ``image`` field of a row."""
     if isinstance(value, dict):  # a datasets Image feature with decode=False
         if value.get("bytes"):
-            return value["bytes"], None
+            return bytes(value["bytes"]), None
         value = value.get("path")
     if isinstance(value, Image.Image):
         return value, None
@@ -94,10 +194,29 @@ def _image_input(value: Any, root: Path) -> tuple[Any, str | None]:
         return bytes(value), None
     if not value:
         return None, "missing_image_file"
-    file = Path(value) if Path(value).is_absolute() else root / value
-    if not file.is_file():
+    if not isinstance(value, (str, os.PathLike)):
+        raise CatalogueError(f"{where}: image must be a path, got {type(value).__name__} {str(value)[:80]!r}")
+    # resolve() follows symbolic links and "..", so the check sees the file that would be read.
+    file = (root / value).resolve()
+    if not allow_outside_paths and not file.is_relative_to(root.resolve()):
+        return None, "path_outside_catalogue"
+    try:
+        data = read_regular_file(file)
+    except FileNotFoundError:
         return None, "missing_image_file"
-    return file.read_bytes(), None
+    except OSError:  # permission denied, a socket, ...
+        return None, "unreadable_image"
+    return (data, None) if data is not None else (None, "not_a_regular_file")
+
+
+def check_options(test_fraction: float | None, image_size: int | None, seed: int) -> None:
+    """Raise ``ValueError`` naming the option when one is out of range."""
+    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"--test-fraction (test_fraction) must be in (0, 1), got {test_fraction}")
+    if image_size is not None and image_size <= 0:
+        raise ValueError(f"--image-size (image_size) must be a positive number of pixels, got {image_size}")
+    if seed < 0:
+        raise ValueError(f"--seed (seed) must be non-negative, got {seed}")
 
 
 def encode_image(image: Image.Image, image_size: int | None, image_format: str) -> tuple[bytes, int, int]:
@@ -113,10 +232,13 @@ def encode_image(image: Image.Image, image_size: int | None, image_format: str) 
 
 
 def assign_splits(product_ids: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """Product id -> ``train`` / ``test``: a seeded permutation of the sorted ids puts the first fraction in test."""
+    """Product id -> ``train`` / ``test``: a seeded permutation of the sorted ids puts the first fraction in test
+    (rounded, and at least one product in each split when there are two or more)."""
     ordered = sorted(product_ids)
     order = np.random.default_rng(seed).permutation(len(ordered))
     num_test = round(test_fraction * len(ordered))
+    if len(ordered) >= 2:
+        num_test = min(max(num_test, 1), len(ordered) - 1)
     return {ordered[i]: ("test" if rank < num_test else "train") for rank, i in enumerate(order)}
 
 
@@ -128,30 +250,48 @@ def convert(
     seed: int = 0,
     image_size: int | None = None,
     image_format: str = "auto",
+    overwrite: bool = False,
+    allow_outside_paths: bool = False,
 ) -> dict[str, Any]:
     """Convert ``catalogue`` into shards under ``output``; returns the report (also saved as ``rejections.json``).
 
     ``image_format``: ``png``, ``jpeg`` or ``auto`` (PNG sources stay PNG, everything else becomes JPEG q90).
+    A non-empty ``output`` is refused (``FileExistsError``) unless ``overwrite``; it is then replaced whole, and only
+    once the new shards are complete. Image paths that leave the catalogue's folder are rejected
+    (``path_outside_catalogue``) unless ``allow_outside_paths``. Raises ``CatalogueError`` naming the file and line
+    for a malformed catalogue, and (with the report) when no product is accepted.
     """
+    check_options(test_fraction, image_size, seed)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if image_format not in ("auto", "png", "jpeg"):
+        raise ValueError(f"image_format must be auto, png or jpeg, got {image_format!r}")
+    output = check_output_folder(output, overwrite)
+    rows, root = read_catalogue(catalogue)
+    if root.resolve().is_relative_to(output.resolve()):
+        raise ValueError(f"the output {output} holds the catalogue's folder {root}; write the shards elsewhere")
     # A truncated file must count as unreadable, never be padded with grey: make sure nobody turned that on.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    rows, root = read_catalogue(catalogue)
     rejected: Counter[str] = Counter({reason: 0 for reason in REJECTION_REASONS})
+    conflicts = {field: {"rows": 0, "products": []} for field in CONFLICT_FIELDS}
+    conflicting: dict[str, set[str]] = {field: set() for field in CONFLICT_FIELDS}
     products: dict[str, dict[str, Any]] = {}
     seen: set[tuple[str, str]] = set()
     num_rows = 0
-    for row in tqdm(rows, desc="reading the catalogue", unit=" rows", dynamic_ncols=True):
+    for where, row in tqdm(rows, desc="reading the catalogue", unit=" rows", dynamic_ncols=True):
         num_rows += 1
-        product_id = str(row.get("product_id") or "").strip()
-        title = str(row.get("title") or "").strip()
-        if not title or not product_id:
+        product_id, title = _text(row, "product_id", where), _text(row, "title", where)
+        if not product_id:
+            rejected["no_product_id"] += 1
+            continue
+        if not title:
             rejected["no_title"] += 1
             continue
-        kind = str(row.get("kind") or DEFAULT_KIND).strip()
+        kind = _text(row, "kind", where) or DEFAULT_KIND
         if kind not in IMAGE_KINDS:
             rejected["invalid_kind"] += 1
             continue
-        data, reason = _image_input(row.get("image"), root)
+        data, reason = _image_input(row.get("image"), root, where, allow_outside_paths)
         if reason:
             rejected[reason] += 1
             continue
@@ -161,28 +301,25 @@ def convert(
             continue
         seen.add((product_id, identity))
         try:
-            image = to_rgb_image(data, f"row {num_rows} ({product_id})")
-        except ValueError:
+            image = to_rgb_image(data, f"{where} ({product_id})")
+        except ValueError:  # corrupt, truncated, a decompression bomb: unreadable
             rejected["unreadable_image"] += 1
             continue
         fmt = image_format
         if fmt == "auto":
             fmt = "png" if isinstance(data, bytes) and data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"
         encoded, width, height = encode_image(image, image_size, fmt)
-        product = products.setdefault(
-            product_id,
-            {
-                "product_id": product_id,
-                "title": title,
-                "category": str(row.get("category") or "").strip(),
-                "images": [],
-            },
-        )
-        product["category"] = product["category"] or DEFAULT_CATEGORY
+        fields = {"title": title, "category": _text(row, "category", where)}
+        product = products.setdefault(product_id, {"product_id": product_id, **fields, "images": []})
+        for field, value in fields.items():  # the first row's value is kept; another one is counted
+            if value and product[field] and value != product[field]:
+                conflicts[field]["rows"] += 1
+                conflicting[field].add(product_id)
+            product[field] = product[field] or value
         product["images"].append(
             {
                 "image": encoded,
-                "source": str(row.get("source") or DEFAULT_SOURCE).strip(),
+                "source": _text(row, "source", where) or DEFAULT_SOURCE,
                 "kind": kind,
                 # The format needs the product's own box first; without annotations that is the whole image.
                 "boxes": [[0.0, 0.0, float(width), float(height)]],
@@ -190,28 +327,39 @@ def convert(
             }
         )
     kept = {pid: product for pid, product in products.items() if len(product["images"]) >= 2}
+    for product in kept.values():
+        product["category"] = product["category"] or DEFAULT_CATEGORY
     # A product needs two images to form a positive pair; its lone row is rejected (after the other reasons).
     rejected["single_image_product"] += sum(len(p["images"]) for pid, p in products.items() if pid not in kept)
-    if test_fraction is not None:
-        splits = assign_splits(list(kept), test_fraction, seed)
-    else:
-        splits = dict.fromkeys(kept, split)
-    output = Path(output)
-    counts = {}
-    for name in sorted(set(splits.values())):
-        with ShardWriter(output / name) as writer:
-            for pid in sorted(kept):  # sorted: the same catalogue always gives the same shards
-                if splits[pid] == name:
-                    writer.write({**kept[pid], "split": name})
-        counts[name] = {"products": writer.num_rows, "shards": len(writer.paths)}
+    for field, ids in conflicting.items():
+        conflicts[field]["products"] = len(ids)
+        conflicts[field]["examples"] = sorted(ids)[:MAX_CONFLICT_EXAMPLES]
     report = {
         "input_rows": num_rows,
         "accepted_rows": num_rows - sum(rejected.values()),
         "rejected_rows": dict(rejected),
-        "splits": counts,
+        "conflicts": conflicts,
+        "splits": {},
     }
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "rejections.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not kept:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in rejected.items() if count) or "no rows"
+        raise CatalogueError(
+            f"{catalogue}: no product has two usable images, nothing to write ({num_rows} rows: {reasons}). "
+            f"The rows need {', '.join(REQUIRED_COLUMNS)}; image paths are read relative to {root}.",
+            report,
+        )
+    if test_fraction is not None:
+        splits = assign_splits(list(kept), test_fraction, seed)
+    else:
+        splits = dict.fromkeys(kept, split)
+    with replacing_output_folder(output, overwrite) as staging:
+        for name in sorted(set(splits.values())):
+            with ShardWriter(staging / name) as writer:
+                for pid in sorted(kept):  # sorted: the same catalogue always gives the same shards
+                    if splits[pid] == name:
+                        writer.write({**kept[pid], "split": name})
+            report["splits"][name] = {"products": writer.num_rows, "shards": len(writer.paths)}
+        (staging / "rejections.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -220,6 +368,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines = ["| rows | count |", "| --- | ---: |", f"| input | {report['input_rows']} |"]
     lines += [f"| rejected: {reason} | {count} |" for reason, count in report["rejected_rows"].items()]
     lines.append(f"| accepted | {report['accepted_rows']} |")
+    lines += [
+        f"| accepted with another {field} than the product's first row (products) | {c['rows']} ({c['products']}) |"
+        for field, c in report["conflicts"].items()
+        if c["rows"]
+    ]
     lines += [
         f"| {name}: products (shards) | {c['products']} ({c['shards']}) |" for name, c in report["splits"].items()
     ]
@@ -231,29 +384,51 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("catalogue", help="a .jsonl or .csv catalogue, or a datasets folder saved with save_to_disk")
     parser.add_argument("--output", required=True, help="output catalogue root (<output>/<split>/shard-*.parquet)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (built beside it)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--split", default="train", choices=SPLITS, help="split of every product (default train)")
-    group.add_argument("--test-fraction", type=float, help="put this fraction of the products in test, by product")
+    group.add_argument("--test-fraction", type=float, help="put this fraction (0..1) of the products in test")
     parser.add_argument("--seed", type=int, default=0, help="seed of --test-fraction (default 0)")
     parser.add_argument("--image-size", type=int, help="resize every image to NxN (as the processor would)")
     parser.add_argument(
         "--image-format", default="auto", choices=("auto", "png", "jpeg"), help="stored encoding (auto: keep PNG)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="read image paths outside the catalogue's folder too (absolute, '..', symbolic links): trusted input only",
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_options(args.test_fraction, args.image_size, args.seed)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the conversion and print the report."""
+    """Run the conversion and print the report; exit status 2 with a message when nothing was converted."""
     args = parse_args(argv)
-    report = convert(
-        args.catalogue,
-        args.output,
-        split=args.split,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-        image_size=args.image_size,
-        image_format=args.image_format,
-    )
+    try:
+        report = convert(
+            args.catalogue,
+            args.output,
+            split=args.split,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            image_size=args.image_size,
+            image_format=args.image_format,
+            overwrite=args.overwrite,
+            allow_outside_paths=args.allow_outside_paths,
+        )
+    except CatalogueError as error:
+        if error.report:
+            print(format_report(error.report), file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(format_report(report))
     return 0
 

@@ -16,11 +16,14 @@ from modeling_eclip.data import shard_format as sf
 from processing import catalogue_to_shards as c2s
 
 EXPECTED = {
+    "no_product_id": 0,
     "no_title": 1,
+    "invalid_kind": 0,
+    "path_outside_catalogue": 0,
+    "not_a_regular_file": 0,
     "missing_image_file": 1,
     "duplicate": 1,
     "unreadable_image": 1,
-    "invalid_kind": 0,
     "single_image_product": 1,
 }
 GOOD_PRODUCTS = {"p-good-1", "p-good-2", "p-cmyk", "p-16bit"}
@@ -118,7 +121,10 @@ def test_csv_with_absolute_paths_and_pre_resize(rows: list[dict], tmp_path: Path
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "image": str(folder / row["image"])})
-    report = c2s.convert(path, tmp_path / "out", image_size=24)
+    # The images are outside the CSV's folder: refused unless allowed.
+    with pytest.raises(c2s.CatalogueError, match="no product"):
+        c2s.convert(path, tmp_path / "out")
+    report = c2s.convert(path, tmp_path / "out", image_size=24, allow_outside_paths=True)
     _check_output(tmp_path / "out", report, image_size=24)
 
 

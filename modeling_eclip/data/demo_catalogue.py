@@ -44,7 +44,8 @@ from .demo_images import (
     render_glyph,
 )
 from .demo_products import EmojiProduct, find_emoji_test, make_title, parse_emoji_test, title_conflicts
-from .shard_format import IMAGE_KINDS, SHARD_FORMAT_VERSION, SPLITS, ShardWriter, list_shards
+from .output_folder import check_output_folder, replacing_output_folder
+from .shard_format import IMAGE_KINDS, SHARD_FORMAT_VERSION, SPLITS, ShardWriter
 
 DATASET_NAME = "eclip-demo-emoji-catalogue"
 # Image kinds cycle per source; with the default 4 images per source every kind appears.
@@ -294,8 +295,13 @@ def build_catalogue(
     workers: int = 2,
     sources: Sequence[str] | None = None,
     scene_seed: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build the demo catalogue into ``output`` and return its ``dataset_info`` dictionary.
+
+    A non-empty ``output`` is refused (``FileExistsError``) unless ``overwrite``; the catalogue is built beside it and
+    swapped in whole (``output_folder.replacing_output_folder``), so no shard of an earlier build survives and a
+    failed build leaves ``output`` as it was.
 
     ``seed`` decides the products' splits and titles, ``scene_seed`` (default: ``seed``) how their images are
     composed: the same ``seed`` with another ``scene_seed`` gives new photos of the same products (the "new scenes of
@@ -303,6 +309,7 @@ def build_catalogue(
 
     Raises ``MissingDataError`` naming what to install when no artwork source or no emoji list is found.
     """
+    output = check_output_folder(output, overwrite)  # before the long build; checked again when it is swapped in
     emoji_test = find_emoji_test()
     if emoji_test is None:
         raise MissingDataError("Unicode's emoji-test.txt is missing; install it with: " + INSTALL_HINTS["unicode-data"])
@@ -327,7 +334,6 @@ def build_catalogue(
     if image_size < 32:
         raise ValueError("--image-size must be at least 32 pixels")
 
-    output = Path(output)
     products, dropped = select_products(parse_emoji_test(emoji_test), available, max_products)
     for product in products:
         # Guard the promise of the dataset: no title may contain its category's words.
@@ -338,8 +344,7 @@ def build_catalogue(
     pools = {split: sorted(pid for pid, s in splits.items() if s == split) for split in SPLITS}
     banner_font = find_banner_font()
 
-    global _STATE
-    _STATE = _BuildState(
+    state = _BuildState(
         products=products,
         by_id={product.product_id: product for product in products},
         splits=splits,
@@ -352,48 +357,48 @@ def build_catalogue(
         image_size=image_size,
         images_per_source=images_per_source,
     )
-    for split in SPLITS:  # stale shards of an earlier build would otherwise mix in
-        for path in list_shards(output, split):
-            path.unlink()
-    writers = {split: ShardWriter(output / split) for split in SPLITS}
     rows_meta = []
     indices = range(len(products))  # products are sorted by id, so shards list them in a fixed order
-    try:
-        bar = {"total": len(indices), "desc": "drawing products", "unit": " products", "dynamic_ncols": True}
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                rows = list(tqdm(pool.imap(build_product_row, indices, chunksize=4), **bar))
-        else:
-            rows = [build_product_row(i) for i in tqdm(indices, **bar)]
-        for row in rows:
-            writers[row["split"]].write(row)
-            rows_meta.append(
-                {
-                    "split": row["split"],
-                    "category": row["category"],
-                    "images": [(image["source"], image["kind"]) for image in row["images"]],
-                }
-            )
-        for writer in writers.values():
-            writer.close()
-    finally:
-        _STATE = None
+    global _STATE
+    with replacing_output_folder(output, overwrite) as staging:
+        writers = {split: ShardWriter(staging / split) for split in SPLITS}
+        _STATE = state
+        try:
+            bar = {"total": len(indices), "desc": "drawing products", "unit": " products", "dynamic_ncols": True}
+            if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+                with multiprocessing.get_context("fork").Pool(workers) as pool:
+                    rows = list(tqdm(pool.imap(build_product_row, indices, chunksize=4), **bar))
+            else:
+                rows = [build_product_row(i) for i in tqdm(indices, **bar)]
+            for row in rows:
+                writers[row["split"]].write(row)
+                rows_meta.append(
+                    {
+                        "split": row["split"],
+                        "category": row["category"],
+                        "images": [(image["source"], image["kind"]) for image in row["images"]],
+                    }
+                )
+            for writer in writers.values():
+                writer.close()
+        finally:
+            _STATE = None
 
-    arguments = {
-        "seed": seed,
-        "scene_seed": seed if scene_seed is None else scene_seed,
-        "image_size": image_size,
-        "images_per_source": images_per_source,
-        "max_products": max_products,
-        "sources": [source.name for source in available],
-    }
-    shards = {split: writers[split].paths for split in SPLITS}
-    emoji_version = _emoji_version(emoji_test)
-    info = _dataset_info(rows_meta, available, shards, output, arguments, dropped, emoji_version)
-    licence, attribution = _licence_markdown(available, banner_font, emoji_version)
-    (output / "LICENSE-DATA.md").write_text(licence, encoding="utf-8")
-    (output / "ATTRIBUTION.md").write_text(attribution, encoding="utf-8")
-    (output / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        arguments = {
+            "seed": seed,
+            "scene_seed": seed if scene_seed is None else scene_seed,
+            "image_size": image_size,
+            "images_per_source": images_per_source,
+            "max_products": max_products,
+            "sources": [source.name for source in available],
+        }
+        shards = {split: writers[split].paths for split in SPLITS}
+        emoji_version = _emoji_version(emoji_test)
+        info = _dataset_info(rows_meta, available, shards, staging, arguments, dropped, emoji_version)
+        licence, attribution = _licence_markdown(available, banner_font, emoji_version)
+        (staging / "LICENSE-DATA.md").write_text(licence, encoding="utf-8")
+        (staging / "ATTRIBUTION.md").write_text(attribution, encoding="utf-8")
+        (staging / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
 
 
@@ -424,6 +429,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--sources", default=None,
         help="comma-separated artwork sources to use (openmoji,noto); default: every installed one",
     )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (built beside it)")
     args = parser.parse_args(argv)
     if args.images_per_source < 1:
         parser.error("--images-per-source must be at least 1")
@@ -446,8 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_products=args.max_products,
             workers=args.workers,
             sources=args.sources.split(",") if args.sources else None,
+            overwrite=args.overwrite,
         )
-    except MissingDataError as error:
+    except (MissingDataError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start

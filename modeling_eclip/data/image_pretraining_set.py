@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 import zlib
@@ -51,6 +50,7 @@ from .demo_images import (
     vivid_background,
 )
 from .demo_products import SUBGROUP_CATEGORIES, EmojiEntry, find_emoji_test, is_product, read_emoji_test
+from .output_folder import check_output_folder, replacing_output_folder
 
 DATASET_NAME = "eclip-emoji-image-pretraining"
 SPLIT_NAMES = ("train", "validation")
@@ -227,9 +227,7 @@ def build_image_pretraining_set(
         )
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output} is not empty; pass overwrite=True (--overwrite) to replace it")
+    output = check_output_folder(output, overwrite)  # before the long build; checked again when it is swapped in
     emoji_test = find_emoji_test()
     if emoji_test is None:
         raise FileNotFoundError("Unicode's emoji-test.txt is missing; install it with: apt-get install unicode-data")
@@ -261,13 +259,6 @@ def build_image_pretraining_set(
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=[entry.name for entry in classes])}
     )
-    # Written next to the output and renamed into place, so a failed build never leaves a half-written set.
-    staging = output.with_name(f".{output.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "data").mkdir(parents=True)
-    for split, split_rows in rows.items():
-        dataset = datasets.Dataset.from_list(split_rows, features=features)
-        dataset.to_parquet(str(staging / "data" / f"{split}-00000-of-00001.parquet"))
     counts = {split: len(split_rows) for split, split_rows in rows.items()}
     info = {
         "name": DATASET_NAME,
@@ -283,11 +274,14 @@ def build_image_pretraining_set(
         "splits": counts,
         "classes": [{"name": e.name, "code_point": f"U+{e.code_point:04X}", "subgroup": e.subgroup} for e in classes],
     }
-    (staging / "build_info.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (staging / "README.md").write_text(_dataset_card(classes, sources, counts), encoding="utf-8")
-    (staging / "LICENSE-DATA.md").write_text(_licence(sources), encoding="utf-8")
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(staging, output)
+    with replacing_output_folder(output, overwrite) as staging:
+        (staging / "data").mkdir()
+        for split, split_rows in rows.items():
+            dataset = datasets.Dataset.from_list(split_rows, features=features)
+            dataset.to_parquet(str(staging / "data" / f"{split}-00000-of-00001.parquet"))
+        (staging / "build_info.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(_dataset_card(classes, sources, counts), encoding="utf-8")
+        (staging / "LICENSE-DATA.md").write_text(_licence(sources), encoding="utf-8")
     return info
 
 
