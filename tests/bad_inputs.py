@@ -138,3 +138,47 @@ def write_files(folder, corpus: dict) -> dict[str, str]:
         path.write_bytes(generator())
         paths[name] = str(path)
     return paths
+
+
+# ----- catalogue rows and files (processing/catalogue_to_shards.py) -----
+
+
+def valid_png(seed: int, size: int = 24) -> bytes:
+    """A small decodable PNG of random colours."""
+    return _png(Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)))
+
+
+def hostile_image_paths(catalogue_folder, outside_image) -> dict[str, tuple[str, str, str]]:
+    """Image fields that leave the catalogue folder or name no regular file, created under `catalogue_folder`
+    (`outside_image`: a valid image file outside it). name -> (image field, reason by default, reason with
+    `allow_outside_paths`; "accepted" when the row is then taken)."""
+    import os
+
+    (catalogue_folder / "link-out.png").symlink_to(outside_image)
+    (catalogue_folder / "link-zero.png").symlink_to("/dev/zero")
+    os.mkfifo(catalogue_folder / "fifo.png")
+    (catalogue_folder / "folder.png").mkdir()
+    relative = os.path.relpath(outside_image, catalogue_folder)
+    return {
+        "dot_dot": (relative, "path_outside_catalogue", "accepted"),
+        "absolute": (str(outside_image), "path_outside_catalogue", "accepted"),
+        "symlink_out": ("link-out.png", "path_outside_catalogue", "accepted"),
+        "proc_environ": ("/proc/self/environ", "path_outside_catalogue", "unreadable_image"),
+        "dev_zero": ("/dev/zero", "path_outside_catalogue", "not_a_regular_file"),
+        "symlink_dev_zero": ("link-zero.png", "path_outside_catalogue", "not_a_regular_file"),
+        "fifo": ("fifo.png", "not_a_regular_file", "not_a_regular_file"),
+        "folder": ("folder.png", "not_a_regular_file", "not_a_regular_file"),
+    }
+
+
+# JSONL lines that are no catalogue row: line text -> what the error must name.
+MALFORMED_JSONL_LINES = {
+    '{"product_id": "p", "title": "t", "image": "a.png"': "not JSON",
+    "[1, 2, 3]": "expected a JSON object",
+    '"just a string"': "expected a JSON object",
+    '{"product_id": "p", "title": "t", "image": 5}': "image must be a path",
+    '{"product_id": "p", "title": "t", "image": ["a.png"]}': "image must be a path",
+    '{"product_id": "p", "title": ["t"], "image": "a.png"}': "title must be a string",
+    '{"product_id": true, "title": "t", "image": "a.png"}': "product_id must be a string",
+}
+LATIN1_TITLE = "Caf\xe9 cr\xe8me".encode("latin-1")  # not UTF-8
