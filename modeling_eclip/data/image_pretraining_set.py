@@ -227,6 +227,10 @@ def build_image_pretraining_set(
         )
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    if max_classes is not None and max_classes < 1:  # a negative one would silently drop classes from the end
+        raise ValueError(f"max_classes must be at least 1, got {max_classes}")
     output = check_output_folder(output, overwrite)  # before the long build; checked again when it is swapped in
     emoji_test = find_emoji_test()
     if emoji_test is None:

@@ -157,7 +157,8 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike, row_group_size:
 class ShardWriter:
     """Write rows of one split to ``shard-NNNNN.parquet`` files of at most about ``max_bytes`` each.
 
-    Use as a context manager; rows are buffered and flushed as a whole shard, atomically::
+    ``directory`` must hold no shard yet (``FileExistsError`` otherwise): shards of an earlier write would be read
+    with the new ones. Use as a context manager; rows are buffered and flushed as a whole shard, atomically::
 
         with ShardWriter(root / "train") as writer:
             for row in rows:
@@ -172,6 +173,8 @@ class ShardWriter:
         validate: bool = True,
     ) -> None:
         self.directory = Path(directory)
+        if any(self.directory.glob(SHARD_GLOB)):
+            raise FileExistsError(f"{self.directory} already holds shards; write into an empty folder")
         self.max_bytes = max_bytes
         self.row_group_size = row_group_size
         self.validate = validate
