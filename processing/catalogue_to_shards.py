@@ -127,8 +127,13 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         next(reader)
         for fields in reader:
+            where = f"{path}, line {reader.line_num}"
+            if any(field.strip() for field in fields[len(header) :]):
+                raise CatalogueError(
+                    f"{where}: {len(fields)} values for {len(header)} columns; quote values that hold {delimiter!r}"
+                )
             if any(field.strip() for field in fields):
-                yield f"{path}, line {reader.line_num}", dict(zip(header, fields))
+                yield where, dict(zip(header, fields))
     except csv.Error as error:
         raise CatalogueError(f"{path}, line {reader.line_num}: {error}") from None
 

@@ -185,6 +185,13 @@ def test_malformed_jsonl_lines_are_errors_naming_file_and_line(tmp_path: Path, l
     assert not (tmp_path / "out").exists()
 
 
+def test_csv_rows_with_more_values_than_columns_are_errors_naming_the_line(tmp_path: Path) -> None:
+    csv_path = tmp_path / "catalogue.csv"
+    csv_path.write_text("product_id,title,image\np-1,Shoe,a.png,,\np-1,Shoe, red,b.png\n")  # trailing empties are fine
+    with pytest.raises(c2s.CatalogueError, match=r"line 3: 4 values for 3 columns; quote values that hold ','"):
+        c2s.convert(csv_path, tmp_path / "out")
+
+
 def test_non_utf8_catalogues_are_errors_naming_file_and_line(tmp_path: Path) -> None:
     catalogue = _catalogue(tmp_path, [])
     row = b'{"product_id": "p-2", "title": "' + bad_inputs.LATIN1_TITLE + b'", "image": "good-0.png"}\n'
