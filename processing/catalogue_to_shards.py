@@ -426,12 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             allow_outside_paths=args.allow_outside_paths,
         )
-    except CatalogueError as error:
-        if error.report:
+    except (ValueError, FileExistsError, FileNotFoundError) as error:  # CatalogueError is a ValueError
+        if isinstance(error, CatalogueError) and error.report:
             print(format_report(error.report), file=sys.stderr)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_report(report))
