@@ -201,8 +201,11 @@ def _image_input(value: Any, root: Path, where: str, allow_outside_paths: bool) 
         return None, "missing_image_file"
     if not isinstance(value, (str, os.PathLike)):
         raise CatalogueError(f"{where}: image must be a path, got {type(value).__name__} {str(value)[:80]!r}")
-    # resolve() follows symbolic links and "..", so the check sees the file that would be read.
-    file = (root / value).resolve()
+    try:
+        # resolve() follows symbolic links and "..", so the check sees the file that would be read.
+        file = (root / value).resolve()
+    except ValueError:  # a NUL byte: no such file can exist
+        return None, "missing_image_file"
     if not allow_outside_paths and not file.is_relative_to(root.resolve()):
         return None, "path_outside_catalogue"
     try:

@@ -168,6 +168,7 @@ def hostile_image_paths(catalogue_folder, outside_image) -> dict[str, tuple[str,
         "symlink_dev_zero": ("link-zero.png", "path_outside_catalogue", "not_a_regular_file"),
         "fifo": ("fifo.png", "not_a_regular_file", "not_a_regular_file"),
         "folder": ("folder.png", "not_a_regular_file", "not_a_regular_file"),
+        "nul_byte": ("good-0.png\x00.png", "missing_image_file", "missing_image_file"),
     }
 
 
