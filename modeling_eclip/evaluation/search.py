@@ -102,9 +102,9 @@ def _trained_index(catalogue: datasets.Dataset, string_factory: str, dim: int, t
             raise ValueError(f"train_size must be >= 1 for the index {string_factory!r}, got {train_size}.")
         generator = np.random.default_rng(seed)
         rows = np.sort(generator.choice(len(catalogue), size=min(train_size, len(catalogue)), replace=False))
-        sample = catalogue.select(rows).with_format("numpy", columns=[EMBEDDING_COLUMN])[EMBEDDING_COLUMN]
+        sample = np.concatenate(list(_embedding_batches(catalogue.select(rows), INDEX_ADD_BATCH)))
         try:
-            index.train(np.ascontiguousarray(sample, dtype=np.float32))
+            index.train(sample)
         except RuntimeError as error:
             raise ValueError(
                 f"faiss cannot train {string_factory!r} on {len(rows)} products: {error}; use a smaller index"
