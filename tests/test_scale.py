@@ -1,5 +1,6 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""The shipped launch configs run: two "nodes" on this machine through `configuration/accelerate-multi-node.yaml`."""
+"""The shipped launch configs: two "nodes" on this machine through `configuration/accelerate-multi-node.yaml`, and
+the FSDP config refusing to run unsharded on CPU."""
 
 import contextlib
 import os
@@ -10,7 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, assert_matches_one_process, subprocess_env
+from helpers import (
+    REPO,
+    assert_matches_one_process,
+    subprocess_env,
+    tiny_run_arguments,
+    write_tiny_model_config,
+)
 
 MULTI_NODE_CONFIG = REPO / "configuration" / "accelerate-multi-node.yaml"
 
@@ -52,3 +59,21 @@ def test_two_nodes_match_one_process_on_the_global_batch(tmp_path: Path) -> None
     distributed = torch.load(output)
     assert int(distributed.pop("world_size")) == 2
     assert_matches_one_process(distributed, "2 nodes x 1 process")
+
+
+def test_the_fsdp_config_on_cpu_refuses_instead_of_training_unsharded(demo_catalogue: Path, tmp_path: Path) -> None:
+    """Accelerate sets up FSDP only over GPU-type devices: launched on CPU, the FSDP config would otherwise train
+    2-process DDP without a word."""
+    config = write_tiny_model_config(tmp_path / "tiny.json")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "configuration" / "accelerate-fsdp.yaml"),
+        "--num_processes", "2", "--mixed_precision", "no", "--num_cpu_threads_per_process", "1",
+        str(REPO / "examples" / "pretrain.py"),
+        *tiny_run_arguments(config, demo_catalogue, tmp_path / "out", max_steps=3),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "asks for FSDP" in output and "would not be sharded" in output, output[-3000:]
+    assert not (tmp_path / "out" / "model").exists()
