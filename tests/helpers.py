@@ -227,28 +227,72 @@ def loss_and_gradients(model: EclipForPreTraining, batch: dict) -> dict:
     return result
 
 
+def distributed_result(rank: int, world_size: int) -> dict:
+    """One process's share of the distributed-equivalence run, in an initialised gloo group: its slice of the global
+    batch through `loss_and_gradients`, then the gradients and losses averaged over processes as DDP does."""
+    torch.set_num_threads(1)
+    loss_eclip.sample_hard_negatives = argmax_hard_negatives
+    model = build_distributed_model()
+    batch = make_batch(DIST_PRODUCT_IDS, seed=3)
+    local = DIST_GLOBAL_BATCH // world_size
+    result = loss_and_gradients(model, slice_batch(batch, slice(rank * local, (rank + 1) * local)))
+    for name, value in result.items():
+        if name.startswith(("grad/", "loss/")):
+            torch.distributed.all_reduce(value)
+            value /= world_size
+    return result
+
+
 def run_distributed_worker(rank: int, world_size: int, rendezvous_file: str, out_path: str) -> None:
     """Spawned by the test: one process of a 2-process gloo group; rank 0 saves the DDP-averaged result."""
     os.environ["HF_HUB_OFFLINE"] = "1"
-    torch.set_num_threads(1)
-    loss_eclip.sample_hard_negatives = argmax_hard_negatives
     # A file rendezvous: a free TCP port picked by the test could be taken by a parallel test before the group binds it.
     store = torch.distributed.FileStore(rendezvous_file, world_size)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size, store=store)
     try:
-        model = build_distributed_model()
-        batch = make_batch(DIST_PRODUCT_IDS, seed=3)
-        local = DIST_GLOBAL_BATCH // world_size
-        result = loss_and_gradients(model, slice_batch(batch, slice(rank * local, (rank + 1) * local)))
-        # What DDP does: average the gradients (and, for logging, the losses) over processes.
-        for name, value in result.items():
-            if name.startswith(("grad/", "loss/")):
-                torch.distributed.all_reduce(value)
-                value /= world_size
+        result = distributed_result(rank, world_size)
         if rank == 0:
             torch.save(result, out_path)
     finally:
         torch.distributed.destroy_process_group()
+
+
+def assert_matches_one_process(distributed: dict, label: str) -> None:
+    """The distributed run's losses, gradients and queues equal one process's on the whole global batch."""
+    sample_hard_negatives = loss_eclip.sample_hard_negatives
+    loss_eclip.sample_hard_negatives = argmax_hard_negatives
+    try:
+        single = loss_and_gradients(build_distributed_model(), make_batch(DIST_PRODUCT_IDS, seed=3))
+    finally:
+        loss_eclip.sample_hard_negatives = sample_hard_negatives
+    assert set(single) == set(distributed)
+
+    key = "grad/eclip.query_position_embeddings.weight"
+    for tensors in (single, distributed):
+        tensors[key] = torch.stack([tensors[key][0], tensors[key][1:].sum(0)])
+    max_loss_diff = max(float((single[k] - distributed[k]).abs().max()) for k in single if k.startswith("loss/"))
+    grads = [k for k in single if k.startswith("grad/")]
+    max_grad_diff = max(float((single[k] - distributed[k]).abs().max()) for k in grads)
+    # fp32 sums over 8 rows x 24 slots: the rounding error scales with each tensor's largest entry (up to ~1e2).
+    scales = {k: max(1.0, float(single[k].abs().max())) for k in grads}
+    max_grad_rel = max(float((single[k] - distributed[k]).abs().max()) / scales[k] for k in grads)
+    print(
+        f"\n{label} vs 1 process: max |loss diff| {max_loss_diff:.3g}, max |grad diff| {max_grad_diff:.3g}, "
+        f"max over tensors of |grad diff| / max(1, max |grad|) {max_grad_rel:.3g}"
+    )
+
+    for name in LOSS_NAMES:
+        torch.testing.assert_close(distributed[f"loss/{name}"], single[f"loss/{name}"], atol=1e-5, rtol=0)
+    assert all(float(single[f"loss/{name}"]) > 0 for name in LOSS_NAMES)
+    for key in grads:
+        difference = float((distributed[key] - single[key]).abs().max())
+        assert difference <= 1e-5 * scales[key], f"{key}: max |diff| {difference:.3g}, max |grad| {scales[key]:.3g}"
+    # Both processes enqueue the gathered global batch, so the queues equal the single process' queues.
+    for name in ("queue_embeds", "queue_prompts"):
+        torch.testing.assert_close(distributed[f"buffer/{name}"], single[f"buffer/{name}"], atol=1e-6, rtol=0)
+    for name in ("queue_product_ids", "queue_pointer"):
+        assert torch.equal(distributed[f"buffer/{name}"], single[f"buffer/{name}"])
+    assert int(single["buffer/queue_pointer"]) == DIST_GLOBAL_BATCH
 
 
 # ----- tiny pretraining runs (the training loop and its command line) -----

@@ -5,13 +5,14 @@ import io
 import logging
 
 import datasets
+import faiss
 import numpy as np
 import pytest
 from helpers import make_processor, tiny_model
 from PIL import Image
 
 from modeling_eclip.data import shard_format
-from modeling_eclip.evaluation.search import ProductSearchIndex, embed_products, load_catalogue
+from modeling_eclip.evaluation.search import ProductSearchIndex, embed_products, exact_top_k, load_catalogue
 
 COLOURS = ["red", "green", "blue", "orange", "purple", "white"]
 TITLES = ["red shoe", "green garden hose", "blue denim jacket", "orange juicer", "purple yoga mat", "white mug"]
@@ -161,3 +162,63 @@ def test_bad_input_gets_a_clear_error(index, catalogue):
         ProductSearchIndex.build(index.model, index.processor, catalogue, title_column="name")
     with pytest.raises(ValueError, match="'embeddings' column"):
         ProductSearchIndex(catalogue)
+
+
+def unit_rows(array: np.ndarray) -> np.ndarray:
+    return (array / np.linalg.norm(array, axis=1, keepdims=True)).astype(np.float32)
+
+
+def two_cluster_catalogue(per_cluster: int = 1000, dim: int = 16) -> tuple[datasets.Dataset, np.ndarray]:
+    """Sorted by cluster, as catalogues sorted by category are: the first half is all cluster A."""
+    generator = np.random.default_rng(0)
+    centres = np.eye(dim, dtype=np.float32)[:2] * 12.0
+    embeddings = unit_rows(np.repeat(centres, per_cluster, axis=0) + generator.standard_normal((2 * per_cluster, dim)))
+    product_ids = [f"p{i}" for i in range(2 * per_cluster)]
+    return datasets.Dataset.from_dict({"product_id": product_ids, "embeddings": embeddings}), embeddings
+
+
+def test_index_factory_trains_on_random_rows_and_reports_recall_against_exact_search():
+    catalogue, embeddings = two_cluster_catalogue()
+    index = ProductSearchIndex(catalogue, string_factory="IVF2,Flat", train_size=100, search_parameters="nprobe=2")
+    # Trained on the first 100 rows (all cluster A), both lists would split A and B would fall into one of them.
+    invlists = faiss.extract_index_ivf(index.faiss_index).invlists
+    assert sorted(invlists.list_size(i) for i in range(2)) == [1000, 1000]
+    queries = unit_rows(embeddings[::97] + 0.1)
+    assert index.recall_at_k(queries, k=10) == 1.0  # every list probed: exact
+    expected = exact_top_k(catalogue, queries, 10)
+    assert [[hit["index"] for hit in hits] for hits in index.search_embeddings(queries, k=10)] == expected.tolist()
+
+    index = ProductSearchIndex(catalogue, string_factory="IVF16,PQ2x4", train_size=2000, search_parameters="nprobe=1")
+    recall = index.recall_at_k(queries, k=10)
+    assert 0.0 < recall < 1.0  # approximate, and measured as such
+
+
+def test_saved_index_loads_beside_its_catalogue_with_the_same_results(tmp_path):
+    catalogue, embeddings = two_cluster_catalogue(per_cluster=300)
+    index = ProductSearchIndex(catalogue, string_factory="HNSW8", search_parameters="efSearch=16")
+    queries = unit_rows(embeddings[::31] + 0.05)
+    before = index.search_embeddings(queries, k=5)
+    index.save(tmp_path / "index")
+    assert index.search_embeddings(queries, k=5) == before  # saving leaves the index usable
+    loaded = ProductSearchIndex.load(tmp_path / "index")
+    assert loaded.string_factory == "HNSW8" and loaded.search_parameters == "efSearch=16"
+    assert loaded.search_embeddings(queries, k=5) == before
+    assert sorted(set(loaded.catalogue.column_names)) == ["embeddings", "product_id"]
+
+
+def test_index_factory_bad_input(tmp_path):
+    catalogue, _ = two_cluster_catalogue(per_cluster=50)
+    with pytest.raises(ValueError, match="cannot build the index 'IVF2,Nonsense'"):
+        ProductSearchIndex(catalogue, string_factory="IVF2,Nonsense")
+    with pytest.raises(ValueError, match="train_size must be >= 1"):
+        ProductSearchIndex(catalogue, string_factory="IVF2,Flat", train_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        ProductSearchIndex(catalogue.select([]))
+    with pytest.raises(FileNotFoundError, match="not a saved ProductSearchIndex"):
+        ProductSearchIndex.load(tmp_path)
+    ProductSearchIndex(catalogue).save(tmp_path / "a")
+    other, _ = two_cluster_catalogue(per_cluster=60)
+    ProductSearchIndex(other).save(tmp_path / "b")
+    (tmp_path / "a" / "index.faiss").replace(tmp_path / "b" / "index.faiss")
+    with pytest.raises(ValueError, match="do not belong together"):
+        ProductSearchIndex.load(tmp_path / "b")

@@ -10,10 +10,12 @@ Embeddings, all L2-normalised so faiss' inner product is the cosine similarity:
 Not remote code: needs `datasets` and `faiss-cpu` (the `search` extra).
 """
 
+import json
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -30,6 +32,13 @@ logger = logging.getLogger(__name__)
 EMBEDDING_COLUMN = "embeddings"
 EMBEDDING_KINDS = ("image+title", "image", "title")
 DEFAULT_BATCH_SIZE = 32
+# faiss asks for about 39 training vectors per IVF list; 256 lists x 39, or more for bigger indexes via train_size.
+DEFAULT_TRAIN_SIZE = 100_000
+INDEX_ADD_BATCH = 10_000
+INDEX_FILE = "index.faiss"
+INDEX_INFO_FILE = "search_index.json"
+CATALOGUE_FOLDER = "catalogue"
+INDEX_FORMAT_VERSION = 1
 
 
 @torch.no_grad()
@@ -82,14 +91,66 @@ def load_catalogue(
     return kept
 
 
+def _trained_index(catalogue: datasets.Dataset, string_factory: str, dim: int, train_size: int, seed: int) -> Any:
+    """An empty faiss inner-product index from `string_factory`, trained (if it needs it) on random rows."""
+    try:
+        index = faiss.index_factory(dim, string_factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise ValueError(f"faiss cannot build the index {string_factory!r}: {error}") from error
+    if not index.is_trained:
+        if train_size < 1:
+            raise ValueError(f"train_size must be >= 1 for the index {string_factory!r}, got {train_size}.")
+        generator = np.random.default_rng(seed)
+        rows = np.sort(generator.choice(len(catalogue), size=min(train_size, len(catalogue)), replace=False))
+        sample = np.concatenate(list(_embedding_batches(catalogue.select(rows), INDEX_ADD_BATCH)))
+        try:
+            index.train(sample)
+        except RuntimeError as error:
+            raise ValueError(
+                f"faiss cannot train {string_factory!r} on {len(rows)} products: {error}; use a smaller index"
+            ) from error
+    return index
+
+
+def _embedding_batches(catalogue: datasets.Dataset, batch_size: int) -> Iterator[np.ndarray]:
+    """The catalogue's embeddings as contiguous float32 arrays of `batch_size` rows, in order (memory-mapped
+    catalogues are read a batch at a time)."""
+    embeddings = catalogue.select_columns([EMBEDDING_COLUMN]).with_format("numpy")
+    for batch in embeddings.iter(batch_size=batch_size):
+        yield np.ascontiguousarray(batch[EMBEDDING_COLUMN], dtype=np.float32)
+
+
+def exact_top_k(catalogue: datasets.Dataset, queries: np.ndarray, k: int, chunk_size: int = 1_000_000) -> np.ndarray:
+    """Row numbers of each query's `k` largest inner products over the catalogue's embeddings, by brute force over
+    chunks (so a memory-mapped catalogue larger than memory works too)."""
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    for start, chunk in zip(range(0, len(catalogue), chunk_size), _embedding_batches(catalogue, chunk_size)):
+        scores, rows = faiss.knn(queries, chunk, min(k, len(chunk)), metric=faiss.METRIC_INNER_PRODUCT)
+        best_scores = np.concatenate([best_scores, scores], axis=1)
+        best_rows = np.concatenate([best_rows, rows + start], axis=1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(best_scores, keep, axis=1)
+        best_rows = np.take_along_axis(best_rows, keep, axis=1)
+    return best_rows
+
+
 class ProductSearchIndex:
     r"""
-    A catalogue `datasets.Dataset` with an `embeddings` column and a flat inner-product faiss index over it.
+    A catalogue `datasets.Dataset` with an `embeddings` column and an inner-product faiss index over it.
 
     Build it from products with `ProductSearchIndex.build(model, processor, catalogue)` (embeds with
     `Dataset.map(batched=True)`), or from ready embeddings with `ProductSearchIndex(catalogue_with_embeddings)`.
     Query with `search(image=..., title=...)` or `search_batch(...)`; results are the catalogue rows (without
-    image and embedding) with their cosine `score`, best first.
+    image and embedding) with their `score`, best first.
+
+    The index is exact (`"Flat"`) unless `string_factory` names another faiss index (`"HNSW32"`, `"IVF4096,PQ32"`,
+    `"IVF4096,PQ32,Refine(SQ8)"`, ...: https://github.com/facebookresearch/faiss/wiki/The-index-factory). Indexes that
+    need training are trained on `train_size` rows drawn at random (the first rows of a catalogue sorted by category
+    would give clusters of one category). `search_parameters` are faiss' run-time knobs, e.g. `"nprobe=32"` or
+    `"efSearch=64"`; `recall_at_k` measures what an approximate index loses against exact search. `save(directory)`
+    writes the catalogue and the index beside it; `ProductSearchIndex.load(directory)` memory-maps them back. A
+    ready `faiss_index` over the catalogue's embeddings, in row order, is used as it is.
     """
 
     def __init__(
@@ -100,15 +161,33 @@ class ProductSearchIndex:
         string_factory: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         hidden_columns: Sequence[str] = ("image",),
+        train_size: int = DEFAULT_TRAIN_SIZE,
+        search_parameters: str | None = None,
+        seed: int = 0,
+        faiss_index: Any = None,
     ):
         if EMBEDDING_COLUMN not in catalogue.column_names:
             raise ValueError(f"The catalogue needs an {EMBEDDING_COLUMN!r} column; use ProductSearchIndex.build.")
+        if len(catalogue) == 0:
+            raise ValueError("The catalogue is empty: there is nothing to index.")
         self.model, self.processor, self.batch_size = model, processor, batch_size
-        # Flat (exact) inner product unless a faiss factory string asks for an approximate index.
-        catalogue.add_faiss_index(
-            column=EMBEDDING_COLUMN, string_factory=string_factory, metric_type=faiss.METRIC_INNER_PRODUCT
-        )
+        self.string_factory = string_factory or "Flat"
+        self.dim = len(catalogue[0][EMBEDDING_COLUMN])
+        if faiss_index is None:
+            faiss_index = _trained_index(catalogue, self.string_factory, self.dim, train_size, seed)
+            for batch in _embedding_batches(catalogue, INDEX_ADD_BATCH):
+                faiss_index.add(batch)
+        elif faiss_index.ntotal != len(catalogue) or faiss_index.d != self.dim:
+            raise ValueError(
+                f"The faiss index holds {faiss_index.ntotal} vectors of size {faiss_index.d}, the catalogue "
+                f"{len(catalogue)} of size {self.dim}; they do not belong together."
+            )
+        self.faiss_index = faiss_index
+        self.search_parameters = search_parameters
+        if search_parameters:
+            faiss.ParameterSpace().set_index_parameters(faiss_index, search_parameters)
         self.catalogue = catalogue
+        self.hidden_columns = list(hidden_columns)
         hidden = [column for column in (*hidden_columns, EMBEDDING_COLUMN) if column in catalogue.column_names]
         self.metadata = catalogue.select_columns([name for name in catalogue.column_names if name not in hidden])
 
@@ -123,8 +202,10 @@ class ProductSearchIndex:
         embedding: str = "image+title",
         batch_size: int = DEFAULT_BATCH_SIZE,
         string_factory: str | None = None,
+        **index_kwargs: Any,
     ) -> "ProductSearchIndex":
-        """Embeds every product of `catalogue` (`embedding` is one of `EMBEDDING_KINDS`) and indexes it."""
+        """Embeds every product of `catalogue` (`embedding` is one of `EMBEDDING_KINDS`) and indexes it;
+        `index_kwargs` (`train_size`, `search_parameters`, `seed`) go to the constructor."""
         if embedding not in EMBEDDING_KINDS:
             raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {embedding!r}.")
         columns = {"image+title": [image_column, title_column], "image": [image_column], "title": [title_column]}
@@ -155,10 +236,68 @@ class ProductSearchIndex:
             string_factory=string_factory,
             batch_size=batch_size,
             hidden_columns=[image_column],
+            **index_kwargs,
         )
 
     def __len__(self) -> int:
         return len(self.catalogue)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Writes the catalogue (`datasets.Dataset.save_to_disk`, embeddings included), the faiss index beside it and
+        what built it, so that `ProductSearchIndex.load(directory)` gives the same results without re-embedding."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.faiss_index, str(directory / INDEX_FILE))
+        self.catalogue.save_to_disk(directory / CATALOGUE_FOLDER)
+        info = {
+            "format_version": INDEX_FORMAT_VERSION,
+            "string_factory": self.string_factory,
+            "search_parameters": self.search_parameters,
+            "num_products": len(self),
+            "dim": self.dim,
+            "hidden_columns": self.hidden_columns,
+        }
+        (directory / INDEX_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        model: Any = None,
+        processor: Any = None,
+        search_parameters: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> "ProductSearchIndex":
+        """The index `save` wrote, its catalogue memory-mapped from disk; `search_parameters` override the saved
+        ones."""
+        directory = Path(directory)
+        missing = [name for name in (INDEX_INFO_FILE, INDEX_FILE, CATALOGUE_FOLDER) if not (directory / name).exists()]
+        if missing:
+            raise FileNotFoundError(f"{directory} is not a saved ProductSearchIndex: it has no {', '.join(missing)}.")
+        info = json.loads((directory / INDEX_INFO_FILE).read_text())
+        if info.get("format_version") != INDEX_FORMAT_VERSION:
+            raise ValueError(
+                f"{directory} holds a search index of format {info.get('format_version')!r}; this version reads "
+                f"{INDEX_FORMAT_VERSION}."
+            )
+        return cls(
+            datasets.load_from_disk(str(directory / CATALOGUE_FOLDER)),
+            model,
+            processor,
+            string_factory=info["string_factory"],
+            batch_size=batch_size,
+            hidden_columns=info["hidden_columns"],
+            search_parameters=search_parameters if search_parameters is not None else info["search_parameters"],
+            faiss_index=faiss.read_index(str(directory / INDEX_FILE)),
+        )
+
+    def recall_at_k(self, queries: np.ndarray, k: int = 10) -> float:
+        """Mean fraction of each query's exact top `k` (inner product over the stored embeddings, by brute force)
+        that the index returns in its top `k`: 1.0 for the flat index, what an approximate one loses otherwise."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        _, found = self.faiss_index.search(queries, k)
+        exact = exact_top_k(self.catalogue, queries, k)
+        return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), exact.tolist())]))
 
     def search(self, image: Any = None, title: str | None = None, k: int = 10) -> list[dict[str, Any]]:
         """The `k` best products for one query: an image and a title, a title, or an image."""
@@ -195,9 +334,12 @@ class ProductSearchIndex:
             raise ValueError(f"embeddings must be (num_queries, D), got shape {embeddings.shape}.")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}.")
-        scores, indices = self.catalogue.search_batch(EMBEDDING_COLUMN, embeddings, k=min(k, len(self)))
+        scores, indices = self.faiss_index.search(embeddings, min(k, len(self)))
         results = []
         for row_scores, row_indices in zip(scores, indices):
+            # An approximate index may find fewer than k products (faiss pads with -1).
+            found = row_indices >= 0
+            row_scores, row_indices = row_scores[found], row_indices[found]
             rows = self.metadata[[int(index) for index in row_indices]]
             results.append(
                 [
@@ -208,4 +350,4 @@ class ProductSearchIndex:
         return results
 
 
-__all__ = ["EMBEDDING_KINDS", "ProductSearchIndex", "embed_products", "load_catalogue"]
+__all__ = ["EMBEDDING_KINDS", "ProductSearchIndex", "embed_products", "exact_top_k", "load_catalogue"]

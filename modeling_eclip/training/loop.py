@@ -27,7 +27,7 @@ from typing import Any
 import datasets.config
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 
 from ..configuration_eclip import EclipConfig
@@ -287,7 +287,7 @@ def make_accelerator(args: PretrainingArguments, config: EclipConfig) -> Acceler
     unused_parameters = args.instance_objectives_start_step > 0 or any(
         getattr(config, name) == 0 for name in config.loss_weight_names
     )
-    return Accelerator(
+    accelerator = Accelerator(
         # Without cpu=True, Accelerate treats torchrun's processes on a machine without an accelerator as unrelated
         # single processes (DistributedType.NO) instead of one gloo group (MULTI_CPU).
         cpu=not torch.accelerator.is_available(),
@@ -298,6 +298,15 @@ def make_accelerator(args: PretrainingArguments, config: EclipConfig) -> Acceler
         # A switched-off objective leaves its parameters (e.g. the decoder in the ITC-only baseline) without gradients.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)],
     )
+    fsdp_requested = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    if fsdp_requested and accelerator.distributed_type != DistributedType.FSDP:
+        # Accelerate turns FSDP on only over GPU-type devices; elsewhere it would train unsharded without a word.
+        raise RuntimeError(
+            f"The launch config asks for FSDP, but Accelerate set up {accelerator.distributed_type.value} on "
+            f"{accelerator.device}: it runs FSDP only on GPU-type accelerators, so this run would not be sharded. "
+            "On CPU, launch with configuration/accelerate-cpu.yaml or torchrun (DDP)."
+        )
+    return accelerator
 
 
 def resume(
