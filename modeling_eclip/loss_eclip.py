@@ -62,6 +62,17 @@ def gather_features(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(gathered, dim=0)
 
 
+def mean_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of `tensor` over all processes (a copy; identity in a single process). With equal local batches, the
+    mean over processes of per-process batch means is the global batch's mean."""
+    _, world_size = distributed_rank_and_world_size()
+    if world_size == 1:
+        return tensor
+    total = tensor.detach().clone()
+    torch.distributed.all_reduce(total)
+    return total / world_size
+
+
 def same_product_mask(
     row_product_ids: torch.Tensor, column_product_ids: torch.Tensor, positive_columns: torch.Tensor | None = None
 ) -> torch.Tensor:

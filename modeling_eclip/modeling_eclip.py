@@ -19,6 +19,8 @@ from torch import nn
 from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import ConversionOps, WeightConverter
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -33,6 +35,7 @@ from .loss_eclip import (
     instance_text_matching_loss,
     inter_product_contrastive_loss,
     intra_product_contrastive_loss,
+    mean_over_processes,
     slot_token_entropy,
 )
 
@@ -288,6 +291,33 @@ class EclipDecoderLayer(GradientCheckpointingLayer):
         return hidden_states, assignment, attn_weights if output_attentions else None
 
 
+class LogitScaleLayout(ConversionOps):
+    """Reshapes `logit_scale` between the checkpoint's 0-d tensor (CLIP's layout, that of every saved ECLIP checkpoint)
+    and the model's one-element parameter; `save_pretrained` applies the reverse, so checkpoints keep their layout."""
+
+    def __init__(self, shape: tuple[int, ...] = (1,)):
+        self.shape = tuple(shape)
+
+    @torch.no_grad()
+    def convert(
+        self, input_dict: dict[str, Any], source_patterns: list[str], target_patterns: list[str], **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        (tensors,) = input_dict.values()
+        tensor = tensors[0] if isinstance(tensors, list) else tensors
+        return {target_patterns[0]: tensor.reshape(self.shape)}
+
+    @property
+    def reverse_op(self) -> ConversionOps:
+        return LogitScaleLayout(() if self.shape == (1,) else (1,))
+
+
+# Every ECLIP class loads through it (the mapping is looked up by model_type); re-registered when remote code imports
+# this file again.
+register_checkpoint_conversion_mapping(
+    "eclip", [WeightConverter("logit_scale", "logit_scale", operations=[LogitScaleLayout()])], overwrite=True
+)
+
+
 class EclipPreTrainedModel(PreTrainedModel):
     config: EclipConfig
     base_model_prefix = "eclip"
@@ -467,7 +497,9 @@ class EclipModel(EclipPreTrainedModel):
         self.query_position_embeddings = nn.Embedding(decoder_config.num_queries, dim)  # q^pos, Eq. 1
         self.query_type_embeddings = nn.Embedding(decoder_config.num_prompt_types, dim)  # q^type, Eq. 1
         self.decoder = EclipInstanceDecoder._from_config(decoder_config)
-        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        # One element, not 0-d: FSDP2's fully_shard refuses scalar parameters. Checkpoints keep CLIP's 0-d layout
+        # (see `LogitScaleLayout`).
+        self.logit_scale = nn.Parameter(torch.tensor([config.logit_scale_init_value]))
         # "ema" negative mode (Table 6): a moving average of the negative queries seen in pretraining.
         self.register_buffer("ema_negative_queries", torch.zeros(decoder_config.num_queries - 1, dim))
         # The Gaussian negative queries are a function of the config's seed, not state (see gaussian_negative_queries).
@@ -1142,7 +1174,8 @@ class EclipForPreTraining(EclipPreTrainedModel):
                     "enqueue_embeds": all_momentum_instances,
                     "enqueue_prompts": gather_features(momentum_text_prompts),
                     "enqueue_product_ids": all_product_ids,
-                    "negative_queries_mean": negative_queries.detach().float().mean(0),
+                    # Over the global batch, so every process (and its DDP/FSDP replica) moves the "ema" alike.
+                    "negative_queries_mean": mean_over_processes(negative_queries.detach().float().mean(0)),
                 }
 
         weights = {name: getattr(config, f"{name}_loss_weight") for name in OBJECTIVES}

@@ -224,6 +224,7 @@ def loss_and_gradients(model: EclipForPreTraining, batch: dict) -> dict:
             result[f"grad/{name}"] = parameter.grad.detach().clone()
     for name in ("queue_embeds", "queue_prompts", "queue_product_ids", "queue_pointer"):
         result[f"buffer/{name}"] = getattr(model, name).detach().clone()
+    result["buffer/ema_negative_queries"] = model.eclip.ema_negative_queries.detach().clone()
     return result
 
 
@@ -257,6 +258,52 @@ def run_distributed_worker(rank: int, world_size: int, rendezvous_file: str, out
         torch.distributed.destroy_process_group()
 
 
+FSDP_WRAPPED_LAYERS = ("ViTLayer", "BertLayer", "EclipDecoderLayer")  # as configuration/accelerate-fsdp.yaml wraps
+
+
+def fsdp_step_result(batch: dict, shard: bool) -> dict:
+    """One training step of the distributed-equivalence model on `batch`: forward, backward, SGD step, enqueue and
+    momentum update (Eq. 8), the order of the training loop. With `shard`, the model is first sharded with FSDP2's
+    `fully_shard` per transformer block and at the root (in an initialised process group); the losses are then
+    averaged over processes for comparison, and the gradients, updated weights, momentum model and queues are
+    returned as full tensors (the gradients as FSDP reduce-scatters them: averaged over processes)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    torch.set_num_threads(1)
+    loss_eclip.sample_hard_negatives = argmax_hard_negatives
+    model = build_distributed_model()
+    if shard:
+        for module in model.modules():
+            if type(module).__name__ in FSDP_WRAPPED_LAYERS:
+                fully_shard(module)
+        fully_shard(model)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    output = model(**batch)
+    output.loss.backward()
+
+    def full(tensor: torch.Tensor) -> torch.Tensor:
+        return (tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor).detach().clone()
+
+    result = {f"loss/{name}": output[name].detach().clone() for name in LOSS_NAMES}
+    if shard:
+        for value in result.values():
+            torch.distributed.all_reduce(value)
+            value /= torch.distributed.get_world_size()
+    result.update({f"grad/{n}": full(p.grad) for n, p in model.named_parameters() if p.requires_grad})
+    optimizer.step()
+    model.enqueue(output)
+    model.momentum_update()
+    # What the export writes: the full state dict (weights, momentum model and queues), gathered from the shards.
+    if shard:
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        state = model.state_dict()
+    if not shard or torch.distributed.get_rank() == 0:
+        result.update({f"state/{name}": full(value) for name, value in state.items()})
+    return result
+
+
 def assert_matches_one_process(distributed: dict, label: str) -> None:
     """The distributed run's losses, gradients and queues equal one process's on the whole global batch."""
     sample_hard_negatives = loss_eclip.sample_hard_negatives
@@ -265,34 +312,57 @@ def assert_matches_one_process(distributed: dict, label: str) -> None:
         single = loss_and_gradients(build_distributed_model(), make_batch(DIST_PRODUCT_IDS, seed=3))
     finally:
         loss_eclip.sample_hard_negatives = sample_hard_negatives
-    assert set(single) == set(distributed)
+    assert_same_training_result(single, distributed, label)
 
-    key = "grad/eclip.query_position_embeddings.weight"
+
+# The negative slots' position embeddings: their random order among slots 1..T-1 changes each one's gradient (and so
+# its updated weight), not their sum; so slot 0 and the sum over the others are compared. Likewise the "ema" negative
+# queries (one row per negative slot) are compared summed over the slots.
+SLOT_ORDER_DEPENDENT = ("eclip.query_position_embeddings.weight", "momentum_eclip.query_position_embeddings.weight")
+
+
+def assert_same_training_result(single: dict, distributed: dict, label: str) -> None:
+    """Losses, gradients (`grad/`), weights (`state/`) and queues (`buffer/`) of a distributed run equal one
+    process's on the global batch, up to fp32 rounding."""
+    assert set(single) == set(distributed)
     for tensors in (single, distributed):
-        tensors[key] = torch.stack([tensors[key][0], tensors[key][1:].sum(0)])
+        for key in tensors:
+            if key.split("/", 1)[1] in SLOT_ORDER_DEPENDENT:
+                tensors[key] = torch.stack([tensors[key][0], tensors[key][1:].sum(0)])
+            elif key.endswith("ema_negative_queries"):  # one row per negative slot, in their random order
+                tensors[key] = tensors[key].sum(0)
     max_loss_diff = max(float((single[k] - distributed[k]).abs().max()) for k in single if k.startswith("loss/"))
-    grads = [k for k in single if k.startswith("grad/")]
-    max_grad_diff = max(float((single[k] - distributed[k]).abs().max()) for k in grads)
+    compared = [k for k in single if k.startswith(("grad/", "state/")) and single[k].is_floating_point()]
+    max_diff = max(float((single[k] - distributed[k]).abs().max()) for k in compared)
     # fp32 sums over 8 rows x 24 slots: the rounding error scales with each tensor's largest entry (up to ~1e2).
-    scales = {k: max(1.0, float(single[k].abs().max())) for k in grads}
-    max_grad_rel = max(float((single[k] - distributed[k]).abs().max()) / scales[k] for k in grads)
+    scales = {k: max(1.0, float(single[k].abs().max())) for k in compared}
+    max_rel = max(float((single[k] - distributed[k]).abs().max()) / scales[k] for k in compared)
     print(
-        f"\n{label} vs 1 process: max |loss diff| {max_loss_diff:.3g}, max |grad diff| {max_grad_diff:.3g}, "
-        f"max over tensors of |grad diff| / max(1, max |grad|) {max_grad_rel:.3g}"
+        f"\n{label} vs 1 process: max |loss diff| {max_loss_diff:.3g}, max |grad or weight diff| {max_diff:.3g}, "
+        f"max over tensors of |diff| / max(1, max |value|) {max_rel:.3g}"
     )
 
     for name in LOSS_NAMES:
         torch.testing.assert_close(distributed[f"loss/{name}"], single[f"loss/{name}"], atol=1e-5, rtol=0)
     assert all(float(single[f"loss/{name}"]) > 0 for name in LOSS_NAMES)
-    for key in grads:
+    for key in compared:
         difference = float((distributed[key] - single[key]).abs().max())
-        assert difference <= 1e-5 * scales[key], f"{key}: max |diff| {difference:.3g}, max |grad| {scales[key]:.3g}"
+        assert difference <= 1e-5 * scales[key], f"{key}: max |diff| {difference:.3g}, max |value| {scales[key]:.3g}"
+    for key in single:
+        if key.startswith("state/") and not single[key].is_floating_point():
+            assert torch.equal(distributed[key], single[key]), key
     # Both processes enqueue the gathered global batch, so the queues equal the single process' queues.
-    for name in ("queue_embeds", "queue_prompts"):
-        torch.testing.assert_close(distributed[f"buffer/{name}"], single[f"buffer/{name}"], atol=1e-6, rtol=0)
-    for name in ("queue_product_ids", "queue_pointer"):
-        assert torch.equal(distributed[f"buffer/{name}"], single[f"buffer/{name}"])
-    assert int(single["buffer/queue_pointer"]) == DIST_GLOBAL_BATCH
+    if "buffer/ema_negative_queries" in single:  # moved towards the global batch's mean on every process (summed)
+        torch.testing.assert_close(
+            distributed["buffer/ema_negative_queries"], single["buffer/ema_negative_queries"], atol=1e-6, rtol=0
+        )
+    for prefix in ("buffer/", "state/"):
+        if f"{prefix}queue_embeds" in single:
+            for name in ("queue_embeds", "queue_prompts"):
+                torch.testing.assert_close(distributed[prefix + name], single[prefix + name], atol=1e-6, rtol=0)
+            for name in ("queue_product_ids", "queue_pointer"):
+                assert torch.equal(distributed[prefix + name], single[prefix + name])
+            assert int(single[f"{prefix}queue_pointer"]) == DIST_GLOBAL_BATCH % DIST_QUEUE_SIZE
 
 
 # ----- tiny pretraining runs (the training loop and its command line) -----

@@ -17,7 +17,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from modeling_eclip import EclipDecoderConfig, EclipDecoderOutput, EclipInstanceDecoder, EclipModel, EclipOutput
+from modeling_eclip import (
+    EclipDecoderConfig,
+    EclipDecoderOutput,
+    EclipForPreTraining,
+    EclipInstanceDecoder,
+    EclipModel,
+    EclipOutput,
+)
 
 ATOL = 1e-5
 NUM_PATCHES = (TINY_IMAGE_SIZE // 8) ** 2
@@ -39,6 +46,21 @@ def text_inputs(processor, texts):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def test_pretraining_checkpoints_keep_the_0d_logit_scale_both_ways(tmp_path):
+    model = EclipForPreTraining(tiny_config())
+    with torch.no_grad():
+        model.eclip.logit_scale.fill_(3.3)
+        model.momentum_eclip.logit_scale.fill_(2.2)
+    model.save_pretrained(tmp_path / "pretraining")
+    saved = load_file(tmp_path / "pretraining" / "model.safetensors")
+    assert saved["eclip.logit_scale"].shape == () and saved["momentum_eclip.logit_scale"].shape == ()
+    loaded = EclipForPreTraining.from_pretrained(tmp_path / "pretraining")
+    assert loaded.eclip.logit_scale.tolist() == [pytest.approx(3.3)]
+    assert loaded.momentum_eclip.logit_scale.tolist() == [pytest.approx(2.2)]
+    inference = EclipModel.from_pretrained(tmp_path / "pretraining")  # the online model of a pretraining checkpoint
+    assert inference.logit_scale.tolist() == [pytest.approx(3.3)]
+
+
 def test_save_load_round_trip_is_exact(tmp_path, processor_inputs):
     model = tiny_model(decoder_config={"negative_query_mode": "ema"})
     with torch.no_grad():  # non-default values, so a value that is not saved cannot pass by re-initialisation
@@ -52,6 +74,8 @@ def test_save_load_round_trip_is_exact(tmp_path, processor_inputs):
     saved = load_file(tmp_path / "model.safetensors")
     assert "logit_scale" in saved and "ema_negative_queries" in saved
     assert "gaussian_negative_queries" not in saved  # non-persistent: regenerated from the seed
+    # CLIP's 0-d layout on disk (every earlier checkpoint has it), one element in the model (FSDP2 shards no 0-d).
+    assert saved["logit_scale"].shape == () and model.logit_scale.shape == (1,)
 
     loaded = EclipModel.from_pretrained(tmp_path)
     assert not loaded.training

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import (
+    DIST_PRODUCT_IDS,
     REPO,
     assert_matches_one_process,
+    assert_same_training_result,
+    fsdp_step_result,
+    make_batch,
     subprocess_env,
     tiny_run_arguments,
     write_tiny_model_config,
@@ -59,6 +63,26 @@ def test_two_nodes_match_one_process_on_the_global_batch(tmp_path: Path) -> None
     distributed = torch.load(output)
     assert int(distributed.pop("world_size")) == 2
     assert_matches_one_process(distributed, "2 nodes x 1 process")
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_fsdp2_sharded_training_step_matches_one_process(tmp_path: Path) -> None:
+    """FSDP2 (`fully_shard` per ViT, BERT and decoder block and at the root, as `accelerate-fsdp.yaml` wraps) on 2 gloo
+    processes: the losses, the reduce-scattered gradients, the weights after an optimiser step, the EMA momentum model
+    updated shard by shard and the queues, gathered as the full state dict an export writes, equal one unsharded
+    process on the global batch."""
+    output = tmp_path / "rank0.pt"
+    environment = {**subprocess_env(), "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(REPO / "tests" / "fsdp_worker.py"), str(output),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    sharded = torch.load(output)
+    single = fsdp_step_result(make_batch(DIST_PRODUCT_IDS, seed=3), shard=False)
+    assert any(key.startswith("state/momentum_eclip.") for key in single)
+    assert_same_training_result(single, sharded, "FSDP2, 2 processes")
 
 
 def test_the_fsdp_config_on_cpu_refuses_instead_of_training_unsharded(demo_catalogue: Path, tmp_path: Path) -> None:
