@@ -447,3 +447,24 @@ def test_numeric_evaluation_arguments_are_checked(flag: str, value: str, capsys:
 def test_evaluation_api_checks_its_numbers(demo_catalogue: Path, name: str, value: int) -> None:
     with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value}"):
         quick_evaluate(tiny_model(), make_processor(), demo_catalogue, **{name: value})
+
+
+def test_the_stream_checks_its_numbers(demo_catalogue: Path) -> None:
+    from modeling_eclip.data.stream import ProductPairStream, load_product_stream
+
+    with pytest.raises(ValueError, match="shuffle_buffer must be an integer >= 0"):
+        load_product_stream(data_dir=demo_catalogue, shuffle_buffer=-1)  # before: silently no shuffling
+    rows = load_product_stream(data_dir=demo_catalogue)
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        ProductPairStream(rows, make_processor(), batch_size=4, num_workers=-1)
+
+
+def test_a_foreign_trainer_state_is_refused(
+    finished_run: Path, model_config: Path, demo_catalogue: Path, tmp_path: Path
+) -> None:
+    output = _copy(finished_run, tmp_path)
+    checkpoint = output / "checkpoint-4"
+    state = json.loads((checkpoint / TRAINER_STATE).read_text())
+    (checkpoint / TRAINER_STATE).write_text(json.dumps({**state, "learning_rate_override": 1.0}))
+    with pytest.raises(CheckpointError, match="has unknown keys \\['learning_rate_override'\\]"):
+        pretrain(parse_arguments(_arguments(model_config, demo_catalogue, output, resume=str(checkpoint))))

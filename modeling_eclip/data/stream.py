@@ -67,6 +67,8 @@ def load_product_stream(
     """
     if (data_files is None) == (data_dir is None):
         raise ValueError("pass exactly one of data_files or data_dir")
+    if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+        raise ValueError(f"shuffle_buffer must be an integer >= 0 (0: no shuffling), got {shuffle_buffer!r}")
     if data_dir is not None:
         data_files = [str(path) for path in require_shards(data_dir, split)]
     # The parquet files are already one split; datasets calls a plain file list "train" whatever it holds.
@@ -263,6 +265,8 @@ class ProductPairStream(torch.utils.data.IterableDataset):
             raise ValueError(f"anchor_kind_probability must be in [0, 1], got {anchor_kind_probability}")
         if batch_size < 2:
             raise ValueError("batch_size must be at least 2: the objectives need other products as negatives")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0: decode in the iterating process), got {num_workers}")
         self.stream = stream
         self.collator = ProductPairCollator(processor)
         self.batch_size = batch_size

@@ -177,7 +177,11 @@ class CheckpointManager:
             ) from error
         load_scheduler_state(scheduler, path / SCHEDULER_STATE)
         load_rng_state(path / RNG_STATE.format(rank=rank))
-        stream.load_state_dict(read_json(path / STREAM_STATE.format(rank=rank)))
+        stream_state = path / STREAM_STATE.format(rank=rank)
+        try:
+            stream.load_state_dict(read_json(stream_state))
+        except (OSError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"the stream position {stream_state} cannot be restored ({error})") from error
         state = read_json(path / TRAINER_STATE)
         state.pop(MANIFEST_KEY, None)
         return state

@@ -375,7 +375,12 @@ def make_run_config(args: PretrainingArguments, config: EclipConfig, processor: 
     another machine resumes."""
     from ..data.shard_format import list_shards
 
-    model_config = {k: v for k, v in config.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
+    def without_paths(values: Any) -> Any:  # where the towers were loaded from is not part of the model
+        if not isinstance(values, dict):
+            return values
+        return {k: without_paths(v) for k, v in values.items() if k not in ("transformers_version", "_name_or_path")}
+
+    model_config = without_paths(config.to_dict())
     vocabulary = json.dumps(sorted(processor.tokenizer.get_vocab().items()))
     return {
         "arguments": json.loads(json.dumps(dataclasses.asdict(args))),
@@ -450,7 +455,11 @@ def resume(
         accelerator.print(f"--resume latest: no checkpoint in {args.output_dir} yet, starting from scratch")
     if path is None:
         return TrainerState()
-    state = TrainerState(**checkpoints.load(path, stream, scheduler))
+    saved = checkpoints.load(path, stream, scheduler)
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainerState)})
+    if unknown or not isinstance(saved.get("step"), int):
+        raise CheckpointError(f"{path / TRAINER_STATE} has unknown keys {unknown} or no integer step")
+    state = TrainerState(**saved)
     check_resume_config(path, run_config, args, accelerator)
     if args.resume not in ("latest", RESUME_FROM_HUB):
         # Checkpoints of later steps belong to the run this one branches off: kept, a later --resume latest would
