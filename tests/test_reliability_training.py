@@ -402,28 +402,7 @@ def test_image_tower_skips_and_counts_unreadable_images() -> None:
 # ----------------------------------------------------------------------------------------------- numeric arguments
 
 
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be >= 1, got 0"),
-        (["--max_steps", "-5"], "max_steps must be >= 1, got -5"),
-        (["--learning_rate", "nan"], "learning_rate must be > 0, got nan"),
-        (["--adam_beta2", "1.0"], "adam_beta2 must be in \\[0, 1\\), got 1.0"),
-        (["--adam_epsilon", "0"], "adam_epsilon must be > 0, got 0.0"),
-        (["--shuffle_buffer", "-1"], "shuffle_buffer must be >= 0, got -1"),
-        (["--seed", "-3"], "seed must be >= 0, got -3"),
-        (["--max_train_minutes", "0"], "max_train_minutes must be > 0, got 0.0"),
-        (["--max_train_minutes", "inf"], "max_train_minutes must be > 0, got inf"),
-        (["--eval_max_products", "0"], "eval_max_products must be >= 1, got 0"),
-        (["--save_steps", "-1"], "save_steps must be >= 0, got -1"),
-    ],
-)
-def test_numeric_training_arguments_are_checked(
-    flags: list[str], message: str, model_config: Path, demo_catalogue: Path, tmp_path: Path
-) -> None:
-    args = parse_arguments(tiny_run_arguments(model_config, demo_catalogue, tmp_path / "out") + flags)
-    with pytest.raises(ValueError, match=message):
-        check_arguments(args)
+# The recipe's numeric fields: `test_training_tools.test_bad_settings_fail_before_compute`.
 
 
 @pytest.mark.parametrize(
