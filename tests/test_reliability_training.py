@@ -447,3 +447,30 @@ def test_a_foreign_trainer_state_is_refused(
     (checkpoint / TRAINER_STATE).write_text(json.dumps({**state, "learning_rate_override": 1.0}))
     with pytest.raises(CheckpointError, match="has unknown keys \\['learning_rate_override'\\]"):
         pretrain(parse_arguments(_arguments(model_config, demo_catalogue, output, resume=str(checkpoint))))
+
+
+def test_rng_states_round_trip_with_cuda_generators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA part of the JSON RNG state, with stand-in CUDA generators (no GPU here): saved per device, restored,
+    and a checkpoint from another number of devices is an error rather than a resume that draws other numbers."""
+    import random
+
+    import torch
+
+    from modeling_eclip.training.checkpoints import load_rng_state, rng_state, write_json
+
+    devices = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: devices)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    random.seed(1)
+    write_json(tmp_path / "rng.json", rng_state())
+    expected = random.random()
+    random.seed(2)
+    load_rng_state(tmp_path / "rng.json")
+    assert random.random() == expected
+    assert [t.tolist() for t in restored] == [t.tolist() for t in devices]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(CheckpointError, match="it holds 2 CUDA generator\\(s\\), this process has 1"):
+        load_rng_state(tmp_path / "rng.json")
