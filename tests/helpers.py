@@ -373,9 +373,10 @@ CHECKPOINT_FILES = {
     "trainer_state.json",
     "model.safetensors",
     "optimizer.bin",
-    "custom_checkpoint_0.pkl",  # the learning-rate schedule
-    "random_states_0.pkl",
+    "scheduler_state.json",  # the learning-rate schedule, JSON (never a pickle: see checkpoints.py)
+    "rng_state_rank0.json",
     "stream_state_rank0.json",
+    "run_config.json",
 }
 # What an export holds, whatever launched the run.
 EXPORT_FILES = {

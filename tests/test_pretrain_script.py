@@ -418,7 +418,7 @@ def test_torchrun_two_cpu_processes_train_together_and_export_the_same_format(
     assert summary["world_size"] == 2 and summary["ranks"] == [0, 1]
     assert summary["global_batch_size"] == 2 * TINY_BATCH
     checkpoint = output_dir / "checkpoint-3"
-    assert {"stream_state_rank0.json", "stream_state_rank1.json", "random_states_1.pkl"} <= {
+    assert {"stream_state_rank0.json", "stream_state_rank1.json", "rng_state_rank1.json"} <= {
         p.name for p in checkpoint.iterdir()
     }
     # The two ranks read different products (split_dataset_by_node).

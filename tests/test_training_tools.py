@@ -175,9 +175,21 @@ def test_lr_scheduler_type_and_warmup_ratio_go_through_get_scheduler(model_confi
         (["--warmup_ratio", "1.5"], "warmup_ratio must be in [0, 1)"),
         (["--hub_strategy", "sometimes"], "hub_strategy must be one of"),
         (["--resume", "hub"], "resume=hub needs hub_model_id"),
+        # Every numeric field: finite, in range (issue 13).
+        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be >= 1, got 0"),
+        (["--max_steps", "-5"], "max_steps must be >= 1, got -5"),
+        (["--learning_rate", "nan"], "learning_rate must be > 0, got nan"),
+        (["--adam_beta2", "1.0"], "adam_beta2 must be in [0, 1), got 1.0"),
+        (["--adam_epsilon", "0"], "adam_epsilon must be > 0, got 0.0"),
+        (["--shuffle_buffer", "-1"], "shuffle_buffer must be >= 0, got -1"),
+        (["--seed", "-3"], "seed must be >= 0, got -3"),
+        (["--max_train_minutes", "0"], "max_train_minutes must be > 0, got 0.0"),
+        (["--max_train_minutes", "inf"], "max_train_minutes must be > 0, got inf"),
+        (["--eval_max_products", "0"], "eval_max_products must be >= 1, got 0"),
+        (["--save_steps", "-1"], "save_steps must be >= 0, got -1"),
     ],
 )
-def test_bad_schedule_or_hub_settings_fail_before_compute(model_config: Path, tmp_path: Path, flags, message) -> None:
+def test_bad_settings_fail_before_compute(model_config: Path, tmp_path: Path, flags, message) -> None:
     (tmp_path / "train").mkdir()
     args = parse_arguments([*arguments(model_config, tmp_path, tmp_path / "out"), *flags])
     with pytest.raises(ValueError) as error:

@@ -67,6 +67,8 @@ def load_product_stream(
     """
     if (data_files is None) == (data_dir is None):
         raise ValueError("pass exactly one of data_files or data_dir")
+    if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+        raise ValueError(f"shuffle_buffer must be an integer >= 0 (0: no shuffling), got {shuffle_buffer!r}")
     if data_dir is not None:
         data_files = [str(path) for path in require_shards(data_dir, split)]
     # The parquet files are already one split; datasets calls a plain file list "train" whatever it holds.
@@ -299,6 +301,8 @@ class ProductPairStream(torch.utils.data.IterableDataset):
             raise ValueError(f"anchor_kind_probability must be in [0, 1], got {anchor_kind_probability}")
         if batch_size < 2:
             raise ValueError("batch_size must be at least 2: the objectives need other products as negatives")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0: decode in the iterating process), got {num_workers}")
         self.stream = stream
         self.collator = ProductPairCollator(processor)
         self.batch_size = batch_size
@@ -312,6 +316,8 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         self._consumed = 0  # examples of this epoch taken by the batcher (in a batch, held over or rejected)
         self._pending: list[int] = []  # positions of held-over examples, oldest first
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        # What the last epoch iterated to its end gave (see `_iterate`); None before the first.
+        self.last_epoch: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------------------------ state
     @property
@@ -420,6 +426,8 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         batch: list[tuple[int, dict]] = []
         ids: set[int] = set()
         batch_index = 0
+        products_read = 0
+        counters_at_start = dict(counters)
 
         def add(position: int, sample: dict) -> None:
             if sample["product_id"] in ids:
@@ -451,6 +459,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                 held.extend(sorted(restored, key=lambda item: item[0]))
                 restored = []
                 start_batch()
+            products_read += 1
             counters["skipped_corrupt_images"] += sample["corrupt"]
             if "rejected" in sample:
                 counters["skipped_single_image_products"] += 1
@@ -472,4 +481,13 @@ class ProductPairStream(torch.utils.data.IterableDataset):
             distinct = list({s["product_id"]: s for s in reversed(leftover)}.values())[::-1]
             if len(distinct) >= 2 and (owned is None or batch_index % owned[1] == owned[0]):
                 yield self.collator(distinct)
+            batch_index += len(distinct) >= 2
+        # The training loop stops on an epoch that started at its beginning and gave no batch (it would loop forever).
+        self.last_epoch = {
+            "epoch": epoch,
+            "from_start": start == 0 and not replay,
+            "batches": batch_index,
+            "products": products_read,
+            **{name: counters[name] - counters_at_start[name] for name in COUNTER_NAMES},
+        }
         self.set_epoch(epoch + 1)

@@ -25,6 +25,17 @@ from .report import format_results
 from .tables import evaluate_model
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="exported checkpoint folder (model + processor)")
@@ -39,12 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a catalogue of the same products in new photos (demo builder --scene-seed): adds retrieval and "
         "text-conditioned grounding on new scenes of training products, and the controls",
     )
-    parser.add_argument("--new-scenes-max-products", type=int, help="use the first N products of --new-scenes")
+    parser.add_argument("--new-scenes-max-products", type=positive_int, help="use the first N products of --new-scenes")
     parser.add_argument("--output", help="write the numbers as JSON here")
     parser.add_argument("--tsne", help="write a t-SNE PNG of the product embeddings coloured by category here")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--embedding", choices=("auto", "instance", "global"), default="auto")
-    parser.add_argument("--max-products", type=int, help="evaluate only the first N products of the split")
+    parser.add_argument("--max-products", type=positive_int, help="evaluate only the first N products of the split")
     parser.add_argument("--no-grounding", action="store_true", help="skip Table 4")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import io
+import logging
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,13 +38,15 @@ from transformers.utils import ModelOutput
 
 from ..data.shard_format import list_shards, require_shards
 from ..modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
-from ..processing_eclip import EclipProcessor
+from ..processing_eclip import EclipProcessor, to_rgb_image
 
 PRODUCT_VIEWS = ("image+title", "image", "title", "instance (title prompt)")
 # Image kind -> instance views each evaluation needs (the decoder runs once per view).
 QUICK_VIEWS = {"catalog": ("image+title",), "customer": ("image",)}
 FULL_VIEWS = {"catalog": ("image+title", "image"), "customer": ("image",), "ad": ("image",)}
 EmbeddingMode = Literal["auto", "instance", "global"]
+
+logger = logging.getLogger(__name__)
 
 
 def progress(iterable: Any, description: str) -> Any:
@@ -62,9 +64,12 @@ class CatalogueImage:
     data: bytes
     boxes: list[list[float]]
     box_product_ids: list[str]
+    name: str = "image"  # "<product_id> image <i>", for error messages
 
     def to_pil(self) -> Image.Image:
-        return Image.open(io.BytesIO(self.data)).convert("RGB")
+        """The image decoded as training decodes it (`processing_eclip.to_rgb_image`: EXIF orientation applied,
+        transparency on white)."""
+        return to_rgb_image(self.data, self.name)
 
 
 @dataclass
@@ -77,6 +82,7 @@ class CatalogueSplit:
     categories: list[str]
     images: list[CatalogueImage]
     all_titles: dict[str, str] = field(default_factory=dict)
+    unreadable_images: list[str] = field(default_factory=list)  # names of the images skipped (see load_catalogue_split)
 
     @property
     def category_names(self) -> list[str]:
@@ -86,10 +92,23 @@ class CatalogueSplit:
         return [index for index, image in enumerate(self.images) if image.kind == kind]
 
 
+def check_positive_int(name: str, value: Any) -> int:
+    """`value` if it is an integer >= 1; otherwise a ValueError naming `name` (batch sizes, product limits)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def load_catalogue_split(
     data_dir: str | os.PathLike, split: str = "test", max_products: int | None = None
 ) -> CatalogueSplit:
-    """Reads one split of a catalogue directory (the first `max_products` products if given)."""
+    """Reads one split of a catalogue directory (the first `max_products` products if given).
+
+    Every image is decoded once here, as training decodes it (`processing_eclip.to_rgb_image`); an unreadable one
+    (corrupt, truncated, a decompression bomb) is skipped and named in `unreadable_images`, as the training stream
+    skips and counts it, so one bad file does not stop an evaluation."""
+    if max_products is not None:
+        check_positive_int("max_products", max_products)
     rows = pq.read_table(require_shards(data_dir, split)).to_pylist()
     if max_products is not None:
         rows = rows[:max_products]
@@ -100,24 +119,36 @@ def load_catalogue_split(
         if paths := list_shards(data_dir, other):
             columns = pq.read_table(paths, columns=["product_id", "title"]).to_pydict()
             all_titles.update(zip(columns["product_id"], columns["title"]))
-    images = [
-        CatalogueImage(
-            product=index,
-            source=image["source"],
-            kind=image["kind"],
-            data=image["image"],
-            boxes=image["boxes"],
-            box_product_ids=image["box_product_ids"],
-        )
-        for index, row in enumerate(rows)
-        for image in row["images"]
-    ]
+    images, unreadable = [], []
+    for index, row in enumerate(rows):
+        for number, image in enumerate(row["images"]):
+            name = f"{row['product_id']} image {number}"
+            try:
+                to_rgb_image(image["image"], name)
+            except ValueError:
+                unreadable.append(name)
+                continue
+            images.append(
+                CatalogueImage(
+                    product=index,
+                    source=image["source"],
+                    kind=image["kind"],
+                    data=image["image"],
+                    boxes=image["boxes"],
+                    box_product_ids=image["box_product_ids"],
+                    name=name,
+                )
+            )
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+        logger.warning("split %r of %s: skipped %d unreadable image(s): %s", split, data_dir, len(unreadable), shown)
     return CatalogueSplit(
         product_ids=[row["product_id"] for row in rows],
         titles=[row["title"] for row in rows],
         categories=[row["category"] for row in rows],
         images=images,
         all_titles=all_titles,
+        unreadable_images=unreadable,
     )
 
 
@@ -215,6 +246,7 @@ def embed_texts(
     model: EclipModel, processor: EclipProcessor, texts: Sequence[str], batch_size: int = 32, bf16: bool | None = None
 ) -> torch.Tensor:
     """Unnormalised text embeddings g_T(w_cls), `(len(texts), D)`, in float32 on the CPU."""
+    check_positive_int("batch_size", batch_size)
     device = model.device
     outputs = []
     for start in progress(range(0, len(texts), batch_size), "embedding texts"):
@@ -258,6 +290,7 @@ def embed_images(
     so callers ask only for the views they use."""
     if title_embeds is not None and len(title_embeds) != len(images):
         raise ValueError(f"title_embeds has {len(title_embeds)} rows for {len(images)} images")
+    check_positive_int("batch_size", batch_size)
     device = model.device
     global_embeds, with_title, with_image = [], [], []
     for start in progress(range(0, len(images), batch_size), "embedding images"):

@@ -32,6 +32,7 @@ from .embedding import (
     CatalogueSplit,
     EmbeddedSplit,
     EmbeddingMode,
+    check_positive_int,
     dense_image_features,
     embed_split,
     evaluation_of,
@@ -63,7 +64,8 @@ def retrieval_scores(
     """`RetrievalMetric` over a `(queries, gallery)` score matrix with a boolean relevance matrix of the same shape.
 
     `valid` (same shape, optional) removes gallery items from a query's ranking (e.g. items of the query's own
-    source). Every query needs at least one valid match.
+    source). A query without any valid match (its product's gallery images were unreadable, say) is left out and
+    counted as ``queries_without_match``; at least one query must have a match.
     """
     if scores.shape != relevance.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and relevance {tuple(relevance.shape)} differ in shape")
@@ -77,9 +79,17 @@ def retrieval_scores(
         # Invalid items sink to the end under -inf; they must not fill the top of a short gallery.
         predictions.append([item for item in ranking if valid is None or bool(valid[query, item])])
     references = [row.nonzero().flatten().tolist() for row in relevance]
-    return _metric(RetrievalMetric).compute(
-        predictions=predictions, references=references, k_values=list(k_values), ndcg_k=ndcg_k
+    answerable = [query for query, matches in enumerate(references) if matches]
+    if not answerable:
+        raise ValueError(f"none of the {len(references)} queries has a matching gallery item")
+    results = _metric(RetrievalMetric).compute(
+        predictions=[predictions[q] for q in answerable],
+        references=[references[q] for q in answerable],
+        k_values=list(k_values),
+        ndcg_k=ndcg_k,
     )
+    results["queries_without_match"] = len(references) - len(answerable)
+    return results
 
 
 def classification_scores(scores: torch.Tensor, labels: Sequence[int], top_k: Sequence[int] = (1,)) -> dict:
@@ -150,6 +160,7 @@ def product_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = (1, 5, 
         "coarse": _pick(coarse, "map", k_values),
         "fine_grained": {**_pick(fine, "r", k_values), **_pick(fine, "map", k_values)},
         "num_queries": len(query_products),
+        "queries_without_match": fine["queries_without_match"],
     }
 
 
@@ -174,6 +185,7 @@ def instance_level_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = 
     return {
         "instance_level": {**_pick(results, "map", k_values), **_pick(results, "mar", k_values)},
         "num_queries": len(relevance),
+        "queries_without_match": results["queries_without_match"],
         "ad_products_outside_split": outside,
     }
 
@@ -348,6 +360,7 @@ def quick_evaluate_with_figures(
     catalog products' image + title embeddings by category (needs matplotlib and scikit-learn, else left out)."""
     from .instances import positive_map_diagnostics
 
+    check_positive_int("batch_size", batch_size)
     catalogue = load_catalogue_split(data_dir, split, max_products)
     figures = {}
     with evaluation_of(model) as model:
@@ -380,6 +393,8 @@ def quick_evaluate_with_figures(
     }
     if "entropy_over_log_n" in diagnostics:
         metrics["map_entropy_over_log_n"] = diagnostics["entropy_over_log_n"]
+    if catalogue.unreadable_images:  # counted like the training stream's skipped_corrupt_images
+        metrics["skipped_unreadable_images"] = len(catalogue.unreadable_images)
     return metrics, figures
 
 
@@ -413,6 +428,7 @@ def evaluate_model(
     mode)."""
     from .instances import new_scene_retrieval, positive_map_diagnostics, title_leakage
 
+    check_positive_int("batch_size", batch_size)
     catalogue = load_catalogue_split(data_dir, split, max_products)
     with evaluation_of(model) as model:
         mode = resolve_embedding_mode(model, embedding)
@@ -423,6 +439,7 @@ def evaluate_model(
             scenes = load_catalogue_split(new_scenes_dir, "train", new_scenes_max_products)
             new_scenes = {
                 "num_products": len(scenes.product_ids),
+                "skipped_unreadable_images": len(scenes.unreadable_images),
                 "retrieval": new_scene_retrieval(model, processor, scenes, mode, batch_size, bf16),
                 "grounding": visual_grounding(model, processor, scenes, mode, batch_size, seed=seed),
             }
@@ -434,6 +451,7 @@ def evaluate_model(
         "split": split,
         "num_products": len(catalogue.product_ids),
         "num_images": {kind: len(indices) for kind, indices in embedded.indices.items()},
+        "skipped_unreadable_images": len(catalogue.unreadable_images),
         "table1": {"classification": zero_shot_classification(embedded), **image_text_retrieval(embedded)},
         "table2": product_retrieval(embedded),
         "table3": instance_level_retrieval(embedded),

@@ -5,7 +5,8 @@ its command line. Training tools, not remote code: nothing a checkpoint ships im
 - `arguments.py`: the recipe (`PretrainingArguments`, a recipe YAML plus flags), the shipped presets and recipes, and
   `check_arguments`, every check that can fail before compute;
 - `builders.py`: the pretraining model with its pretrained towers, the processor, AdamW and its parameter groups;
-- `checkpoints.py`: `CheckpointManager` (atomic `checkpoint-<step>` directories, exact resumption), `metrics.jsonl`;
+- `checkpoints.py`: `CheckpointManager` (atomic `checkpoint-<step>` directories that load no pickle but a
+  `weights_only` optimiser state, checked before use, exact resumption), `metrics.jsonl`;
 - `export.py`: the `EclipModel` + `EclipProcessor` export with its model card, and the Hub uploads;
 - `loop.py`: `pretrain`, the loop.
 """

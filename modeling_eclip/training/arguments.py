@@ -166,6 +166,14 @@ class PretrainingArguments:
     )
     # ----- output, checkpoints, logging, evaluation
     output_dir: str = field(default="outputs/eclip-tiny-demo", metadata={"help": "Checkpoints, logs and the export."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in a non-empty output_dir: the checkpoints, metrics.jsonl, summary, export and "
+            "TensorBoard logs of the previous run are deleted (with --resume: only checkpoints and metrics of later "
+            "steps). Without it, a non-empty output_dir needs --resume (as transformers' Trainer)."
+        },
+    )
     save_steps: int = field(default=100, metadata={"help": "Checkpoint every N optimiser steps (0: only at the end)."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."})
     resume: str | None = field(
@@ -369,44 +377,12 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
     """Every check that can fail before compute: recipe values, the model config, batch vs queue, data and resume
     paths, tracker and Hub settings. Returns the model config. Raises ValueError / FileNotFoundError naming the field.
     """
-    positive = (
-        "per_device_train_batch_size",
-        "gradient_accumulation_steps",
-        "max_steps",
-        "learning_rate",
-        "max_consecutive_nonfinite",
-        "logging_steps",
-        "save_total_limit",
-    )
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
-    non_negative = (
-        "warmup_steps",
-        "warmup_ratio",
-        "num_eval_images",
-        "instance_objectives_start_step",
-        "save_steps",
-        "eval_steps",
-        "weight_decay",
-        "max_grad_norm",
-        "num_workers",
-    )
-    for name in non_negative:
-        if getattr(args, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
-    if not 0.0 <= args.anchor_kind_probability <= 1.0:
-        raise ValueError(f"anchor_kind_probability must be in [0, 1], got {args.anchor_kind_probability}")
+    check_numbers(args)
     if args.anchor_kind is not None and args.anchor_kind not in IMAGE_KINDS:
         raise ValueError(f"anchor_kind must be one of {IMAGE_KINDS} or None, got {args.anchor_kind!r}")
     if args.warmup_steps >= args.max_steps:
         raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
-    if not 0 <= args.warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
     check_lr_scheduler(args)
-    for name in ("new_parameters_learning_rate", "vision_learning_rate"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
     if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {args.mixed_precision!r}")
     args.report_to = parse_report_to(args.report_to)  # again: the field may have been set after __init__
@@ -444,7 +420,123 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
             f"resume={args.resume!r} is not a complete checkpoint (no {TRAINER_STATE}); pass "
             f"'latest', 'hub' or a {CHECKPOINT_PREFIX}N directory"
         )
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"output_dir {output_dir} is a file")
+    if args.resume is None and not args.overwrite_output_dir and output_dir.is_dir():
+        existing = sorted(path.name for path in output_dir.iterdir())
+        if existing:
+            shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+            raise FileExistsError(
+                f"output_dir {output_dir} is not empty ({shown}); pass --resume latest to continue the run there, "
+                "--overwrite_output_dir to start over (its checkpoints, metrics, summary, export and logs are "
+                "deleted), or another --output_dir"
+            )
     return config
+
+
+# (name, lowest value, whether the lowest value itself is allowed, highest value or None, whether None is allowed)
+NUMBER_RANGES = (
+    ("per_device_train_batch_size", 1, True, None, False),
+    ("gradient_accumulation_steps", 1, True, None, False),
+    ("max_steps", 1, True, None, False),
+    ("learning_rate", 0, False, None, False),
+    ("vision_learning_rate", 0, False, None, True),
+    ("new_parameters_learning_rate", 0, False, None, True),
+    ("max_consecutive_nonfinite", 1, True, None, False),
+    ("logging_steps", 1, True, None, False),
+    ("save_total_limit", 1, True, None, False),
+    ("warmup_steps", 0, True, None, False),
+    ("warmup_ratio", 0, True, 1, False),
+    ("num_eval_images", 0, True, None, False),
+    ("instance_objectives_start_step", 0, True, None, False),
+    ("save_steps", 0, True, None, False),
+    ("eval_steps", 0, True, None, False),
+    ("weight_decay", 0, True, None, False),
+    ("max_grad_norm", 0, True, None, False),
+    ("num_workers", 0, True, None, False),
+    ("shuffle_buffer", 0, True, None, False),
+    ("seed", 0, True, None, False),
+    ("adam_beta1", 0, True, 1, False),
+    ("adam_beta2", 0, True, 1, False),
+    ("adam_epsilon", 0, False, None, False),
+    ("anchor_kind_probability", 0, True, 1, False),
+    ("max_train_minutes", 0, False, None, True),
+    ("eval_max_products", 1, True, None, True),
+)
+
+
+def check_numbers(args: Any, ranges: tuple = NUMBER_RANGES) -> None:
+    """Every numeric field in its range, finite, and an int where the field is one; a ValueError names the field.
+    The highest value is excluded (`warmup_ratio` < 1, the Adam betas < 1), except for `anchor_kind_probability`."""
+    hints = typing.get_type_hints(type(args))
+    for name, low, low_allowed, high, none_allowed in ranges:
+        value = getattr(args, name)
+        if value is None and none_allowed:
+            continue
+        wants_int = int in typing.get_args(hints[name]) or hints[name] is int
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wants_int and not isinstance(value, int)):
+            raise ValueError(f"{name} must be {'an integer' if wants_int else 'a number'}, got {value!r}")
+        high_allowed = name == "anchor_kind_probability"
+        too_low = value < low or (value == low and not low_allowed)
+        too_high = high is not None and (value > high or (value == high and not high_allowed))
+        if not math.isfinite(value) or too_low or too_high:
+            if high is None:
+                wanted = f">= {low}" if low_allowed else f"> {low}"
+            else:
+                wanted = f"in {'[' if low_allowed else '('}{low}, {high}{']' if high_allowed else ')'}"
+            raise ValueError(f"{name} must be {wanted}, got {value}")
+
+
+# On resume, a value that differs from the checkpoint's is refused for these: the checkpoint's optimiser and schedule
+# would keep the old value silently (learning rates, AdamW, the schedule's kind), or the data stream and objectives
+# would no longer continue the run (batch, seed, shuffling, augmentation, anchors, the ITC-only phase). The model
+# config, catalogue and tokenizer are compared by content (`loop.run_config`), so moved files are fine.
+RESUME_REFUSED = (
+    "learning_rate",
+    "vision_learning_rate",
+    "new_parameters_learning_rate",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "lr_scheduler_type",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+    "shuffle_buffer",
+    "augment",
+    "anchor_kind",
+    "anchor_kind_probability",
+    "instance_objectives_start_step",
+)
+# Not compared: paths (compared by content instead) and how this start resumes.
+RESUME_NOT_COMPARED = (
+    "model_config",
+    "config_overrides",
+    "text_model_name_or_path",
+    "vision_model_name_or_path",
+    "tokenizer_name_or_path",
+    "data_dir",
+    "build_demo_catalogue",
+    "output_dir",
+    "overwrite_output_dir",
+    "resume",
+)
+
+
+def resume_changes(saved: Mapping[str, Any], args: PretrainingArguments) -> tuple[list[str], list[str]]:
+    """(refused, applied): "name: saved -> now" for each field that differs from the checkpoint's recipe. Every
+    field outside `RESUME_REFUSED` and `RESUME_NOT_COMPARED` (max_steps, the schedule's warm-up and arguments, logging,
+    saving, evaluation, trackers, Hub, time budget, clipping, decode processes, mixed precision) applies from the
+    resumed step on."""
+    refused, applied = [], []
+    current = json.loads(json.dumps(dataclasses.asdict(args)))  # as saved: JSON types
+    for name, value in current.items():
+        if name in RESUME_NOT_COMPARED or name not in saved or saved[name] == value:
+            continue
+        (refused if name in RESUME_REFUSED else applied).append(f"{name}: {saved[name]!r} -> {value!r}")
+    return refused, applied
 
 
 def make_lr_scheduler(args: PretrainingArguments, optimizer: Any) -> Any:

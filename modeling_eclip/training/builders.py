@@ -8,11 +8,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 from transformers import AutoTokenizer
 
 from ..configuration_eclip import EclipConfig
+from ..data.shard_format import list_shards
 from ..data.stream import ProductPairStream, load_product_stream
 from ..modeling_eclip import EclipForPreTraining, _load_tower
 from ..processing_eclip import EclipImageProcessor, EclipProcessor
@@ -100,6 +102,34 @@ def ensure_demo_catalogue(args: PretrainingArguments) -> None:
 
         logger.warning("building the demo catalogue in %s (first use)", args.data_dir)
         build_catalogue(Path(args.data_dir), seed=0)
+
+
+def split_products(data_dir: str | Path, split: str) -> int:
+    """Products of one catalogue split, from the parquet footers (no data is read); 0 for a missing split."""
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in list_shards(data_dir, split))
+
+
+def check_catalogue(args: PretrainingArguments, world_size: int) -> dict[str, int]:
+    """Before the model is built: the train split holds at least one full step's products, and the split the run
+    evaluates on exists and is not empty (an evaluation that fails at the end would come after all the compute).
+    Returns the products per split checked."""
+    products = {"train": split_products(args.data_dir, "train")}
+    needed = args.per_device_train_batch_size * world_size
+    if products["train"] < needed:
+        raise ValueError(
+            f"the train split of {args.data_dir} has {products['train']} products; one batch needs {needed} "
+            f"different products ({args.per_device_train_batch_size} per process x {world_size} process(es)), so "
+            "training could never take a step: lower per_device_train_batch_size or add products"
+        )
+    if args.evaluate_at_end or args.eval_steps:
+        products[args.eval_split] = split_products(args.data_dir, args.eval_split)
+        if not products[args.eval_split]:
+            raise FileNotFoundError(
+                f"eval_split {args.eval_split!r}: {Path(args.data_dir) / args.eval_split} has no products to "
+                "evaluate on; convert the catalogue with a test split, name another split, or pass "
+                "--evaluate_at_end false (and --eval_steps 0)"
+            )
+    return products
 
 
 def make_stream(args: PretrainingArguments, processor: EclipProcessor, accelerator: Accelerator) -> ProductPairStream:

@@ -1,15 +1,35 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """The files of a run directory that training writes as it goes: `checkpoint-<step>` directories (complete or absent,
-for exact resumption) and `metrics.jsonl`."""
+checked before use, for exact resumption) and `metrics.jsonl`.
+
+What a checkpoint holds, and how each part is read back (nothing in it can run code when loaded):
+
+- `model.safetensors`: the pretraining model (online and momentum models, queues), safetensors;
+- `optimizer.bin`: AdamW's state, a torch file read with `torch.load(weights_only=True)` (tensors and plain data
+  only; anything else is refused);
+- `scheduler_state.json`: the learning-rate schedule's counters and learning rates, JSON (not Accelerate's
+  `custom_checkpoint_0.pkl`, which Accelerate reads with `weights_only=False`);
+- `rng_state_rank<r>.json`: the Python, NumPy, torch and CUDA generator states of each process, JSON (Accelerate's
+  `random_states_<r>.pkl` is removed; a missing or unreadable RNG state is an error, not a different run);
+- `stream_state_rank<r>.json`: each process's position in the data stream, JSON;
+- `run_config.json`: the recipe, the model config and the catalogue and tokenizer fingerprints the run started with,
+  JSON (resume compares them, see `arguments.RESUME_REFUSED`);
+- `trainer_state.json`: the loop's counters and the size and SHA-256 of every other file, JSON, written last.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from ..data.stream import ProductPairStream
 
@@ -17,17 +37,28 @@ CHECKPOINT_PREFIX = "checkpoint-"
 TMP_CHECKPOINT_PREFIX = "tmp-checkpoint-"
 TRAINER_STATE = "trainer_state.json"
 STREAM_STATE = "stream_state_rank{rank}.json"
+RNG_STATE = "rng_state_rank{rank}.json"
+SCHEDULER_STATE = "scheduler_state.json"
+RUN_CONFIG = "run_config.json"
 METRICS_FILE = "metrics.jsonl"
+# trainer_state.json's manifest: {file name: {"bytes": size, "sha256": digest}} of every other file of the checkpoint.
+MANIFEST_KEY = "files"
+# What Accelerate's save_state writes for the RNG states, replaced by RNG_STATE (see the module docstring).
+ACCELERATE_RNG_STATE = "random_states_{rank}.pkl"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed exactly: damaged, unreadable, unsafe, or written by another setup."""
 
 
 class CheckpointManager:
-    """`checkpoint-<step>` directories under `output_dir`, each complete or absent.
+    """`checkpoint-<step>` directories under `output_dir`, each complete or absent, checked before they are loaded.
 
-    Every rank writes into `tmp-checkpoint-<step>` (Accelerate's state: model with the momentum model and queues,
-    optimiser, scheduler, RNG states; and this rank's data-stream position); after a barrier the main process writes
-    `trainer_state.json` and renames the directory, which is atomic on one file system. Only the newest
-    `save_total_limit` checkpoints are kept. `output_dir` must be shared by the ranks (multi-node: a shared file
-    system).
+    Every rank writes into `tmp-checkpoint-<step>` (Accelerate's model and optimiser state; its RNG states, data-stream
+    position as JSON); after a barrier the main process writes the schedule, the run config and `trainer_state.json`
+    (with the size and SHA-256 of every file) and renames the directory, which is atomic on one file system. A
+    checkpoint of the same step replaces the old one. Only the newest `save_total_limit` checkpoints are kept.
+    `output_dir` must be shared by the ranks (multi-node: a shared file system).
     """
 
     def __init__(self, accelerator: Any, output_dir: str | os.PathLike, save_total_limit: int) -> None:
@@ -35,14 +66,42 @@ class CheckpointManager:
         self.output_dir = Path(output_dir)
         self.save_total_limit = save_total_limit
 
-    def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
-        found = [p for p in self.output_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / TRAINER_STATE).is_file()]
+    def directories(self) -> list[Path]:
+        """Every `checkpoint-<step>` directory, complete or not, oldest first."""
+        found = [
+            p
+            for p in self.output_dir.glob(f"{CHECKPOINT_PREFIX}*")
+            if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()
+        ]
         return sorted(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
+
+    def checkpoints(self) -> list[Path]:
+        """Checkpoints with a `trainer_state.json`, oldest first (rotation counts these)."""
+        return [p for p in self.directories() if (p / TRAINER_STATE).is_file()]
 
     def latest(self) -> Path | None:
         found = self.checkpoints()
         return found[-1] if found else None
+
+    def latest_intact(self) -> Path | None:
+        """The newest checkpoint that passes `verify`; damaged newer ones are named on the way. None when the
+        directory has no checkpoint at all; `CheckpointError` when it has some and none is intact."""
+        damaged = []
+        for path in reversed(self.directories()):
+            problem = verify_checkpoint(path)
+            if problem is None:
+                if damaged:
+                    self.accelerator.print(
+                        f"--resume latest: {'; '.join(damaged)}; resuming from {path.name}, the newest intact one"
+                    )
+                return path
+            damaged.append(f"{path.name} is damaged ({problem})")
+        if damaged:
+            raise CheckpointError(
+                f"--resume latest: no intact checkpoint in {self.output_dir}: {'; '.join(damaged)}. Resume from "
+                "another copy with --resume <path>, or start over with --overwrite_output_dir"
+            )
+        return None
 
     def remove_incomplete(self) -> None:
         """Deletes temporary directories left by a run that was killed while saving (main process)."""
@@ -51,23 +110,39 @@ class CheckpointManager:
                 shutil.rmtree(path, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def save(self, step: int, stream: ProductPairStream, trainer_state: dict[str, Any]) -> Path:
+    def save(
+        self,
+        step: int,
+        stream: ProductPairStream,
+        scheduler: Any,
+        trainer_state: dict[str, Any],
+        run_config: Mapping[str, Any],
+    ) -> Path:
         final = self.output_dir / f"{CHECKPOINT_PREFIX}{step}"
         tmp = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}{step}"
-        accelerator = self.accelerator
+        accelerator, rank = self.accelerator, self.accelerator.process_index
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         accelerator.wait_for_everyone()
         tmp.mkdir(parents=True, exist_ok=True)
         accelerator.save_state(str(tmp))
-        write_json(tmp / STREAM_STATE.format(rank=accelerator.process_index), stream.state_dict())
+        (tmp / ACCELERATE_RNG_STATE.format(rank=rank)).unlink(missing_ok=True)  # a pickle; kept as JSON instead
+        write_json(tmp / RNG_STATE.format(rank=rank), rng_state())
+        write_json(tmp / STREAM_STATE.format(rank=rank), stream.state_dict())
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            # The checkpoint is complete once renamed, and it is the newest, so rotation never removes it.
-            write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "last_good_checkpoint": str(final)})
+            write_json(tmp / SCHEDULER_STATE, scheduler.state_dict())
+            write_json(tmp / RUN_CONFIG, run_config)
+            manifest = {p.name: _file_entry(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            state = {**trainer_state, "step": step, "last_good_checkpoint": str(final), MANIFEST_KEY: manifest}
+            write_json(tmp / TRAINER_STATE, state)
             _fsync_tree(tmp)
-            if final.exists():  # the same step saved before a resume: identical state, keep the copy on disk
-                shutil.rmtree(tmp)
+            if final.exists():  # the same step saved before (a resumed run, or an older run): the new one wins
+                replaced = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}replaced-{final.name}"
+                shutil.rmtree(replaced, ignore_errors=True)
+                os.replace(final, replaced)
+                os.replace(tmp, final)
+                shutil.rmtree(replaced)
             else:
                 os.replace(tmp, final)
             for old in self.checkpoints()[: -self.save_total_limit]:
@@ -79,17 +154,139 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
         return final
 
-    def load(self, path: Path, stream: ProductPairStream) -> dict[str, Any]:
-        """Restores Accelerate's state and this rank's stream position; returns the trainer state."""
-        stream_state = path / STREAM_STATE.format(rank=self.accelerator.process_index)
-        if not stream_state.is_file():
-            raise ValueError(
-                f"{path} was saved by fewer processes than the {self.accelerator.num_processes} now "
-                "running; resume with the same number of processes"
+    def load(self, path: Path, stream: ProductPairStream, scheduler: Any) -> dict[str, Any]:
+        """Checks `path` (`verify_checkpoint`), restores the model, optimiser, schedule, RNG states and this rank's
+        stream position; returns the trainer state. Raises `CheckpointError` naming what is wrong."""
+        accelerator, rank = self.accelerator, self.accelerator.process_index
+        problem = verify_checkpoint(path)
+        if problem is not None:
+            raise CheckpointError(f"{path} is damaged ({problem}); resume from an intact checkpoint")
+        saved_ranks = len(list(path.glob(STREAM_STATE.format(rank="*"))))
+        if saved_ranks != accelerator.num_processes:
+            raise CheckpointError(
+                f"{path} was saved by {saved_ranks} process(es), {accelerator.num_processes} are running now; "
+                "resume with the same number of processes"
             )
-        self.accelerator.load_state(str(path))
-        stream.load_state_dict(json.loads(stream_state.read_text()))
-        return json.loads((path / TRAINER_STATE).read_text())
+        try:
+            # weights_only: the optimiser state may hold tensors and plain data only (Accelerate's default, made
+            # explicit); the model is safetensors.
+            accelerator.load_state(str(path), load_kwargs={"weights_only": True})
+        except Exception as error:  # torch reports a refused pickle as UnpicklingError, a damaged file otherwise
+            raise CheckpointError(
+                f"{path}: the model or optimiser state cannot be loaded safely ({type(error).__name__}: {error})"
+            ) from error
+        load_scheduler_state(scheduler, path / SCHEDULER_STATE)
+        load_rng_state(path / RNG_STATE.format(rank=rank))
+        stream_state = path / STREAM_STATE.format(rank=rank)
+        try:
+            stream.load_state_dict(read_json(stream_state))
+        except (OSError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"the stream position {stream_state} cannot be restored ({error})") from error
+        state = read_json(path / TRAINER_STATE)
+        state.pop(MANIFEST_KEY, None)
+        return state
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """What is wrong with a checkpoint directory (a missing, truncated or added file, a file whose SHA-256 differs
+    from the one `trainer_state.json` records), or None when it is intact."""
+    try:
+        state = read_json(path / TRAINER_STATE)
+    except FileNotFoundError:
+        return f"no {TRAINER_STATE}"
+    except (OSError, ValueError) as error:
+        return f"{TRAINER_STATE} is unreadable: {error}"
+    manifest = state.get(MANIFEST_KEY) if isinstance(state, dict) else None
+    if not isinstance(manifest, dict) or not manifest:
+        return f"{TRAINER_STATE} lists no files (written by an older version, whose schedule state is a pickle)"
+    # A file the save did not write is refused, not ignored: some loader (Accelerate's, for one) might pick it up.
+    extra = sorted(p.name for p in path.iterdir() if p.name not in manifest and p.name != TRAINER_STATE)
+    if extra:
+        return f"it holds files that were not saved with it: {extra}"
+    for name, expected in manifest.items():
+        file = path / name
+        if Path(name).name != name or not file.is_file():
+            return f"{name} is missing"
+        size = file.stat().st_size
+        if size != expected.get("bytes"):
+            return f"{name} has {size} bytes, {expected.get('bytes')} were saved"
+        if _sha256(file) != expected.get("sha256"):
+            return f"{name} differs from what was saved (SHA-256)"
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's generator states as JSON-able lists: Python, NumPy's global, torch's CPU and every CUDA
+    device's (what Accelerate's `random_states_<r>.pkl` holds on these devices)."""
+    version, keys, gauss = random.getstate()
+    name, np_keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(keys), gauss],
+        "numpy": [name, np_keys.tolist(), int(position), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [device_state.tolist() for device_state in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def load_rng_state(path: Path) -> None:
+    """Restores `rng_state()` from `path`; a missing or unreadable state raises `CheckpointError` (the run would
+    draw other random numbers than the uninterrupted one)."""
+    try:
+        state = read_json(path)
+        version, keys, gauss = state["python"]
+        name, np_keys, position, has_gauss, cached = state["numpy"]
+        saved_cuda = state.get("cuda", [])
+        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if len(saved_cuda) != cuda_devices:
+            raise ValueError(f"it holds {len(saved_cuda)} CUDA generator(s), this process has {cuda_devices}")
+        random.setstate((int(version), tuple(int(k) for k in keys), None if gauss is None else float(gauss)))
+        np.random.set_state((str(name), np.asarray(np_keys, dtype=np.uint32), int(position), int(has_gauss), cached))
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+        if saved_cuda:
+            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in saved_cuda])
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"the RNG state {path} is missing or unreadable ({type(error).__name__}: {error}); resuming without it "
+            "would not reproduce the run"
+        ) from error
+
+
+def load_scheduler_state(scheduler: Any, path: Path) -> None:
+    """Restores the schedule from JSON. Only the keys the schedule itself has are accepted, with plain values: the
+    state cannot set anything else on the object."""
+    expected = scheduler.state_dict()
+    try:
+        state = read_json(path)
+        problem = _shape_difference(state, expected)
+        if problem:
+            raise ValueError(problem)
+        scheduler.load_state_dict(state)
+    except (OSError, ValueError, TypeError) as error:
+        raise CheckpointError(f"the schedule state {path} is unreadable ({error})") from error
+
+
+def _shape_difference(value: Any, expected: Any, where: str = "the state") -> str | None:
+    """How `value` (read from JSON) differs in structure from `expected`: other keys, lengths or value types (numbers
+    of either kind match), or None."""
+    number = (int, float)
+    if isinstance(expected, dict):
+        if not isinstance(value, dict) or set(value) != set(expected):
+            found = sorted(value) if isinstance(value, dict) else type(value).__name__
+            return f"{where} has {found}, expected keys {sorted(expected)}"
+        problems = (_shape_difference(value[k], expected[k], f"{where}[{k!r}]") for k in expected)
+    elif isinstance(expected, list):
+        if not isinstance(value, list) or len(value) != len(expected):
+            return f"{where} should be a list of {len(expected)}"
+        problems = (_shape_difference(v, e, f"{where}[{i}]") for i, (v, e) in enumerate(zip(value, expected)))
+    elif isinstance(expected, bool) or expected is None or not isinstance(expected, number):
+        same = type(value) is type(expected)
+        return None if same else f"{where} is {type(value).__name__}, expected {type(expected).__name__}"
+    else:
+        ok = isinstance(value, number) and not isinstance(value, bool)
+        return None if ok else f"{where} is {type(value).__name__}, expected a number"
+    return next((problem for problem in problems if problem), None)
 
 
 def append_metrics(path: Path, entry: Mapping[str, Any]) -> None:
@@ -103,8 +300,42 @@ def append_metrics(path: Path, entry: Mapping[str, Any]) -> None:
         handle.write(("\n" if cut_short else "") + json.dumps(entry) + "\n")
 
 
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keeps the whole lines of `metrics.jsonl` up to `step` (a resumed run logs the later steps again, so the file
+    never holds two runs' values for one step); replaced atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
 def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
 def _fsync_tree(root: Path) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,24 @@ import numpy as np
 import torch
 
 from ..data.stream import augment_image
-from .arguments import read_model_config, resolve_pretrained_path
+from ..processing_eclip import to_rgb_image
+from .arguments import check_numbers, read_model_config, resolve_pretrained_path
 
 logger = logging.getLogger(__name__)
 
 TOWER_INFO = "tower_info.json"
+# As `arguments.NUMBER_RANGES`: (name, lowest, lowest allowed, highest (excluded) or None, None allowed).
+IMAGE_TOWER_NUMBER_RANGES = (
+    ("num_train_epochs", 0, False, None, False),
+    ("per_device_train_batch_size", 1, True, None, False),
+    ("learning_rate", 0, False, None, False),
+    ("weight_decay", 0, True, None, False),
+    ("warmup_ratio", 0, True, 1, False),
+    ("label_smoothing", 0, True, 1, False),
+    ("max_train_minutes", 0, False, None, True),
+    ("seed", 0, True, None, False),
+    ("dataloader_num_workers", 0, True, None, False),
+)
 
 
 @dataclass
@@ -74,15 +88,7 @@ class ImageTowerArguments:
         for name in ("max_train_minutes", "classifier_init_text_model"):
             if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", ""):
                 setattr(self, name, None)
-        for name in ("num_train_epochs", "per_device_train_batch_size", "learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.max_train_minutes is not None and self.max_train_minutes <= 0:
-            raise ValueError(f"max_train_minutes must be > 0 or none, got {self.max_train_minutes}")
+        check_numbers(self, IMAGE_TOWER_NUMBER_RANGES)
 
 
 def _text_initialised_classifier(text_model: str, names: list[str], width: int, seed: int) -> torch.Tensor:
@@ -105,6 +111,35 @@ def _text_initialised_classifier(text_model: str, names: list[str], width: int, 
     projection = torch.randn(embeds.shape[1], width, generator=torch.Generator().manual_seed(seed))
     rows = embeds @ projection
     return rows * (0.02 / rows.std())
+
+
+def _image_source(image: Mapping[str, Any]) -> Any:
+    """What `to_rgb_image` decodes for an undecoded `datasets.Image` value: its bytes, else its path."""
+    return image["bytes"] if image.get("bytes") is not None else image["path"]
+
+
+def drop_unreadable_images(data: Any) -> tuple[Any, dict[str, int]]:
+    """The dataset with its `image` column left undecoded (`to_rgb_image` decodes it in the transform, as the
+    pretraining stream does: EXIF orientation, transparency on white) and without the rows whose image does not
+    decode; returns the count dropped per split (logged, and kept in tower_info.json)."""
+    import datasets
+
+    def readable(example: dict[str, Any]) -> bool:
+        try:
+            to_rgb_image(_image_source(example["image"]))
+        except ValueError:
+            return False
+        return True
+
+    data = data.cast_column("image", datasets.Image(decode=False))
+    unreadable = {}
+    for split in list(data):
+        before = len(data[split])
+        data[split] = data[split].filter(readable)
+        unreadable[split] = before - len(data[split])
+        if unreadable[split]:
+            logger.warning("image tower: skipped %d unreadable image(s) of split %s", unreadable[split], split)
+    return data, unreadable
 
 
 def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
@@ -135,6 +170,7 @@ def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
         if not isinstance(data["train"].features.get(column), kind):
             raise ValueError(f"dataset {args.dataset} needs a {kind.__name__} column {column!r}")
     names = data["train"].features["label"].names
+    data, unreadable = drop_unreadable_images(data)
 
     vision = read_model_config(args.model_config)["vision_config"]
     config = ViTConfig(
@@ -154,7 +190,7 @@ def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
 
     def transform(batch: dict[str, list], train: bool) -> dict[str, Any]:
         rng = np.random.default_rng()
-        images = [image.convert("RGB") for image in batch["image"]]
+        images = [to_rgb_image(_image_source(image)) for image in batch["image"]]
         if train and args.augment:
             images = [augment_image(image, rng) for image in images]
         return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"], "labels": batch["label"]}
@@ -224,6 +260,7 @@ def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
         "epochs": round(result.global_step * args.per_device_train_batch_size / len(data["train"]), 2),
         "train_seconds": round(train_seconds, 1),
         "samples_per_second": round(result.global_step * args.per_device_train_batch_size / train_seconds, 1),
+        "skipped_unreadable_images": unreadable,
         "validation_acc@1": metrics["eval_acc@1"],
         "validation_acc@5": metrics["eval_acc@5"],
         "chance_acc@1": 1 / len(names),

@@ -14,10 +14,12 @@ model card, the export and the Hub upload.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,15 +43,43 @@ from .arguments import (
     check_arguments,
     make_lr_scheduler,
     parse_arguments,
+    resume_changes,
 )
-from .builders import build_model_and_processor, ensure_demo_catalogue, make_optimizer, make_stream, parameter_groups
-from .checkpoints import METRICS_FILE, TRAINER_STATE, CheckpointManager, append_metrics, write_json
+from .builders import (
+    build_model_and_processor,
+    check_catalogue,
+    ensure_demo_catalogue,
+    make_optimizer,
+    make_stream,
+    parameter_groups,
+)
+from .checkpoints import (
+    CHECKPOINT_PREFIX,
+    METRICS_FILE,
+    RUN_CONFIG,
+    TMP_CHECKPOINT_PREFIX,
+    TRAINER_STATE,
+    CheckpointError,
+    CheckpointManager,
+    append_metrics,
+    read_json,
+    truncate_metrics,
+    write_json,
+)
 from .export import EXPORT_DIR, HubPusher, export_pretrained, read_dataset_info, render_model_card, stage_for_hub
 from .tracking import log_images, log_scalars, tracker_init_kwargs
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised after `max_consecutive_nonfinite` non-finite losses in a row."""
+
+
+class EmptyEpochError(RuntimeError):
+    """Raised when a whole epoch of the train split gives no full batch: the loop would otherwise never take a step."""
+
+
+# What a run writes into output_dir besides its checkpoints; --overwrite_output_dir deletes them before starting over.
+SUMMARY_FILE = "train_summary.json"
 
 
 @dataclass
@@ -91,6 +121,7 @@ class Run:
     state: TrainerState
     progress: tqdm
     started: float  # perf_counter of the start, minus the training time of the run this one resumes
+    run_config: dict[str, Any]  # what a resume compares (`make_run_config`)
     metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
 
     @property
@@ -187,7 +218,24 @@ def train(run: Run, step_callback: Callable[[int, dict[str, float]], None] | Non
             if time_is_up(run):
                 accelerator.print(f"time budget of {args.max_train_minutes} min used up at step {step}")
                 return "max_train_minutes"
+        check_epoch_gave_batches(run)
     return "max_steps"
+
+
+def check_epoch_gave_batches(run: Run) -> None:
+    """Raises `EmptyEpochError` with the counts when the epoch just finished started at its beginning and gave no
+    batch (too few products with two readable images for one batch of different products)."""
+    epoch = run.stream.last_epoch
+    if epoch is None or not epoch["from_start"] or epoch["batches"]:
+        return
+    usable = epoch["products"] - epoch["skipped_single_image_products"]
+    raise EmptyEpochError(
+        f"epoch {epoch['epoch']} of the train split gave no full batch on process {run.accelerator.process_index}: "
+        f"{epoch['products']} products read, {epoch['skipped_single_image_products']} of them skipped with fewer than "
+        f"two readable images ({epoch['skipped_corrupt_images']} unreadable images), {usable} usable, "
+        f"{epoch['deferred_duplicates']} held over as duplicates; a batch needs {run.stream.batch_size} different "
+        "products. Lower per_device_train_batch_size, or fix the catalogue's images."
+    )
 
 
 # ----------------------------------------------------------------------------------------------- start and finish
@@ -203,9 +251,12 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
     if accelerator.num_processes != world_size:
         check_arguments(args, accelerator.num_processes)
     if accelerator.is_main_process:
+        if args.overwrite_output_dir and args.resume is None:
+            clear_previous_run(args, accelerator)
         ensure_demo_catalogue(args)
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
+    check_catalogue(args, accelerator.num_processes)
     set_seed(args.seed)
     # datasets sleeps 5 s whenever a parquet stream ends (a workaround for an arrow crash at interpreter shutdown);
     # training re-reads its shards every epoch in a long-lived process, where that sleep only stalls the loop.
@@ -215,8 +266,8 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
     optimizer = make_optimizer(parameter_groups(model, args, pretrained_prefixes), args)
     # Stepped once per optimiser step by the loop (not prepared: Accelerate would step it once per process).
     scheduler = make_lr_scheduler(args, optimizer)
+    # The schedule is saved as JSON by the checkpoints (not registered with Accelerate, which pickles it).
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     pretrainer: EclipForPreTraining = accelerator.unwrap_model(prepared)
     pretrainer.train()
     stream = make_stream(args, processor, accelerator)
@@ -225,7 +276,11 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
     pusher = None
     if args.push_to_hub and accelerator.is_main_process:
         pusher = HubPusher(args.hub_model_id, args.hub_private_repo, hub_api)
-    state = resume(args, checkpoints, stream, accelerator, hub_api)
+    run_config = make_run_config(args, pretrainer.config, processor)
+    state = resume(args, checkpoints, stream, scheduler, run_config, accelerator, hub_api)
+    if accelerator.is_main_process:  # the steps after the resumed one are logged again
+        truncate_metrics(Path(args.output_dir) / METRICS_FILE, state.step)
+    accelerator.wait_for_everyone()
 
     if args.report_to:
         accelerator.init_trackers(
@@ -256,31 +311,108 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
         state=state,
         progress=progress,
         started=time.perf_counter() - state.train_seconds,
+        run_config=run_config,
     )
 
 
 def finish_run(run: Run, stop_reason: str) -> PretrainingResult:
-    """A last checkpoint, the evaluation for the model card, the export, the summary and the final Hub upload."""
-    accelerator, state = run.accelerator, run.state
+    """A last checkpoint, the export, the evaluation for the model card, the summary and the final Hub upload. The
+    export is written before the evaluation, so an evaluation that fails loses no trained model."""
+    accelerator, state, args = run.accelerator, run.state, run.args
     run.progress.close()
     save_checkpoint(run, push=False)
-    if run.args.evaluate_at_end and accelerator.is_main_process:
-        run.metrics = quick_evaluation(run)
-    ranks = accelerator.gather(torch.tensor([accelerator.process_index], device=accelerator.device)).tolist()
-    summary = {**run_summary(run), "ranks": ranks, "stop_reason": stop_reason, "metrics": run.metrics}
     export_dir = None
     if accelerator.is_main_process:
-        card = render_model_card(run.args, run.config, run.metrics, summary)
+        card = render_model_card(args, run.config, run.metrics, {**run_summary(run), "stop_reason": stop_reason})
         export_dir = export_pretrained(run.pretrainer.eclip, run.processor, run.output_dir / EXPORT_DIR, card)
-        write_json(run.output_dir / "train_summary.json", summary)
-        if run.pusher is not None:
-            checkpoint = run.checkpoints.latest() if run.args.hub_strategy == "checkpoint" else None
+    evaluation_error = None
+    if args.evaluate_at_end and accelerator.is_main_process:
+        try:
+            run.metrics = quick_evaluation(run)
+        except Exception as error:  # reported below, after the summary; the export is already on disk
+            evaluation_error = error
+    ranks = accelerator.gather(torch.tensor([accelerator.process_index], device=accelerator.device)).tolist()
+    summary = {**run_summary(run), "ranks": ranks, "stop_reason": stop_reason, "metrics": run.metrics}
+    if evaluation_error is not None:
+        summary["evaluation_error"] = f"{type(evaluation_error).__name__}: {evaluation_error}"
+    if accelerator.is_main_process:
+        (export_dir / "README.md").write_text(render_model_card(args, run.config, run.metrics, summary))
+        write_json(run.output_dir / SUMMARY_FILE, summary)
+        if run.pusher is not None and evaluation_error is None:
+            checkpoint = run.checkpoints.latest() if args.hub_strategy == "checkpoint" else None
             run.pusher.push_final(stage_for_hub(export_dir, run.output_dir / ".hub-push-final", checkpoint))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if torch.distributed.is_initialized():  # leave no gloo group behind (a rank could otherwise hang at exit)
         torch.distributed.destroy_process_group()
+    if evaluation_error is not None:
+        raise RuntimeError(
+            f"the end-of-training evaluation on split {args.eval_split!r} failed ({summary['evaluation_error']}); "
+            f"the model was exported to {export_dir} and the last checkpoint is {state.last_good_checkpoint}"
+        ) from evaluation_error
     return PretrainingResult(step=state.step, export_dir=export_dir, metrics=run.metrics, summary=summary)
+
+
+def clear_previous_run(args: PretrainingArguments, accelerator: Accelerator) -> None:
+    """`--overwrite_output_dir` without `--resume`: deletes what an earlier run wrote into output_dir (checkpoints,
+    metrics, summary, export, Hub staging, TensorBoard logs); other files are left alone."""
+    output_dir = Path(args.output_dir)
+    if not output_dir.is_dir():
+        return
+    names = (METRICS_FILE, SUMMARY_FILE, EXPORT_DIR, HUB_CHECKPOINT_DIR, args.project_name)
+    doomed = [output_dir / name for name in names if (output_dir / name).exists()]
+    for pattern in (f"{CHECKPOINT_PREFIX}*", f"{TMP_CHECKPOINT_PREFIX}*", ".hub-push-*"):
+        doomed += sorted(output_dir.glob(pattern))
+    for path in doomed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if doomed:
+        accelerator.print(f"--overwrite_output_dir: deleted {', '.join(p.name for p in doomed)} from {output_dir}")
+
+
+def make_run_config(args: PretrainingArguments, config: EclipConfig, processor: EclipProcessor) -> dict[str, Any]:
+    """What a resume compares with the checkpoint (`resume`): the recipe, the model config, and fingerprints of the
+    train split (shard names and sizes) and of the tokenizer's vocabulary: contents, not paths, so a run moved to
+    another machine resumes."""
+    from ..data.shard_format import list_shards
+
+    def without_paths(values: Any) -> Any:  # where the towers were loaded from is not part of the model
+        if not isinstance(values, dict):
+            return values
+        return {k: without_paths(v) for k, v in values.items() if k not in ("transformers_version", "_name_or_path")}
+
+    model_config = without_paths(config.to_dict())
+    vocabulary = json.dumps(sorted(processor.tokenizer.get_vocab().items()))
+    return {
+        "arguments": json.loads(json.dumps(dataclasses.asdict(args))),
+        "model_config": json.loads(json.dumps(model_config, sort_keys=True)),
+        "catalogue": [[path.name, path.stat().st_size] for path in list_shards(args.data_dir, "train")],
+        "tokenizer": f"{type(processor.tokenizer).__name__} {hashlib.sha256(vocabulary.encode()).hexdigest()}",
+    }
+
+
+def check_resume_config(path: Path, run_config: dict[str, Any], args: PretrainingArguments, accelerator: Any) -> None:
+    """Refuses a resume whose settings the checkpoint's state would silently override or that would no longer continue
+    the run (`arguments.RESUME_REFUSED`, another model config, train split or tokenizer); prints the changed settings
+    that apply from the resumed step on."""
+    saved = read_json(path / RUN_CONFIG)
+    refused, applied = resume_changes(saved.get("arguments", {}), args)
+    if saved.get("model_config") != run_config["model_config"]:
+        old, new = saved.get("model_config") or {}, run_config["model_config"]
+        fields = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        refused.append(f"the model config (fields {fields})")
+    for key, what in (("catalogue", "the train split's shards"), ("tokenizer", "the tokenizer's vocabulary")):
+        if saved.get(key) != run_config[key]:
+            refused.append(what)
+    if refused:
+        raise CheckpointError(
+            f"cannot resume {path}: these settings differ from the checkpoint's and cannot apply to a resumed run "
+            f"(its optimiser, schedule or data position would keep the old ones): {'; '.join(refused)}. Restore them, "
+            "or start a new run into another output_dir"
+        )
+    if applied:
+        accelerator.print(
+            f"resuming {path} with changed settings, applied from the resumed step on: {'; '.join(applied)}"
+        )
 
 
 def make_accelerator(args: PretrainingArguments, config: EclipConfig) -> Accelerator:
@@ -313,22 +445,50 @@ def resume(
     args: PretrainingArguments,
     checkpoints: CheckpointManager,
     stream: ProductPairStream,
+    scheduler: Any,
+    run_config: dict[str, Any],
     accelerator: Accelerator,
     hub_api: Any = None,
 ) -> TrainerState:
-    """The state of the checkpoint `--resume` names (Accelerate's state and the stream position restored), or a
-    fresh one. `--resume hub` first downloads the checkpoint that `hub_strategy=checkpoint` pushed."""
+    """The state of the checkpoint `--resume` names (model, optimiser, schedule, RNG states and stream position
+    restored), or a fresh one. `--resume latest` takes the newest intact checkpoint (a damaged newer one is named and
+    skipped); `--resume hub` first downloads the checkpoint that `hub_strategy=checkpoint` pushed. Settings are
+    compared with the checkpoint's (`check_resume_config`)."""
     if args.resume == RESUME_FROM_HUB:
         path = download_hub_checkpoint(args, accelerator, hub_api)
     elif args.resume == "latest":
-        path = checkpoints.latest()
+        path = checkpoints.latest_intact()
     else:
         path = Path(args.resume) if args.resume else None
     if args.resume == "latest" and path is None:
         accelerator.print(f"--resume latest: no checkpoint in {args.output_dir} yet, starting from scratch")
     if path is None:
         return TrainerState()
-    state = TrainerState(**checkpoints.load(path, stream))
+    saved = checkpoints.load(path, stream, scheduler)
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainerState)})
+    if unknown or not isinstance(saved.get("step"), int):
+        raise CheckpointError(f"{path / TRAINER_STATE} has unknown keys {unknown} or no integer step")
+    state = TrainerState(**saved)
+    check_resume_config(path, run_config, args, accelerator)
+    if args.resume not in ("latest", RESUME_FROM_HUB):
+        # Checkpoints of later steps belong to the run this one branches off: kept, a later --resume latest would
+        # continue that run, and a save of the same step would mix the two.
+        newer = [
+            p
+            for p in checkpoints.directories()
+            if int(p.name.removeprefix(CHECKPOINT_PREFIX)) > state.step and p.resolve() != path.resolve()
+        ]
+        if newer and not args.overwrite_output_dir:
+            raise CheckpointError(
+                f"resuming step {state.step} from {path}, but {args.output_dir} holds later checkpoints "
+                f"({', '.join(p.name for p in newer)}) of the run this one would replace; pass --overwrite_output_dir "
+                "to delete them, or resume into another output_dir"
+            )
+        if newer and accelerator.is_main_process:
+            for later in newer:
+                shutil.rmtree(later)
+            accelerator.print(f"--overwrite_output_dir: deleted {', '.join(p.name for p in newer)}")
+        accelerator.wait_for_everyone()
     state.last_good_checkpoint = str(path)
     accelerator.print(f"resumed from {path} at step {state.step}")
     return state
@@ -501,7 +661,7 @@ def save_checkpoint(run: Run, push: bool) -> None:
     while the previous upload is still running, as with Trainer's `hub_strategy`)."""
     state = run.state
     state.train_seconds = time.perf_counter() - run.started
-    path = run.checkpoints.save(state.step, run.stream, dataclasses.asdict(state))
+    path = run.checkpoints.save(state.step, run.stream, run.scheduler, dataclasses.asdict(state), run.run_config)
     state.last_good_checkpoint = str(path)
     if not push or run.pusher is None or run.args.hub_strategy == "end":
         return
