@@ -9,6 +9,8 @@ import binascii
 import io
 import os
 import unicodedata
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +32,7 @@ def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
 
     Every path that reads an image (processor, pipeline, grounding, search, training, evaluation) decodes through it:
 
-    * URLs are downloaded (with `httpx`, as `transformers.image_utils.load_image` does) and base64 strings (also
+    * URLs are downloaded (as `transformers.image_utils.load_image` does) and base64 strings (also
       `data:image/...;base64,` URIs) decoded, then read like bytes.
     * Images are turned upright by their EXIF orientation (`ImageOps.exif_transpose`, as `load_image` does).
     * Transparency is composited onto white (product cut-outs are shown on white): alpha channels (RGBA, LA, PA),
@@ -48,7 +50,8 @@ def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
     try:
         source = None
         if isinstance(image, str) and not os.path.exists(image) and _is_url_or_base64(image):
-            source = image if image.startswith(("http://", "https://")) else "base64 data"
+            # A short missing path such as "shoe" is valid base64 too; say both readings failed.
+            source = image if image.startswith(("http://", "https://")) else "no such file; read as base64 data"
             image = _read_url_or_base64(image)
         if isinstance(image, (str, os.PathLike)):
             source = os.fspath(image)
@@ -89,14 +92,12 @@ def _is_url_or_base64(text: str) -> bool:
 def _read_url_or_base64(text: str) -> bytes:
     """The encoded image behind a URL, a data URI or a base64 string, decoded by `to_rgb_image` like any bytes."""
     if text.startswith(("http://", "https://")):
-        import httpx  # a transformers dependency; only needed for URLs
-
+        # The standard library (redirects followed), so remote code needs no HTTP package.
         try:
-            response = httpx.get(text, timeout=DEFAULT_URL_TIMEOUT, follow_redirects=True)
-            response.raise_for_status()
-        except httpx.HTTPError as error:
+            with urllib.request.urlopen(text, timeout=DEFAULT_URL_TIMEOUT) as response:
+                return response.read()
+        except (urllib.error.URLError, TimeoutError) as error:
             raise OSError(f"cannot download it: {error}") from error
-        return response.content
     if text.startswith("data:image/"):
         text = text.split(",", 1)[-1]
     try:

@@ -3,7 +3,10 @@
 grounding and search. Each case is a clear error naming the argument (and item), or a correct result."""
 
 import base64
+import functools
+import http.server
 import io
+import threading
 
 import datasets
 import numpy as np
@@ -66,6 +69,27 @@ def test_transparency_is_composited_on_white_from_bytes_paths_and_base64(name, t
     for source in (generator(), path, encoded, f"data:image/png;base64,{encoded}", Image.open(path)):
         image = to_rgb_image(source)
         assert image.mode == "RGB" and image.getpixel((0, 0)) == colour, (name, type(source))
+
+
+def test_urls_decode_through_the_one_decoder(tmp_path):
+    """A URL gives the same image as its bytes (transparency on white), and a failed download names the URL."""
+    (tmp_path / "cut-out.png").write_bytes(transparent_rgba_png())
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert to_rgb_image(f"{url}/cut-out.png").getpixel((0, 0)) == (255, 255, 255)
+        with pytest.raises(ValueError, match=rf"Cannot decode images\[1\] \({url}/missing.png\): cannot download"):
+            to_rgb_image(f"{url}/missing.png", "images[1]")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 def test_exif_orientation_is_applied_for_every_source(tmp_path):
