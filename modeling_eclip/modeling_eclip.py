@@ -565,7 +565,7 @@ class EclipModel(EclipPreTrainedModel):
         if token_type_ids is not None and getattr(text_config, "type_vocab_size", None):
             ranges.append(("token_type_ids", token_type_ids, text_config.type_vocab_size))
         for name, tensor, limit in ranges:
-            low, high = int(tensor.min()), int(tensor.max())
+            low, high = (int(value) for value in torch.aminmax(tensor))
             if low < 0 or high >= limit:
                 raise ValueError(f"{name} must lie in [0, {limit}), got values in [{low}, {high}].")
 
