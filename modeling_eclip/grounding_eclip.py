@@ -178,6 +178,8 @@ def candidate_boxes(
     to the image (`image_size` is `(width, height)`, as PIL gives it). The true box itself is never a candidate:
     a proposal that coincides with it exactly is left out, so grounding has to find the best imperfect box.
     """
+    if isinstance(num_jittered, bool) or not isinstance(num_jittered, int) or num_jittered < 0:
+        raise ValueError(f"num_jittered must be an int >= 0, got {num_jittered!r}.")
     width, height = image_size
     if width < 2 or height < 2:
         raise ValueError(f"image_size must be (width, height) of at least 2x2 pixels, got {image_size}.")

@@ -782,6 +782,7 @@ class EclipModel(EclipPreTrainedModel):
         """The product embedding h^L of the positive slot (Sec. 3.4) as `pooler_output` (unnormalised);
         `last_hidden_state` holds all T slots. The prompt is `prompt_embeds` if given, else the prompt image, else
         the text (image + title), else the image itself."""
+        _check_prompt_texts(pixel_values, input_ids, "get_instance_features")
         output = self(
             pixel_values=pixel_values,
             input_ids=input_ids,
@@ -818,6 +819,7 @@ class EclipModel(EclipPreTrainedModel):
                 f"layer must be an int in [{-num_layers}, {num_layers}) (the decoder has {num_layers} blocks), "
                 f"got {layer!r}."
             )
+        _check_prompt_texts(pixel_values, input_ids, "get_grounding_map")
         output = self(
             pixel_values=pixel_values,
             input_ids=input_ids,
@@ -1349,6 +1351,18 @@ def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int)
     slots = torch.arange(num_queries, device=positive_slot.device).unsqueeze(0)
     r = positive_slot.view(-1, 1)
     return torch.where(slots == r, 0, torch.where(slots < r, slots + 1, slots))
+
+
+def _check_prompt_texts(pixel_values: Any, input_ids: Any, method: str) -> None:
+    """In `get_instance_features` / `get_grounding_map` the texts are the images' prompts, one each; `forward` would
+    only score any other number of texts and let each image prompt itself, silently."""
+    if not (isinstance(pixel_values, torch.Tensor) and isinstance(input_ids, torch.Tensor)):
+        return  # forward names whatever else is wrong
+    if input_ids.dim() == 2 and input_ids.numel() and pixel_values.dim() == 4 and len(pixel_values) != len(input_ids):
+        raise ValueError(
+            f"{method} takes one text per image as its prompt: pixel_values has {pixel_values.shape[0]} rows but "
+            f"input_ids has {input_ids.shape[0]}. To score texts against images, call the model itself."
+        )
 
 
 def _is_compiling() -> bool:

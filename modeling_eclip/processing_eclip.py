@@ -289,11 +289,15 @@ class EclipProcessor(ProcessorMixin):
             data.update(self.tokenizer(text, **text_kwargs))
         images_kwargs = {**merged["images_kwargs"], "return_tensors": return_tensors}
         if images is not None:
-            pixels = self.image_processor(to_rgb_images(images, "images"), **images_kwargs)
-            data["pixel_values"] = pixels["pixel_values"]
+            images = to_rgb_images(images, "images")
+            data["pixel_values"] = self.image_processor(images, **images_kwargs)["pixel_values"]
         if prompt_images is not None:
-            prompts = self.image_processor(to_rgb_images(prompt_images, "prompt_images"), **images_kwargs)
-            data["prompt_pixel_values"] = prompts["pixel_values"]
+            prompt_images = to_rgb_images(prompt_images, "prompt_images")
+            if images is not None and len(prompt_images) != len(images):
+                raise ValueError(
+                    f"Got {len(images)} images but {len(prompt_images)} prompt_images; pass one prompt per image."
+                )
+            data["prompt_pixel_values"] = self.image_processor(prompt_images, **images_kwargs)["pixel_values"]
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _valid_kwargs(self) -> dict[str, set[str]]:

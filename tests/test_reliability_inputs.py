@@ -243,6 +243,20 @@ def test_grounding_map_layer_out_of_range(layer, tiny):
     assert model.get_grounding_map(torch.zeros(1, 3, SIZE, SIZE), layer=-2).shape == (1, 4, 4)
 
 
+def test_prompt_texts_must_match_the_images(tiny):
+    """get_instance_features / get_grounding_map take the texts as prompts: another count silently let every image
+    prompt itself."""
+    model, processor = tiny
+    inputs = processor(images=[red(), red()], text=["red shoe", "blue bag", "steel pan"])
+    for method in (model.get_instance_features, model.get_grounding_map):
+        with pytest.raises(ValueError, match="one text per image as its prompt: pixel_values has 2 rows but input_ids"):
+            method(**inputs)
+    with pytest.raises(ValueError, match="2 images but 1 prompt_images"):
+        processor(images=[red(), red()], prompt_images=[red()])
+    with pytest.raises(ValueError, match="num_jittered"):
+        candidate_boxes([1, 1, 4, 4], (8, 8), torch.Generator(), num_jittered=-1)
+
+
 def test_prompt_embeds_must_be_finite(tiny):
     model, _ = tiny
     prompts = torch.full((1, model.config.projection_dim), float("nan"))
