@@ -10,7 +10,6 @@ the image-prompt heat map side by side, each with the top-ranked box in green an
 """
 
 import argparse
-import io
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from modeling_eclip.grounding_eclip import (
     overlay_heatmap,
     rank_boxes,
 )
+from modeling_eclip.processing_eclip import to_rgb_image
 
 
 def grounding_targets(data: Path, split: str, kinds: list[str], num_images: int) -> list[dict]:
@@ -76,7 +76,8 @@ def main() -> None:
     hits = {"text": [], "image": []}
 
     for target in grounding_targets(Path(args.data), args.split, args.kinds, args.num_images):
-        scene = Image.open(io.BytesIO(target["image"])).convert("RGB")
+        # The one decoder: upright by EXIF, transparency on white, errors naming the image.
+        scene = to_rgb_image(target["image"], f"the {target['name']} image")
         objects = target["objects"]
         scenes = [scene] * len(objects)
         maps = {

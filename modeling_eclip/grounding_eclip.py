@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .processing_eclip import to_rgb_image, to_rgb_images
+from .processing_eclip import check_texts, to_rgb_image, to_rgb_images
 
 DEFAULT_NUM_JITTERED = 8
 # Each jittered edge moves by up to this fraction of the box side; the per-box magnitude is drawn uniformly from the
@@ -31,17 +31,31 @@ BOX_COLOURS = ((0, 255, 0), (255, 255, 255), (255, 0, 255), (0, 255, 255))
 
 def _as_boxes(boxes: Any, name: str) -> torch.Tensor:
     """`(M, 4)` float64 boxes from a tensor, array or nested sequence; a single box becomes `(1, 4)`."""
-    boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64) if not torch.is_tensor(boxes) else boxes)
+    try:
+        boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64) if not torch.is_tensor(boxes) else boxes)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be (M, 4) numeric boxes (x0, y0, x1, y1): {error}") from None
     boxes = boxes.to(torch.float64)
     if boxes.dim() == 1:
         boxes = boxes.unsqueeze(0)
-    if boxes.dim() != 2 or boxes.shape[-1] != 4:
-        raise ValueError(f"{name} must be (M, 4) boxes (x0, y0, x1, y1), got shape {tuple(boxes.shape)}.")
+    if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] == 0:
+        raise ValueError(f"{name} must be (M, 4) boxes (x0, y0, x1, y1), M >= 1, got shape {tuple(boxes.shape)}.")
+    not_finite = ~torch.isfinite(boxes).all(-1)
+    if not_finite.any():
+        index = int(not_finite.nonzero()[0])
+        raise ValueError(f"{name}[{index}] = {boxes[index].tolist()} has NaN or infinite coordinates.")
     empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     if empty.any():
         index = int(empty.nonzero()[0])
         raise ValueError(f"{name}[{index}] = {boxes[index].tolist()} is empty: boxes need x0 < x1 and y0 < y1.")
     return boxes
+
+
+def _check_score_map(score_map: torch.Tensor) -> None:
+    if score_map.dim() != 2 or 0 in score_map.shape:
+        raise ValueError(f"score_map must be (height, width), got shape {tuple(score_map.shape)}.")
+    if not torch.isfinite(score_map).all():
+        raise ValueError("score_map has NaN or infinite values.")
 
 
 def box_iou(boxes_a: Any, boxes_b: Any) -> torch.Tensor:
@@ -74,14 +88,17 @@ def grounding_score_maps(
     """
     if texts is not None and prompt_images is not None:
         raise ValueError("Pass either `texts` or `prompt_images` as the grounding prompt, not both.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     images = to_rgb_images(images, "images")
-    prompts, prompt_name = (texts, "texts") if texts is not None else (prompt_images, "prompt_images")
-    if prompts is not None:
-        prompts = [prompts] if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) else list(prompts)
-        if len(prompts) != len(images):
-            raise ValueError(f"Got {len(images)} images but {len(prompts)} {prompt_name}; pass one per image.")
+    # Prompts are checked up front, so errors name their position in the call, not in a batch.
+    prompts, prompt_name = None, None
+    if texts is not None:
+        prompts, prompt_name = check_texts(texts, "texts"), "texts"
+    elif prompt_images is not None:
+        prompts, prompt_name = to_rgb_images(prompt_images, "prompt_images"), "prompt_images"
+    if prompts is not None and len(prompts) != len(images):
+        raise ValueError(f"Got {len(images)} images but {len(prompts)} {prompt_name}; pass one per image.")
 
     maps = []
     for start in range(0, len(images), batch_size):
@@ -120,8 +137,7 @@ def score_boxes(score_map: torch.Tensor, boxes: Any) -> torch.Tensor:
     larger box dilutes its inside mean, a smaller one leaves high scores outside. A box covering the whole map is
     compared with the whole map's mean and scores 0. Sums come from an integral image, so many boxes are cheap.
     """
-    if score_map.dim() != 2:
-        raise ValueError(f"score_map must be (height, width), got shape {tuple(score_map.shape)}.")
+    _check_score_map(score_map)
     boxes = _as_boxes(boxes, "boxes")
     height, width = score_map.shape
     outside_image = (boxes[:, 0] >= width) | (boxes[:, 1] >= height) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0)
@@ -162,6 +178,8 @@ def candidate_boxes(
     to the image (`image_size` is `(width, height)`, as PIL gives it). The true box itself is never a candidate:
     a proposal that coincides with it exactly is left out, so grounding has to find the best imperfect box.
     """
+    if isinstance(num_jittered, bool) or not isinstance(num_jittered, int) or num_jittered < 0:
+        raise ValueError(f"num_jittered must be an int >= 0, got {num_jittered!r}.")
     width, height = image_size
     if width < 2 or height < 2:
         raise ValueError(f"image_size must be (width, height) of at least 2x2 pixels, got {image_size}.")
@@ -218,9 +236,10 @@ def overlay_heatmap(image: Any, score_map: torch.Tensor, boxes: Any = None, alph
     """
     image = to_rgb_image(image)
     width, height = image.size
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}.")
     score_map = torch.as_tensor(score_map, dtype=torch.float32)
-    if score_map.dim() != 2:
-        raise ValueError(f"score_map must be (height, width), got shape {tuple(score_map.shape)}.")
+    _check_score_map(score_map)
     if tuple(score_map.shape) != (height, width):
         score_map = F.interpolate(score_map[None, None], size=(height, width), mode="bilinear", align_corners=False)
         score_map = score_map[0, 0]

@@ -538,12 +538,68 @@ class EclipModel(EclipPreTrainedModel):
     # ----- encoders -----
 
     def _check_pixel_values(self, pixel_values: torch.Tensor, name: str = "pixel_values") -> None:
-        size = self.config.image_size
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[-2:]) != (size, size):
+        """Refuses what cannot be processed images: raw pixels (integer dtypes), NaN / infinite values, an empty batch,
+        and any shape but `(batch, num_channels, image_size, image_size)`, with a ValueError naming `name`."""
+        size, channels = self.config.image_size, self.config.vision_config.num_channels
+        if not isinstance(pixel_values, torch.Tensor):
             raise ValueError(
-                f"{name} must be (batch, channels, {size}, {size}) for this model's image_size={size}, got "
-                f"{tuple(pixel_values.shape)}; resize with the model's EclipProcessor."
+                f"{name} must be a torch.Tensor from the model's EclipProcessor, got {type(pixel_values).__name__}."
             )
+        expected = f"(batch, {channels}, {size}, {size})"
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
+            raise ValueError(
+                f"{name} must be {expected} for this model's image_size={size}, got {tuple(pixel_values.shape)}; "
+                "resize with the model's EclipProcessor."
+            )
+        if pixel_values.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch {tuple(pixel_values.shape)}: pass at least one image.")
+        if not pixel_values.is_floating_point():
+            # Raw 0-255 pixels would run as if normalised and give plausible-looking nonsense.
+            raise ValueError(
+                f"{name} has dtype {pixel_values.dtype}: the model takes rescaled and normalised float pixels; run the "
+                "images through the model's EclipProcessor."
+            )
+        if not _is_compiling() and not torch.isfinite(pixel_values).all():
+            raise ValueError(f"{name} has NaN or infinite values.")
+
+    def _check_text_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> None:
+        """Refuses `input_ids` the text tower cannot embed (a ValueError naming the argument): not `(batch, length)`,
+        an empty batch, non-integer, ids outside the vocabulary, more tokens than `max_position_embeddings`, and
+        `attention_mask` / `token_type_ids` of another shape or out of range."""
+        text_config = self.config.text_config
+        if not isinstance(input_ids, torch.Tensor):
+            raise ValueError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}.")
+        if input_ids.dim() != 2:
+            hint = "; add the batch dimension (input_ids[None])" if input_ids.dim() == 1 else ""
+            raise ValueError(f"input_ids must be (batch, sequence_length), got shape {tuple(input_ids.shape)}{hint}.")
+        if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids is empty, shape {tuple(input_ids.shape)}: pass at least one tokenized text.")
+        if input_ids.is_floating_point() or input_ids.dtype in (torch.bool, torch.complex64, torch.complex128):
+            raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}.")
+        max_positions = getattr(text_config, "max_position_embeddings", None)
+        if max_positions is not None and input_ids.shape[1] > max_positions:
+            raise ValueError(
+                f"input_ids has {input_ids.shape[1]} tokens, more than the text tower's max_position_embeddings="
+                f"{max_positions}; tokenize with truncation (as the EclipProcessor does)."
+            )
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if tensor is not None and (not isinstance(tensor, torch.Tensor) or tensor.shape != input_ids.shape):
+                shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+                raise ValueError(f"{name} must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}.")
+        if _is_compiling():
+            return
+        ranges = [("input_ids", input_ids, text_config.vocab_size)]
+        if token_type_ids is not None and getattr(text_config, "type_vocab_size", None):
+            ranges.append(("token_type_ids", token_type_ids, text_config.type_vocab_size))
+        for name, tensor, limit in ranges:
+            low, high = (int(value) for value in torch.aminmax(tensor))
+            if low < 0 or high >= limit:
+                raise ValueError(f"{name} must lie in [0, {limit}), got values in [{low}, {high}].")
 
     def encode_image(
         self, pixel_values: torch.Tensor, **kwargs
@@ -563,6 +619,7 @@ class EclipModel(EclipPreTrainedModel):
         **kwargs,
     ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
         """Runs the text tower and returns (g_T(w_cls), tower output)."""
+        self._check_text_inputs(input_ids, attention_mask, token_type_ids)
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
@@ -702,6 +759,10 @@ class EclipModel(EclipPreTrainedModel):
                     f"prompt_embeds must be (batch={batch_size}, projection_dim={self.config.projection_dim}), "
                     f"got {tuple(prompt_embeds.shape)}."
                 )
+            if not prompt_embeds.is_floating_point() or (
+                not _is_compiling() and not torch.isfinite(prompt_embeds).all()
+            ):
+                raise ValueError("prompt_embeds must be finite floats (projected prompts).")
             prompts, kind = prompt_embeds, TEXT_PROMPT
         elif prompt_pixel_values is not None:
             self._check_pixel_values(prompt_pixel_values, "prompt_pixel_values")
@@ -753,6 +814,7 @@ class EclipModel(EclipPreTrainedModel):
         """The product embedding h^L of the positive slot (Sec. 3.4) as `pooler_output` (unnormalised);
         `last_hidden_state` holds all T slots. The prompt is `prompt_embeds` if given, else the prompt image, else
         the text (image + title), else the image itself."""
+        _check_prompt_texts(pixel_values, input_ids, "get_instance_features")
         output = self(
             pixel_values=pixel_values,
             input_ids=input_ids,
@@ -779,9 +841,17 @@ class EclipModel(EclipPreTrainedModel):
     ) -> torch.Tensor:
         """The positive slot's assignment over the patch grid, `(B, h, w)` (Sec. 4.2.4, Fig. 4a).
 
-        `layer` picks the decoder block (default the last). Values are the share of each patch assigned to the
-        prompted product (Eq. 3); upsample to the image size to draw a heat map or rank boxes.
+        `layer` picks the decoder block (default the last; Python indexing, so `-num_hidden_layers` is the first).
+        Values are the share of each patch assigned to the prompted product (Eq. 3); upsample to the image size to draw
+        a heat map or rank boxes.
         """
+        num_layers = self.config.decoder_config.num_hidden_layers
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -num_layers <= layer < num_layers:
+            raise ValueError(
+                f"layer must be an int in [{-num_layers}, {num_layers}) (the decoder has {num_layers} blocks), "
+                f"got {layer!r}."
+            )
+        _check_prompt_texts(pixel_values, input_ids, "get_grounding_map")
         output = self(
             pixel_values=pixel_values,
             input_ids=input_ids,
@@ -833,6 +903,11 @@ class EclipModel(EclipPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if pixel_values is None and input_ids is None:
             raise ValueError("EclipModel needs at least one modality: pass pixel_values and/or input_ids.")
+        # Checked before pairing images with texts (a 1-D input_ids would otherwise be counted as texts).
+        if pixel_values is not None:
+            self._check_pixel_values(pixel_values)
+        if input_ids is not None:
+            self._check_text_inputs(input_ids, attention_mask, token_type_ids)
         paired = pixel_values is not None and input_ids is not None and pixel_values.shape[0] == input_ids.shape[0]
         if return_loss and not paired:
             raise ValueError(
@@ -1309,6 +1384,23 @@ def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int)
     slots = torch.arange(num_queries, device=positive_slot.device).unsqueeze(0)
     r = positive_slot.view(-1, 1)
     return torch.where(slots == r, 0, torch.where(slots < r, slots + 1, slots))
+
+
+def _check_prompt_texts(pixel_values: Any, input_ids: Any, method: str) -> None:
+    """In `get_instance_features` / `get_grounding_map` the texts are the images' prompts, one each; `forward` would
+    only score any other number of texts and let each image prompt itself, silently."""
+    if not (isinstance(pixel_values, torch.Tensor) and isinstance(input_ids, torch.Tensor)):
+        return  # forward names whatever else is wrong
+    if input_ids.dim() == 2 and input_ids.numel() and pixel_values.dim() == 4 and len(pixel_values) != len(input_ids):
+        raise ValueError(
+            f"{method} takes one text per image as its prompt: pixel_values has {pixel_values.shape[0]} rows but "
+            f"input_ids has {input_ids.shape[0]}. To score texts against images, call the model itself."
+        )
+
+
+def _is_compiling() -> bool:
+    """Under torch.compile or tracing, value checks (which read tensors back) are skipped; shape checks still run."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _check_batch(expected: int, actual: int, expected_name: str, actual_name: str) -> None:

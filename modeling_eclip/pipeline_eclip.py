@@ -7,6 +7,7 @@ package is not installed. Remote-code safe: imports only torch, transformers and
 """
 
 import os
+import string
 import types
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from transformers import Pipeline, PreTrainedModel, ProcessorMixin
 
-from .processing_eclip import EclipProcessor, to_rgb_image
+from .processing_eclip import EclipProcessor, check_texts, to_rgb_image
 
 PIPELINE_TASK = "zero-shot-product-classification"
 # Category prompts in the style of CLIP's zero-shot classification (Sec. 4.2.1 follows CLIP).
@@ -93,11 +94,13 @@ class ZeroShotProductClassificationPipeline(Pipeline):
                 At least two distinct category names.
             titles (`str` or `list[str]`, *optional*):
                 One product title per image (of a list); the title prompts the instance decoder. Without titles, every
-                image prompts itself. Streams carry titles in `{"image": ..., "title": ...}` items.
+                image prompts itself. Streams carry titles in `{"image": ..., "title": ...}` items. Titles follow
+                `check_texts`: a blank title is an error (leave the title out to let the image prompt itself), and
+                "[SEP]" in a title is text, not a control token.
             hypothesis_template (`str`, *optional*, defaults to `"a photo of a {}."`):
-                The category prompt; `{}` is replaced by each label.
+                The category prompt with exactly one `{}` field, replaced by each label.
             top_k (`int`, *optional*):
-                Return only the `top_k` best labels.
+                Return only the `top_k` best labels (a positive int).
             batch_size (`int`, *optional*):
                 Images per forward pass. Results do not depend on it (unless the model's `negative_query_mode` is
                 `"text"`, where the other products of a batch serve as negative queries).
@@ -105,19 +108,29 @@ class ZeroShotProductClassificationPipeline(Pipeline):
         Return:
             For one image, a list of `{"label": str, "score": float}` sorted by decreasing score; for a list of
             images, one such list per image; for a stream, an iterator of such lists.
+
+        Raises:
+            ValueError: for bad arguments, before any image is read; for an image that cannot be decoded, naming the
+                item (`images[3] (path): ...`, or `stream item 3` for a generator or dataset). As with transformers'
+                stock image pipelines, a bad image stops the call: no result is returned for a list with a corrupt
+                image, and a stream stops at it. Filter unreadable images beforehand (`to_rgb_image` raises the same
+                error) to classify the rest.
         """
         labels = _check_labels(candidate_labels)
-        if "{}" not in hypothesis_template:
-            raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}.")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        _check_template(hypothesis_template)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if isinstance(images, (types.GeneratorType, Dataset)):
             if titles is not None:
                 raise ValueError(
                     "titles= needs a list of images; a generator or dataset carries titles in "
                     "{'image': ..., 'title': ...} items."
                 )
-            items = images  # streamed lazily by Pipeline.__call__
+            items = _named_stream(images)  # streamed lazily by Pipeline.__call__
         else:
             items = _product_items(images, titles)
         label_embeds = self.label_embeddings([hypothesis_template.format(label) for label in labels])
@@ -174,12 +187,51 @@ def _check_labels(candidate_labels: Sequence[str] | None) -> list[str]:
         raise ValueError(
             f"candidate_labels needs at least two labels (a softmax over one label is always 1), got {labels!r}."
         )
-    if not all(isinstance(label, str) and label.strip() for label in labels):
-        raise ValueError(f"candidate_labels must be non-empty strings, got {labels!r}.")
+    check_texts(labels, "candidate_labels")
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ValueError(f"candidate_labels has duplicates: {duplicates}.")
     return labels
+
+
+def _check_template(template: Any) -> None:
+    """A category prompt must have exactly one replacement field, `{}` (or `{0}`), for the label."""
+    if not isinstance(template, str):
+        raise ValueError(f"hypothesis_template must be a string with one '{{}}', got {type(template).__name__}.")
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as error:  # an unmatched brace
+        raise ValueError(f"hypothesis_template {template!r} is not a format string: {error}.") from None
+    if fields not in (
+        [
+            "",
+        ],
+        ["0"],
+    ):
+        raise ValueError(
+            f"hypothesis_template must have exactly one '{{}}' field for the label, got {template!r} with fields "
+            f"{['{' + field + '}' for field in fields]}; write literal braces as '{{{{' and '}}}}'."
+        )
+
+
+def _named_stream(stream: Any) -> Any:
+    """A generator or dataset whose items carry their position (`stream item 3`) into error messages."""
+    if isinstance(stream, Dataset) and hasattr(stream, "__len__"):
+        return _NamedDataset(stream)
+    return (_as_item(item, f"stream item {index}") for index, item in enumerate(stream))
+
+
+class _NamedDataset(Dataset):
+    """A sized dataset, its items named by position; still sized, so Pipeline keeps its DataLoader workers."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return _as_item(self.dataset[index], f"stream item {index}")
 
 
 def _as_item(item: Any, name: str = "image") -> dict[str, Any]:
@@ -194,8 +246,8 @@ def _as_item(item: Any, name: str = "image") -> dict[str, Any]:
             f"{name} must be an image or a dict with 'image' and an optional 'title', got keys {sorted(item)}."
         )
     title = item.get("title")
-    if title is not None and (not isinstance(title, str) or not title.strip()):
-        raise ValueError(f"the title of {name} must be a non-empty string, got {title!r}.")
+    if title is not None:
+        check_texts(title, f"the title of {name}")
     return {"image": item["image"], "title": title, "name": name}
 
 
@@ -207,12 +259,9 @@ def _product_items(images: Any, titles: str | Sequence[str] | None) -> dict[str,
         raise ValueError("images is empty: pass at least one product image.")
     items = [_as_item(image, "image" if single else f"images[{index}]") for index, image in enumerate(images)]
     if titles is not None:
-        titles = [titles] if isinstance(titles, str) else list(titles)
+        titles = check_texts(titles, "titles")
         if len(titles) != len(images):
             raise ValueError(f"Got {len(images)} images but {len(titles)} titles; pass one title per image.")
-        bad = [index for index, title in enumerate(titles) if not isinstance(title, str) or not title.strip()]
-        if bad:
-            raise ValueError(f"titles must be non-empty strings; titles{bad} are not.")
         if any(item["title"] is not None for item in items):
             raise ValueError("pass titles either in titles= or in the images' {'image', 'title'} dicts, not both.")
         items = [{**item, "title": title} for item, title in zip(items, titles)]

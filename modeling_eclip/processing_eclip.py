@@ -8,46 +8,74 @@ import base64
 import binascii
 import io
 import os
+import unicodedata
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 from transformers import BatchFeature, ProcessorMixin, ViTImageProcessorPil
-from transformers.image_utils import load_image
+from transformers.image_utils import ChannelDimension, infer_channel_dimension_format
 from transformers.processing_utils import ProcessingKwargs
 
 # Sec. 4.1: texts are tokenized by WordPiece with a maximum length of 55.
 DEFAULT_MAX_TEXT_LENGTH = 55
+# Seconds to wait for an image URL, as `load_image(timeout=...)` would be told.
+DEFAULT_URL_TIMEOUT = 30.0
 
 
 def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
-    """Decodes a PIL image, path, URL, base64 string, bytes or array into an RGB PIL image.
+    """Decodes a PIL image, path, URL, base64 string, bytes, array or tensor into an RGB PIL image: THE image decoder.
 
-    URLs and base64 strings (also `data:image/...;base64,` URIs) are loaded by `transformers.image_utils.load_image`,
-    as the stock image pipelines do. Images are turned upright by their EXIF orientation (as `load_image` does);
-    grayscale, palette, CMYK and 16-bit images are converted; transparent pixels are composited onto white (product
-    cut-outs are usually shown on white). Errors name the file or the position of the image.
+    Every path that reads an image (processor, pipeline, grounding, search, training, evaluation) decodes through it:
+
+    * URLs are downloaded (as `transformers.image_utils.load_image` does) and base64 strings (also
+      `data:image/...;base64,` URIs) decoded, then read like bytes.
+    * Images are turned upright by their EXIF orientation (`ImageOps.exif_transpose`, as `load_image` does).
+    * Transparency is composited onto white (product cut-outs are shown on white): alpha channels (RGBA, LA, PA),
+      palette transparency and the tRNS colour key of RGB / grayscale PNGs alike.
+    * Grayscale, palette, CMYK and 16-bit images are converted to RGB.
+    * Arrays (`numpy` or `torch`) follow `transformers.image_utils`: `(height, width)`, or 1, 3 or 4 (RGBA) channels
+      first or last (channels first when ambiguous, as `infer_channel_dimension_format` decides). Integer arrays hold
+      values in [0, 255] and are used as they are (never rescaled by their max); float arrays hold values in [0, 1]
+      and are multiplied by 255. Anything else is refused rather than guessed: a float array outside [0, 1] (e.g.
+      [-1, 1] or 0-255 data in a float array; rescale or cast it yourself), NaN or infinite values, integers outside
+      [0, 255], an empty array, 1-D, 4-D (a batch: pass a list) or 5-channel arrays, object or boolean arrays.
+
+    Errors are ValueErrors that name `name` (the argument and position, e.g. `images[3]`) and the file, if any.
     """
     try:
+        source = None
         if isinstance(image, str) and not os.path.exists(image) and _is_url_or_base64(image):
-            return load_image(image)
+            # A short missing path such as "shoe" is valid base64 too; say both readings failed.
+            source = image if image.startswith(("http://", "https://")) else "no such file; read as base64 data"
+            image = _read_url_or_base64(image)
         if isinstance(image, (str, os.PathLike)):
-            name = os.fspath(image)
+            source = os.fspath(image)
             with Image.open(image) as opened:
                 image = opened.copy()
         elif isinstance(image, (bytes, bytearray)):
             with Image.open(io.BytesIO(image)) as opened:
                 image = opened.copy()
+        elif isinstance(image, torch.Tensor):
+            image = _array_to_image(image.detach().cpu().numpy())
         elif isinstance(image, np.ndarray):
             image = _array_to_image(image)
         elif not isinstance(image, Image.Image):
-            raise TypeError(f"unsupported type {type(image).__name__}; pass a PIL image, a path, bytes or an array")
+            raise TypeError(
+                f"unsupported type {type(image).__name__}; pass a PIL image, a path, a URL, base64, bytes or an array"
+            )
         image.load()
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
         return _convert_mode(ImageOps.exif_transpose(image))
     except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
         # DecompressionBombError (a header claiming a huge image) is not an OSError; it is just as unreadable.
-        raise ValueError(f"Cannot decode {name}: {error}") from error
+        where = name if source is None or source == name else f"{name} ({source})"
+        raise ValueError(f"Cannot decode {where}: {error}") from error
 
 
 def _is_url_or_base64(text: str) -> bool:
@@ -61,17 +89,71 @@ def _is_url_or_base64(text: str) -> bool:
     return True
 
 
+def _read_url_or_base64(text: str) -> bytes:
+    """The encoded image behind a URL, a data URI or a base64 string, decoded by `to_rgb_image` like any bytes."""
+    if text.startswith(("http://", "https://")):
+        # The standard library (redirects followed), so remote code needs no HTTP package.
+        try:
+            with urllib.request.urlopen(text, timeout=DEFAULT_URL_TIMEOUT) as response:
+                return response.read()
+        except (urllib.error.URLError, TimeoutError) as error:
+            raise OSError(f"cannot download it: {error}") from error
+    if text.startswith("data:image/"):
+        text = text.split(",", 1)[-1]
+    try:
+        return base64.b64decode(text)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"invalid base64: {error}") from error
+
+
 def _array_to_image(array: np.ndarray) -> Image.Image:
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels-first to channels-last
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.dtype != np.uint8:
-        array = np.asarray(array, dtype=np.float64)
-        # Float images in [0, 1] are common (e.g. from numpy pipelines); anything else is rescaled by its range.
-        high = 1.0 if array.max(initial=0.0) <= 1.0 else float(array.max())
-        array = np.clip(np.round(array / max(high, 1e-12) * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(array)
+    """An image array as a PIL image (L, RGB or RGBA) under the conventions of `to_rgb_image`; refuses the rest."""
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(
+            f"an image array holds integers in [0, 255] or floats in [0, 1], got an array of dtype {array.dtype}"
+        )
+    if array.ndim not in (2, 3):
+        hint = "; for a batch pass a list of images" if array.ndim == 4 else ""
+        raise ValueError(
+            "an image array is (height, width), (height, width, channels) or (channels, height, width), got shape "
+            f"{array.shape}{hint}"
+        )
+    if array.size == 0:
+        raise ValueError(f"the array has no pixels (shape {array.shape})")
+    if array.ndim == 3:
+        try:
+            # transformers' rule for grey and RGB (channels first when ambiguous), then RGBA.
+            channels = infer_channel_dimension_format(array, num_channels=(1, 3))
+        except ValueError:
+            try:
+                channels = infer_channel_dimension_format(array, num_channels=4)
+            except ValueError:
+                raise ValueError(
+                    f"an image array has 1, 3 or 4 channels, first or last, got shape {array.shape}"
+                ) from None
+        if channels == ChannelDimension.FIRST:
+            array = np.moveaxis(array, 0, -1)
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("the array has NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            # Never clipped or rescaled by a guess: [-1, 1] or 0-255 data would silently come out wrong.
+            raise ValueError(
+                f"a float image array holds values in [0, 1], got values in [{low:g}, {high:g}]; for 0-255 data pass "
+                "an integer array (array.astype(np.uint8)), for [-1, 1] data pass (array + 1) / 2"
+            )
+        array = np.round(array * 255.0)
+    else:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"an integer image array holds values in [0, 255], got values in [{low}, {high}]; rescale it to uint8 "
+                "(16-bit images: pass the file or a PIL image)"
+            )
+    return Image.fromarray(array.astype(np.uint8))
 
 
 def _convert_mode(image: Image.Image) -> Image.Image:
@@ -79,20 +161,62 @@ def _convert_mode(image: Image.Image) -> Image.Image:
         array = np.asarray(image, dtype=np.float64)
         high = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
         image = Image.fromarray(np.clip(array / high * 255.0, 0, 255).astype(np.uint8))
-    if image.mode == "P":
+    # Palette transparency and the tRNS colour key of RGB / L PNGs live in info["transparency"]; converting to RGBA
+    # turns them into alpha (a plain convert("RGB") drops them and leaves the keyed colour, often black).
+    if image.mode == "P" or "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
     # CMYK (Pillow already undoes Adobe's inverted CMYK when decoding), L, YCbCr...: plain conversion.
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def to_rgb_images(images: Any, argument: str) -> list[Image.Image]:
-    """`to_rgb_image` over one image or a list, naming `argument[index]` in errors."""
+def to_rgb_images(images: Any, argument: str, names: Sequence[str] | None = None) -> list[Image.Image]:
+    """`to_rgb_image` over one image or a list, naming `argument[index]` (or `names[index]`) in errors."""
     if isinstance(images, (list, tuple)):
-        return [to_rgb_image(image, f"{argument}[{index}]") for index, image in enumerate(images)]
-    return [to_rgb_image(images, argument)]
+        if not images:
+            raise ValueError(f"{argument} is empty: pass at least one image.")
+        if names is not None and len(names) != len(images):
+            raise ValueError(f"Got {len(images)} {argument} but {len(names)} names.")
+        return [
+            to_rgb_image(image, f"{argument}[{index}]" if names is None else names[index])
+            for index, image in enumerate(images)
+        ]
+    return [to_rgb_image(images, argument if names is None else names[0])]
+
+
+def is_blank_text(text: str) -> bool:
+    """True for a text with nothing to read: only whitespace (`str.isspace`, e.g. the ideographic space U+3000),
+    control or invisible format characters (e.g. the zero-width space U+200B)."""
+    return all(character.isspace() or unicodedata.category(character) in ("Cc", "Cf") for character in text)
+
+
+def check_texts(texts: Any, argument: str, names: Sequence[str] | None = None) -> list[str]:
+    """THE text rule of ECLIP's inputs (product titles, category prompts, search queries), as a list of strings.
+
+    Every text must be a `str` with something to read: an empty or blank text (`is_blank_text`) would embed as the
+    bare `[CLS] [SEP]` of the tokenizer, the same vector for every such product, so it is a ValueError naming
+    `argument[index]` (or `names[index]`). The text is otherwise taken literally: `EclipProcessor` tokenizes it with
+    `split_special_tokens=True`, so a title such as "[SEP] [CLS]" is the words "[ sep ] [ cls ]", never control tokens.
+    """
+    single = isinstance(texts, str)
+    if single:
+        texts = [texts]
+    elif not isinstance(texts, (list, tuple)):
+        raise ValueError(f"{argument} must be a string or a list of strings, got {type(texts).__name__}.")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{argument} is empty: pass at least one text.")
+    if names is not None and len(names) != len(texts):
+        raise ValueError(f"Got {len(texts)} {argument} but {len(names)} names.")
+    for index, text in enumerate(texts):
+        where = argument if single else f"{argument}[{index}]" if names is None else names[index]
+        if not isinstance(text, str):
+            raise ValueError(f"{where} must be a string, got {type(text).__name__} {text!r}.")
+        if is_blank_text(text):
+            raise ValueError(f"{where} is {text!r}: a text needs at least one visible character.")
+    return texts
 
 
 class EclipImageProcessor(ViTImageProcessorPil):
@@ -122,8 +246,14 @@ class EclipProcessor(ProcessorMixin):
     """
 
     # Defaults under whatever the caller passes (ProcessorMixin's class-attribute defaults): padded to the longest text,
-    # truncated at the paper's 55 WordPiece tokens (Sec. 4.1).
-    text_kwargs = {"padding": True, "truncation": True, "max_length": DEFAULT_MAX_TEXT_LENGTH}
+    # truncated at the paper's 55 WordPiece tokens (Sec. 4.1); texts are plain text, so "[SEP]" in a title is words,
+    # not a control token (`check_texts` has the whole rule).
+    text_kwargs = {
+        "padding": True,
+        "truncation": True,
+        "max_length": DEFAULT_MAX_TEXT_LENGTH,
+        "split_special_tokens": True,
+    }
 
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
@@ -146,24 +276,28 @@ class EclipProcessor(ProcessorMixin):
         if images is None and text is None and prompt_images is None:
             raise ValueError("EclipProcessor needs at least one of `images`, `text` or `prompt_images`.")
         self._check_kwargs(kwargs)
+        if "split_special_tokens" in kwargs:  # not in ProcessingKwargs, so _merge_kwargs would drop it as a plain key
+            text_kwargs = kwargs.get("text_kwargs") or {}
+            kwargs["text_kwargs"] = {**text_kwargs, "split_special_tokens": kwargs.pop("split_special_tokens")}
         # No tokenizer_init_kwargs: a tokenizer saved with its own max_length (MiniLM's 128) would override the 55 of
         # Sec. 4.1.
         merged = self._merge_kwargs(ProcessingKwargs, **kwargs)
         data: dict[str, Any] = {}
         if text is not None:
-            if isinstance(text, str):
-                text = [text]
-            if not all(isinstance(item, str) for item in text):
-                raise ValueError("`text` must be a string or a list of strings.")
+            text = check_texts(text, "text")
             text_kwargs = {**merged["text_kwargs"], "return_tensors": return_tensors}
-            data.update(self.tokenizer(list(text), **text_kwargs))
+            data.update(self.tokenizer(text, **text_kwargs))
         images_kwargs = {**merged["images_kwargs"], "return_tensors": return_tensors}
         if images is not None:
-            pixels = self.image_processor(to_rgb_images(images, "images"), **images_kwargs)
-            data["pixel_values"] = pixels["pixel_values"]
+            images = to_rgb_images(images, "images")
+            data["pixel_values"] = self.image_processor(images, **images_kwargs)["pixel_values"]
         if prompt_images is not None:
-            prompts = self.image_processor(to_rgb_images(prompt_images, "prompt_images"), **images_kwargs)
-            data["prompt_pixel_values"] = prompts["pixel_values"]
+            prompt_images = to_rgb_images(prompt_images, "prompt_images")
+            if images is not None and len(prompt_images) != len(images):
+                raise ValueError(
+                    f"Got {len(images)} images but {len(prompt_images)} prompt_images; pass one prompt per image."
+                )
+            data["prompt_pixel_values"] = self.image_processor(prompt_images, **images_kwargs)["pixel_values"]
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _valid_kwargs(self) -> dict[str, set[str]]:
@@ -173,6 +307,8 @@ class EclipProcessor(ProcessorMixin):
             names = set(ProcessingKwargs.__annotations__[modality].__annotations__)
             names |= set(getattr(getattr(component, "valid_kwargs", None), "__annotations__", {}))
             valid[modality] = names
+        # A tokenizer argument that ProcessingKwargs does not list; our default sets it (see `check_texts`).
+        valid["text_kwargs"].add("split_special_tokens")
         return valid
 
     def _check_kwargs(self, kwargs: dict[str, Any]) -> None:
@@ -199,4 +335,4 @@ class EclipProcessor(ProcessorMixin):
         return [*self.tokenizer.model_input_names, "pixel_values", "prompt_pixel_values"]
 
 
-__all__ = ["EclipImageProcessor", "EclipProcessor", "to_rgb_image", "to_rgb_images"]
+__all__ = ["EclipImageProcessor", "EclipProcessor", "check_texts", "is_blank_text", "to_rgb_image", "to_rgb_images"]

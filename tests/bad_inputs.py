@@ -103,12 +103,18 @@ def rgb_colour_key_png() -> bytes:
     return _png(Image.new("RGB", (16, 16), (0, 0, 0)), transparency=(0, 0, 0))
 
 
+def grey_colour_key_png() -> bytes:
+    """A grayscale image whose level 0 is transparent by a tRNS colour key."""
+    return _png(Image.new("L", (16, 16), 0), transparency=0)
+
+
 WHITE = (255, 255, 255)
 AWKWARD_IMAGE_FILES = {
     "transparent_rgba.png": (transparent_rgba_png, WHITE),
     "transparent_la.png": (transparent_la_png, WHITE),
     "palette_trns.png": (palette_trns_png, WHITE),
     "rgb_colour_key.png": (rgb_colour_key_png, WHITE),
+    "grey_colour_key.png": (grey_colour_key_png, WHITE),
 }
 
 # ----- arrays -----
@@ -121,11 +127,27 @@ BAD_ARRAYS = {
     "one_dimensional": lambda: np.zeros((64,), dtype=np.uint8),
     "five_channels": lambda: np.zeros((8, 8, 5), dtype=np.uint8),
     "object_dtype": lambda: np.array([[None, None]], dtype=object),
+    "bool_mask": lambda: np.ones((8, 8), dtype=bool),
+    # Out of the conventional ranges: never clipped or rescaled by a guess.
+    "float_minus_one_to_one": lambda: np.linspace(-1, 1, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3),
+    "float_0_255": lambda: np.full((8, 8, 3), 200.0, dtype=np.float32),
+    "int_above_255": lambda: np.full((8, 8, 3), 1000, dtype=np.int64),
+    "negative_int": lambda: np.full((8, 8, 3), -5, dtype=np.int16),
+}
+
+# Valid arrays and the colour of their pixel (0, 0) in the decoded RGB image: integers as they are (never rescaled by
+# their max), floats in [0, 1] times 255, channels first or last, grey and RGBA (composited on white).
+GOOD_ARRAYS = {
+    "dark_int64": (lambda: np.full((8, 8, 3), 7, dtype=np.int64), (7, 7, 7)),
+    "dark_uint16": (lambda: np.full((8, 8), 20, dtype=np.uint16), (20, 20, 20)),
+    "float_half": (lambda: np.full((8, 8, 3), 0.5, dtype=np.float64), (128, 128, 128)),
+    "channels_first": (lambda: np.stack([np.full((6, 8), v, np.uint8) for v in (10, 20, 30)]), (10, 20, 30)),
+    "transparent_rgba": (lambda: np.zeros((8, 8, 4), dtype=np.uint8), WHITE),
 }
 
 # ----- texts -----
 
-BLANK_TITLES = ["", " ", "\t\n", "\u3000"]
+BLANK_TITLES = ["", " ", "\t\n", "\u3000", "\u200b"]  # the last two: ideographic and zero-width space
 CONTROL_TOKEN_TITLES = ["[SEP] [CLS]", "[PAD][PAD]", "[MASK] shoe", "[UNK]"]
 
 

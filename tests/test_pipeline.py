@@ -159,15 +159,15 @@ def test_bad_input_gets_a_clear_error(classifier, tmp_path):
         classifier(image, candidate_labels=["shoes", "bags", "shoes"])
     with pytest.raises(ValueError, match="3 images but 2 titles"):
         classifier(product_images(), candidate_labels=LABELS, titles=TITLES[:2])
-    with pytest.raises(ValueError, match="non-empty strings"):
+    with pytest.raises(ValueError, match=r"titles\[1\] is .*visible character"):
         classifier([image, image], candidate_labels=LABELS, titles=["red shoe", ""])
-    with pytest.raises(ValueError, match="must contain"):
+    with pytest.raises(ValueError, match="exactly one"):
         classifier(image, candidate_labels=LABELS, hypothesis_template="a photo")
     with pytest.raises(ValueError, match="top_k"):
         classifier(image, candidate_labels=LABELS, top_k=0)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"definitely not a jpeg")
-    with pytest.raises(ValueError, match=re.escape(f"Cannot decode {broken}")):
+    with pytest.raises(ValueError, match=re.escape(f"Cannot decode images[1] ({broken})")):
         classifier([image, str(broken)], candidate_labels=LABELS)
     with pytest.raises(ValueError, match=r"Cannot decode images\[1\]"):
         classifier([image, b"\x00garbage"], candidate_labels=LABELS, batch_size=2)

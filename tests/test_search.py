@@ -154,7 +154,7 @@ def test_bad_input_gets_a_clear_error(index, catalogue):
         index.search_batch(images=[png("red"), png("blue")], titles=["red shoe"])
     with pytest.raises(ValueError, match="k must be"):
         index.search(title="red shoe", k=0)
-    with pytest.raises(ValueError, match=r"Cannot decode images\[0\]"):
+    with pytest.raises(ValueError, match="Cannot decode image: "):
         index.search(image=b"not an image")
     with pytest.raises(ValueError, match="embedding must be one of"):
         ProductSearchIndex.build(index.model, index.processor, catalogue, embedding="text")

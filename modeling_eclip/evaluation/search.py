@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.shard_format import require_shards
+from ..processing_eclip import check_texts, to_rgb_images
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +48,22 @@ def embed_products(
     processor: Any,
     images: Any = None,
     titles: Sequence[str] | None = None,
+    image_names: Sequence[str] | None = None,
+    title_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """L2-normalised product embeddings, `(batch, projection_dim)` float32, of one batch.
 
     Images and titles give the instance embedding of each image prompted by its title; images alone, the instance
-    embedding with the image as its own prompt; titles alone, the text embedding g_T(w_cls).
+    embedding with the image as its own prompt; titles alone, the text embedding g_T(w_cls). Images decode through
+    `to_rgb_image` and titles follow `check_texts` (a blank title is an error); errors name `image_names[i]` /
+    `title_names[i]` (default `images[i]` / `titles[i]`).
     """
     if images is None and titles is None:
         raise ValueError("Pass images, titles or both to embed products.")
+    if images is not None:
+        images = to_rgb_images(list(images), "images", image_names)
+    if titles is not None:
+        titles = check_texts(list(titles), "titles", title_names)
     inputs = processor(images=images, text=titles).to(model.device, dtype=model.dtype)
     if images is None:
         embeds = model.get_text_features(**inputs, return_dict=True).pooler_output
@@ -168,11 +177,12 @@ class ProductSearchIndex:
     ):
         if EMBEDDING_COLUMN not in catalogue.column_names:
             raise ValueError(f"The catalogue needs an {EMBEDDING_COLUMN!r} column; use ProductSearchIndex.build.")
+        _check_count(batch_size, "batch_size")
         if len(catalogue) == 0:
-            raise ValueError("The catalogue is empty: there is nothing to index.")
+            raise ValueError("The catalogue is empty: there is nothing to search.")
+        self.dim = _check_catalogue_embeddings(catalogue)
         self.model, self.processor, self.batch_size = model, processor, batch_size
         self.string_factory = string_factory or "Flat"
-        self.dim = len(catalogue[0][EMBEDDING_COLUMN])
         if faiss_index is None:
             faiss_index = _trained_index(catalogue, self.string_factory, self.dim, train_size, seed)
             for batch in _embedding_batches(catalogue, INDEX_ADD_BATCH):
@@ -215,13 +225,23 @@ class ProductSearchIndex:
             raise ValueError(f"The catalogue has no column {missing}; it has {catalogue.column_names}.")
 
         def embed(*values: list[Any]) -> dict[str, np.ndarray]:
+            *values, indices = values
             named = dict(zip(columns, values))
-            embeds = embed_products(model, processor, images=named.get(image_column), titles=named.get(title_column))
+            rows = _row_names(catalogue, indices)
+            embeds = embed_products(
+                model,
+                processor,
+                images=named.get(image_column),
+                titles=named.get(title_column),
+                image_names=[f"the {image_column!r} of {row}" for row in rows],
+                title_names=[f"the {title_column!r} of {row}" for row in rows],
+            )
             return {EMBEDDING_COLUMN: embeds}
 
         embedded = catalogue.map(
             embed,
             input_columns=columns,
+            with_indices=True,
             batched=True,
             batch_size=batch_size,
             keep_in_memory=True,
@@ -301,39 +321,74 @@ class ProductSearchIndex:
 
     def search(self, image: Any = None, title: str | None = None, k: int = 10) -> list[dict[str, Any]]:
         """The `k` best products for one query: an image and a title, a title, or an image."""
-        return self.search_batch(
-            images=None if image is None else [image], titles=None if title is None else [title], k=k
+        return self._search_queries(
+            images=None if image is None else [image],
+            titles=None if title is None else [title],
+            k=k,
+            image_names=["image"],
+            title_names=["title"],
         )[0]
 
     def search_batch(
         self, images: Sequence[Any] | None = None, titles: Sequence[str] | None = None, k: int = 10
     ) -> list[list[dict[str, Any]]]:
-        """The `k` best products for each query; queries are embedded in batches of `batch_size`."""
+        """The `k` best products for each query; queries are embedded in batches of `batch_size`. Titles follow
+        `check_texts` (a blank title is an error); errors name the query, `images[i]` / `titles[i]`."""
+        for name, values in (("images", images), ("titles", titles)):
+            if values is not None and not isinstance(values, (list, tuple)):
+                raise ValueError(
+                    f"{name} must be a list (one per query), got {type(values).__name__}; search() takes one query."
+                )
+        return self._search_queries(images, titles, k)
+
+    def _search_queries(
+        self,
+        images: Sequence[Any] | None,
+        titles: Sequence[str] | None,
+        k: int,
+        image_names: Sequence[str] | None = None,
+        title_names: Sequence[str] | None = None,
+    ) -> list[list[dict[str, Any]]]:
         if self.model is None or self.processor is None:
             raise ValueError("This index was built without a model and processor; use search_embeddings.")
+        _check_count(k, "k")
         if images is not None and titles is not None and len(images) != len(titles):
             raise ValueError(f"Got {len(images)} query images but {len(titles)} titles; pass one per image.")
         count = len(images) if images is not None else len(titles) if titles is not None else 0
         if count == 0:
             raise ValueError("Pass at least one query image or title.")
-        embeds = [
-            embed_products(
-                self.model,
-                self.processor,
-                images=None if images is None else list(images[start : start + self.batch_size]),
-                titles=None if titles is None else list(titles[start : start + self.batch_size]),
+        # Named by their position in the whole call, not in the embedding batch.
+        image_names = image_names or [f"images[{index}]" for index in range(count)]
+        title_names = title_names or [f"titles[{index}]" for index in range(count)]
+        embeds = []
+        for start in range(0, count, self.batch_size):
+            window = slice(start, start + self.batch_size)
+            embeds.append(
+                embed_products(
+                    self.model,
+                    self.processor,
+                    images=None if images is None else list(images[window]),
+                    titles=None if titles is None else list(titles[window]),
+                    image_names=image_names[window],
+                    title_names=title_names[window],
+                )
             )
-            for start in range(0, count, self.batch_size)
-        ]
         return self.search_embeddings(np.concatenate(embeds), k=k)
 
     def search_embeddings(self, embeddings: np.ndarray, k: int = 10) -> list[list[dict[str, Any]]]:
         """The `k` best products for each row of `(num_queries, D)` L2-normalised query embeddings."""
-        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        if embeddings.ndim != 2:
-            raise ValueError(f"embeddings must be (num_queries, D), got shape {embeddings.shape}.")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
+        _check_count(k, "k")
+        try:
+            embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"embeddings must be a (num_queries, D) float array: {error}") from None
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0 or embeddings.shape[1] != self.dim:
+            raise ValueError(
+                f"embeddings must be (num_queries >= 1, {self.dim}) like the catalogue's, got shape {embeddings.shape}."
+            )
+        if not np.isfinite(embeddings).all():
+            rows = np.flatnonzero(~np.isfinite(embeddings).all(axis=1)).tolist()
+            raise ValueError(f"embeddings has NaN or infinite values in rows {rows[:10]}.")
         scores, indices = self.faiss_index.search(embeddings, min(k, len(self)))
         results = []
         for row_scores, row_indices in zip(scores, indices):
@@ -348,6 +403,50 @@ class ProductSearchIndex:
                 ]
             )
         return results
+
+
+def _check_count(value: Any, name: str) -> None:
+    """A positive int (not a bool, which Python counts as one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _row_names(catalogue: datasets.Dataset, indices: Sequence[int]) -> list[str]:
+    """`catalogue row 10 (product_id 'p7')` for each row index: what an error about a catalogue row says."""
+    if "product_id" not in catalogue.column_names:
+        return [f"catalogue row {index}" for index in indices]
+    product_ids = catalogue.select_columns("product_id")[list(indices)]["product_id"]
+    return [f"catalogue row {index} (product_id {pid!r})" for index, pid in zip(indices, product_ids)]
+
+
+def _check_catalogue_embeddings(catalogue: datasets.Dataset, chunk_size: int = INDEX_ADD_BATCH) -> int:
+    """The embeddings' dimension D, after checking that every row has D finite values (faiss would index NaN, and a
+    ragged column fails inside faiss with a bare error); errors name the row and its product id. Reads numpy batches,
+    so a memory-mapped catalogue of millions is checked at memory speed."""
+    embeddings = catalogue.select_columns([EMBEDDING_COLUMN]).with_format("numpy")
+    dimension = None
+    for start in range(0, len(catalogue), chunk_size):
+        try:  # the common case, one float array per chunk; row by row only to name a bad row
+            chunk = np.asarray(embeddings[start : start + chunk_size][EMBEDDING_COLUMN], dtype=np.float32)
+        except (TypeError, ValueError):
+            chunk = None
+        if chunk is not None and chunk.ndim == 2 and chunk.shape[1] > 0 and np.isfinite(chunk).all():
+            dimension = dimension if dimension is not None else chunk.shape[1:]
+            if chunk.shape[1:] == dimension:
+                continue
+        rows = catalogue.select_columns(EMBEDDING_COLUMN)[start : start + chunk_size][EMBEDDING_COLUMN]
+        for offset, row in enumerate(rows):
+            row = np.asarray(row if row is not None else [], dtype=np.float32)
+            dimension = dimension if dimension is not None else row.shape
+            problem = None
+            if row.ndim != 1 or row.shape != dimension or row.size == 0:
+                problem = f"has shape {row.shape}, not {dimension} like the rows before it"
+            elif not np.isfinite(row).all():
+                problem = "has NaN or infinite values"
+            if problem:
+                (name,) = _row_names(catalogue, [start + offset])
+                raise ValueError(f"The {EMBEDDING_COLUMN!r} of {name} {problem}.")
+    return int(dimension[0])
 
 
 __all__ = ["EMBEDDING_KINDS", "ProductSearchIndex", "embed_products", "exact_top_k", "load_catalogue"]
