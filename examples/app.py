@@ -168,15 +168,13 @@ class EclipDemo:
         return gallery, f"Top {len(hits)} of {len(self.index)} catalogue products for the {query}."
 
 
-class UploadedImage(gr.Image):
-    """`gr.Image` that hands the handler the uploaded file's path undecoded: Gradio's own decoding would turn an
-    undecodable upload into an internal error, the package's decoder (`to_rgb_image`) names the problem instead."""
-
-    def get_block_name(self) -> str:
-        return "image"  # the stock image widget in the page
-
-    def preprocess(self, payload: Any) -> str | None:
-        return None if payload is None else payload.path
+def uploaded_image(**kwargs: Any) -> gr.Image:
+    """A `gr.Image` that hands the handler the uploaded file's path undecoded: Gradio's own decoding would turn an
+    undecodable upload into an internal error, the package's decoder (`to_rgb_image`) names the problem instead.
+    (Overridden on the instance: Gradio writes a `.pyi` stub beside the source of every Component subclass.)"""
+    component = gr.Image(type="filepath", **kwargs)
+    component.preprocess = lambda payload: None if payload is None else payload.path
+    return component
 
 
 def _require_image(image: Any, name: str) -> Image.Image:
@@ -201,7 +199,7 @@ def build_app(demo: EclipDemo) -> gr.Blocks:
         with gr.Tab("Classify", id="classify"):
             with gr.Row():
                 with gr.Column():
-                    image = UploadedImage(label="Product photo", elem_id="classify-image")
+                    image = uploaded_image(label="Product photo", elem_id="classify-image")
                     title = gr.Textbox(label="Title (optional)", elem_id="classify-title")
                     labels = gr.Textbox(
                         label="Candidate categories (comma-separated)",
@@ -217,11 +215,9 @@ def build_app(demo: EclipDemo) -> gr.Blocks:
         with gr.Tab("Ground", id="ground"):
             with gr.Row():
                 with gr.Column():
-                    image = UploadedImage(label="Scene photo", elem_id="ground-image")
+                    image = uploaded_image(label="Scene photo", elem_id="ground-image")
                     text = gr.Textbox(label="Product text", elem_id="ground-text")
-                    prompt_image = UploadedImage(
-                        label="...or a photo of the product", elem_id="ground-prompt-image"
-                    )
+                    prompt_image = uploaded_image(label="...or a photo of the product", elem_id="ground-prompt-image")
                     button = gr.Button("Ground", variant="primary", elem_id="ground-run")
                 with gr.Column():
                     status = gr.Markdown(elem_id="ground-status")
@@ -230,7 +226,7 @@ def build_app(demo: EclipDemo) -> gr.Blocks:
         with gr.Tab("Search", id="search"):
             with gr.Row():
                 with gr.Column():
-                    image = UploadedImage(label="Query photo (optional)", elem_id="search-image")
+                    image = uploaded_image(label="Query photo (optional)", elem_id="search-image")
                     title = gr.Textbox(label="Query title (optional)", elem_id="search-title")
                     button = gr.Button("Search", variant="primary", elem_id="search-run")
                 with gr.Column():

@@ -199,6 +199,14 @@ def test_ground_tab_draws_the_score_map_and_the_best_box(app_url, browser, produ
     browser.save_screenshot(str(screenshots / "ground.png"))
 
 
+def test_ground_tab_takes_a_second_photo_as_the_prompt(app_url, browser, product_files):
+    open_tab(browser, app_url, "Ground")
+    upload(browser, "ground-image", product_files["scene"])
+    upload(browser, "ground-prompt-image", product_files["product"])
+    status = run_and_read_status(browser, "ground", "Best box")
+    assert status.startswith("Best box for the prompt photo"), status
+
+
 def test_search_tab_shows_catalogue_products_with_images(app_url, browser, product_files, screenshots):
     open_tab(browser, app_url, "Search")
     upload(browser, "search-image", product_files["product"])

@@ -118,3 +118,33 @@ def test_serve_embeddings_example_answers_text_and_image_queries(exported, demo_
     assert lines[image_query + 1].split() == ["1.", "1.000", "product-2.png"]  # an image finds itself first
     text_query = lines.index(f"text {products[0]['title']!r}")
     assert len(lines[text_query + 1 : image_query]) == 3
+
+
+def test_benchmark_serving_rows(exported, demo_catalogue, tmp_path):
+    root, _ = exported
+    output = tmp_path / "serving.json"
+    command = [sys.executable, str(REPO / "examples" / "benchmark.py"), "--serving-model", str(root / "model")]
+    command += ["--serving-onnx", str(root / "onnx"), "--serving-data", str(demo_catalogue), "--batch-size", "3"]
+    command += ["--repeats", "1", "--warmup", "0", "--threads", "1", "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    backends = ("pytorch eager fp32", "onnxruntime fp32", "onnxruntime int8")
+    assert set(report["serving"]) == {
+        f"{graph} / {backend}" for graph in ("text", "image", "instance") for backend in backends
+    }
+    for key, row in report["serving"].items():
+        assert row["samples_per_s"]["median"] == 3 / row["median_s"], key
+        graph, backend = key.split(" / ")
+        assert f"| {graph} | {backend} |" in result.stdout
+    assert set(report["zero_shot_acc1"]) == set(backends)
+    assert all(0 <= accuracy <= 1 for accuracy in report["zero_shot_acc1"].values())
+    # fp32 onnxruntime embeds as PyTorch does (parity), so it classifies the same products correctly.
+    assert report["zero_shot_acc1"]["onnxruntime fp32"] == report["zero_shot_acc1"]["pytorch eager fp32"]
+    assert report["setup"]["test_products"] == 8
+
+
+def test_benchmark_serving_needs_its_graphs_and_data():
+    command = [sys.executable, str(REPO / "examples" / "benchmark.py"), "--serving-model", "some/model"]
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert result.returncode != 0 and "--serving-onnx and --serving-data" in result.stderr
