@@ -163,6 +163,12 @@ def run_and_read_status(driver: webdriver.Chrome, tab: str, expected: str) -> st
     return status.text
 
 
+def save_screenshot(driver: webdriver.Chrome, path: pathlib.Path) -> None:
+    """A screenshot of the page from its top (clicking a button may have scrolled it)."""
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(str(path))
+
+
 def test_page_renders_offline_from_local_assets(app_url, browser):
     browser.get(app_url)
     WebDriverWait(browser, RESULT_TIMEOUT).until(lambda d: d.find_elements(By.ID, "classify-run"))
@@ -184,7 +190,7 @@ def test_classify_tab_ranks_the_candidate_categories(app_url, browser, product_f
     for label in (product_files["category"], "tool", "vegetable"):
         assert label in scores
     assert "%" in scores
-    browser.save_screenshot(str(screenshots / "classify.png"))
+    save_screenshot(browser, screenshots / "classify.png")
 
 
 def test_ground_tab_draws_the_score_map_and_the_best_box(app_url, browser, product_files, screenshots):
@@ -196,7 +202,7 @@ def test_ground_tab_draws_the_score_map_and_the_best_box(app_url, browser, produ
     WebDriverWait(browser, RESULT_TIMEOUT).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#ground-overlay img[src]")
     )
-    browser.save_screenshot(str(screenshots / "ground.png"))
+    save_screenshot(browser, screenshots / "ground.png")
 
 
 def test_ground_tab_takes_a_second_photo_as_the_prompt(app_url, browser, product_files):
@@ -218,7 +224,7 @@ def test_search_tab_shows_catalogue_products_with_images(app_url, browser, produ
     )
     # The query is a catalogue product itself: it comes first.
     assert product_files["title"] in browser.find_element(By.ID, "search-results").text
-    browser.save_screenshot(str(screenshots / "search.png"))
+    save_screenshot(browser, screenshots / "search.png")
 
 
 @pytest.mark.parametrize(

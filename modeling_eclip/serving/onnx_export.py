@@ -57,7 +57,9 @@ class _ImageEmbedding(_TextEmbedding):
 
 
 class _InstanceEmbedding(_TextEmbedding):
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         return self.model.get_instance_features(
             pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, return_dict=True
         )["pooler_output"]
@@ -107,7 +109,11 @@ EMBEDDING_GRAPHS = {
 def _dynamic_shapes(graph: ExportedEmbeddingGraph, max_text_length: int) -> dict[str, dict[int, Any]]:
     batch = torch.export.Dim("batch", min=1, max=65536)
     sequence = torch.export.Dim("sequence", min=1, max=max_text_length)
-    shapes = {"pixel_values": {0: batch}, "input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    shapes = {
+        "pixel_values": {0: batch},
+        "input_ids": {0: batch, 1: sequence},
+        "attention_mask": {0: batch, 1: sequence},
+    }
     return {name: shapes[name] for name in graph.inputs}
 
 
@@ -317,9 +323,7 @@ def _as_list(values: Any, name: str) -> list[Any]:
 
 
 @torch.no_grad()
-def parity(
-    model: nn.Module, embedder: OnnxEmbedder, images: Sequence[Any], titles: Sequence[str]
-) -> dict[str, float]:
+def parity(model: nn.Module, embedder: OnnxEmbedder, images: Sequence[Any], titles: Sequence[str]) -> dict[str, float]:
     """Max absolute difference between onnxruntime's and the PyTorch model's raw outputs, per graph, on one batch of
     images and titles (one title per image)."""
     inputs = embedder.processor(images=list(images), text=list(titles), return_tensors="pt")
