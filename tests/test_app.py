@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 pytest.importorskip("gradio", reason="needs the app extra: pip install '.[app]'")
 pytest.importorskip("selenium", reason="needs the app extra: pip install '.[app]'")
 
-from helpers import REPO, make_processor, subprocess_env, tiny_model  # noqa: E402
+from helpers import REPO, save_tiny_checkpoint, subprocess_env  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -63,9 +63,7 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: pathlib.Path) -> No
 def app_url(tmp_path_factory, demo_catalogue):
     """The app on a tiny checkpoint and the tiny demo catalogue, on a free local port."""
     root = tmp_path_factory.mktemp("app")
-    model, processor = tiny_model(seed=2), make_processor()
-    model.save_pretrained(root / "model")
-    processor.save_pretrained(root / "model")
+    save_tiny_checkpoint(root / "model", seed=2)
     port = _free_port()
     command = [sys.executable, str(REPO / "examples" / "app.py"), "--model", str(root / "model")]
     command += ["--data", str(demo_catalogue), "--port", str(port), "--cache-dir", str(root / "cache")]
@@ -199,9 +197,7 @@ def test_ground_tab_draws_the_score_map_and_the_best_box(app_url, browser, produ
     type_into(browser, "ground-text", product_files["title"])
     status = run_and_read_status(browser, "ground", "Best box")
     assert "Best box" in status and "windows" in status, status
-    WebDriverWait(browser, RESULT_TIMEOUT).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#ground-overlay img[src]")
-    )
+    WebDriverWait(browser, RESULT_TIMEOUT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ground-overlay img[src]"))
     save_screenshot(browser, screenshots / "ground.png")
 
 
@@ -247,4 +243,3 @@ def test_errors_show_as_messages_in_the_page(app_url, browser, product_files, ta
     status = run_and_read_status(browser, tab.lower(), "Error")
     assert status.startswith("Error:") and message in status, status
     assert "Traceback" not in browser.page_source
-

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("onnxruntime", reason="needs the serving extra: pip install '.[serving]'")
 pytest.importorskip("onnxscript", reason="needs the serving extra: pip install '.[serving]'")
 
-from helpers import REPO, make_processor, subprocess_env, tiny_model  # noqa: E402
+from helpers import REPO, make_processor, save_tiny_checkpoint, subprocess_env, tiny_model  # noqa: E402
 
 from modeling_eclip import EclipModel  # noqa: E402
 from modeling_eclip.evaluation.search import load_catalogue  # noqa: E402
@@ -26,9 +26,7 @@ PARITY_TOLERANCE = 1e-4  # fp32, as the issue asks
 def exported(tmp_path_factory, demo_catalogue):
     """A tiny checkpoint exported by the CLI with int8 copies and its parity report on the demo catalogue."""
     root = tmp_path_factory.mktemp("serving")
-    model, processor = tiny_model(seed=1), make_processor()
-    model.save_pretrained(root / "model")
-    processor.save_pretrained(root / "model")
+    save_tiny_checkpoint(root / "model", seed=1)
     command = [sys.executable, str(REPO / "examples" / "export_onnx.py"), "--model", str(root / "model")]
     command += ["--output", str(root / "onnx"), "--int8", "--check-data", str(demo_catalogue)]
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
