@@ -6,6 +6,7 @@ Skipped where Chromium is absent (`make install` installs it where apt-get runs 
 `$ECLIP_APP_SCREENSHOTS` if set, else to the test's temporary folder.
 """
 
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -19,10 +20,9 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="the browser test needs Debian's chromium and chromium-driver (make install, or "
-    "apt-get install chromium chromium-driver)",
+NO_BROWSER = (
+    "the browser test needs Debian's chromium and chromium-driver (make install, or apt-get install chromium "
+    "chromium-driver)"
 )
 pytest.importorskip("gradio", reason="needs the app extra: pip install '.[app]'")
 pytest.importorskip("selenium", reason="needs the app extra: pip install '.[app]'")
@@ -100,6 +100,8 @@ def chromium_driver(width: int = 1200, height: int = 900) -> webdriver.Chrome:
 
 @pytest.fixture(scope="module")
 def browser():
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(NO_BROWSER)
     driver = chromium_driver()
     yield driver
     driver.quit()
@@ -243,3 +245,35 @@ def test_errors_show_as_messages_in_the_page(app_url, browser, product_files, ta
     status = run_and_read_status(browser, tab.lower(), "Error")
     assert status.startswith("Error:") and message in status, status
     assert "Traceback" not in browser.page_source
+
+
+def test_app_starts_and_serves_its_page_without_contacting_any_other_host(tmp_path, monkeypatch):
+    """No analytics, version check or CDN: while the app starts and serves its page, every host resolved or
+    connected to is this machine."""
+    hosts = []
+    resolve, connect = socket.getaddrinfo, socket.socket.connect
+
+    def recording_resolve(host, *args, **kwargs):
+        hosts.append(host)
+        return resolve(host, *args, **kwargs)
+
+    def recording_connect(sock, address):
+        hosts.append(address[0] if isinstance(address, tuple) else address)
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording_resolve)
+    monkeypatch.setattr(socket.socket, "connect", recording_connect)
+    spec = importlib.util.spec_from_file_location("eclip_demo_app", REPO / "examples" / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    demo = app.EclipDemo(str(save_tiny_checkpoint(tmp_path / "model")), data_dir=None)
+    port = _free_port()
+    page = app.build_app(demo)
+    page.launch(server_port=port, prevent_thread_lock=True)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            assert "ECLIP product demo" in response.read().decode()
+        time.sleep(2)  # what gradio starts in background threads
+    finally:
+        page.close()
+    assert hosts and set(hosts) <= {"127.0.0.1", "localhost", "::1"}, hosts
