@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 pytest.importorskip("onnxruntime", reason="needs the serving extra: pip install '.[serving]'")
 pytest.importorskip("onnxscript", reason="needs the serving extra: pip install '.[serving]'")
@@ -22,17 +23,21 @@ from modeling_eclip.serving.onnx_export import parity  # noqa: E402
 PARITY_TOLERANCE = 1e-4  # fp32, as the issue asks
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory, demo_catalogue):
-    """A tiny checkpoint exported by the CLI with int8 copies and its parity report on the demo catalogue."""
-    root = tmp_path_factory.mktemp("serving")
-    save_tiny_checkpoint(root / "model", seed=1)
-    command = [sys.executable, str(REPO / "examples" / "export_onnx.py"), "--model", str(root / "model")]
-    command += ["--output", str(root / "onnx"), "--int8", "--check-data", str(demo_catalogue)]
-    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.split("per graph:", 1)[1])
-    return root, report
+    """A tiny checkpoint exported by the CLI with int8 copies and its parity report on the demo catalogue; done once
+    for all pytest-xdist workers (the shared parent of their temporary folders, under a file lock)."""
+    root = tmp_path_factory.getbasetemp().parent / "serving-export"
+    with FileLock(f"{root}.lock"):
+        report_file = root / "parity.json"
+        if not report_file.is_file():
+            save_tiny_checkpoint(root / "model", seed=1)
+            command = [sys.executable, str(REPO / "examples" / "export_onnx.py"), "--model", str(root / "model")]
+            command += ["--output", str(root / "onnx"), "--int8", "--check-data", str(demo_catalogue)]
+            result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
+            report_file.write_text(result.stdout.split("per graph:", 1)[1])
+    return root, json.loads(report_file.read_text())
 
 
 def test_export_writes_every_graph_with_the_processor(exported):
