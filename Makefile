@@ -4,10 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_APT_PACKAGES := unicode-data fonts-noto-color-emoji fonts-dejavu-core
+# The app's browser test (tests/test_app.py) drives the system's Chromium; no tool downloads a browser of its own.
+BROWSER_APT_PACKAGES := chromium chromium-driver
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint format demo demo-baseline demo-ablation clean
+.PHONY: install test lint format demo demo-baseline demo-ablation app clean
 
 install: $(STAMP)
 
@@ -20,13 +22,13 @@ $(STAMP): setup.cfg pyproject.toml
 	# Inputs of the offline demo catalogue (modeling_eclip/data/demo_catalogue.py): emoji list, Noto emoji, a
 	# banner font. Installed only when missing, and only as root with apt-get; otherwise we say what to install.
 	@missing=""; \
-	for pkg in $(DEMO_APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	for pkg in $(DEMO_APT_PACKAGES) $(BROWSER_APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) \
-			|| echo "warning: could not install$$missing; the demo catalogue needs them"; \
+			|| echo "warning: could not install$$missing; the demo catalogue and the app's browser test need them"; \
 	else \
-		echo "note: the demo catalogue needs the Debian packages$$missing: sudo apt-get install$$missing"; \
+		echo "note: the demo catalogue and the app's browser test need the Debian packages$$missing: sudo apt-get install$$missing"; \
 	fi
 	touch $(STAMP)
 
@@ -89,6 +91,12 @@ demo-ablation: $(BASELINE_RUN)/model/config.json $(addsuffix /model/config.json,
 	@test -f $(DEMO_RUN)/model/config.json || $(MAKE) demo
 	$(EVALUATE) --model $(BASELINE_RUN)/model --compare $(addsuffix /model,$(ABLATION_RUNS)) $(DEMO_RUN)/model \
 		--output outputs/ablation.json
+
+# The Gradio demo app on the `make demo` model and catalogue, at http://127.0.0.1:7860 (see README, "Demo app").
+APP_MODEL ?= $(DEMO_RUN)/model
+app: $(DEMO_DATA)/dataset_info.json | $(STAMP)
+	@test -f $(APP_MODEL)/config.json || (echo "no model at $(APP_MODEL): run make demo first, or make app APP_MODEL=dir"; exit 1)
+	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python examples/app.py --model $(APP_MODEL) --data $(DEMO_DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -501,3 +501,10 @@ def run_without_package(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SCRIPT WITHOUT PACKAGE OK" in result.stdout, result.stdout
     return result
+
+
+def save_tiny_checkpoint(directory: pathlib.Path, seed: int = 0) -> pathlib.Path:
+    """A tiny `EclipModel` (`tiny_model(seed)`) and its processor saved in `directory`, as a checkpoint folder."""
+    tiny_model(seed=seed).save_pretrained(directory)
+    make_processor().save_pretrained(directory)
+    return directory
