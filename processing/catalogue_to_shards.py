@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from modeling_eclip.data.output_folder import check_output_folder, replacing_output_folder
 from modeling_eclip.data.shard_format import IMAGE_KINDS, SPLITS, ShardWriter
-from modeling_eclip.processing_eclip import to_rgb_image
+from modeling_eclip.processing_eclip import is_blank_text, to_rgb_image
 
 REJECTION_REASONS = (
     "no_product_id",
@@ -292,7 +292,7 @@ def convert(
         if not product_id:
             rejected["no_product_id"] += 1
             continue
-        if not title:
+        if is_blank_text(title):  # the processor's text rule: nothing to read (zero-width characters included)
             rejected["no_title"] += 1
             continue
         kind = _text(row, "kind", where) or DEFAULT_KIND

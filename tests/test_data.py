@@ -142,24 +142,27 @@ def test_two_ranks_split_without_overlap(processor, demo_catalogue: Path) -> Non
     assert ids[0] | ids[1] == {product_id_to_int(pid) for pid in everything}
 
 
-def test_corrupt_images_and_single_image_products_are_skipped_and_counted(
+def test_corrupt_images_single_image_products_and_blank_titles_are_skipped_and_counted(
     processor, demo_catalogue: Path, tmp_path: Path
 ):
     rows = sf.read_split(demo_catalogue, "train")
     corrupt = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40  # a PNG signature followed by garbage: passes the writer's checks
     broken = dict(rows[0], images=[dict(rows[0]["images"][0], image=corrupt), rows[0]["images"][1]])
     single = dict(rows[1], images=rows[1]["images"][:1])
+    # Nothing to read (the processor would refuse it mid-run): zero-width and ideographic spaces.
+    blank = [dict(rows[2], title="\u200b"), dict(rows[3], title="\u3000 ")]
     with sf.ShardWriter(tmp_path / "train") as writer:
-        for row in [broken, single, *rows[2:]]:
+        for row in [broken, single, *blank, *rows[4:]]:
             writer.write(row)
     stream = _stream(processor, tmp_path, drop_last=False)
     ids = {pid for batch in stream for pid in batch["product_ids"].tolist()}
     assert stream.counters == {
         "skipped_corrupt_images": 1,
         "skipped_single_image_products": 2,  # the one left with a single decodable image, and the one with one
+        "skipped_blank_title_products": 2,
         "deferred_duplicates": 0,
     }
-    assert ids == {product_id_to_int(row["product_id"]) for row in rows[2:]}
+    assert ids == {product_id_to_int(row["product_id"]) for row in rows[4:]}
 
 
 def test_anchor_kind_prefers_that_kind_and_keeps_positives_from_elsewhere() -> None:

@@ -171,8 +171,10 @@ def test_a_catalogue_with_nothing_accepted_fails_naming_the_reasons(
 def test_a_missing_product_id_has_its_own_reason(tmp_path: Path) -> None:
     rows = [{"title": "no id", "image": "good-0.png"}, {"product_id": " ", "title": "blank id", "image": "good-1.png"}]
     rows.append({"product_id": "p-9", "title": "", "image": "good-2.png"})
+    # The processor's text rule: a title of zero-width characters has nothing to read either.
+    rows.append({"product_id": "p-10", "title": "\u200b\u200b", "image": "good-3.png"})
     report = c2s.convert(_catalogue(tmp_path, rows), tmp_path / "out")
-    assert _rejected(report) == {"no_product_id": 2, "no_title": 1}
+    assert _rejected(report) == {"no_product_id": 2, "no_title": 2}
 
 
 @pytest.mark.parametrize("line", list(bad_inputs.MALFORMED_JSONL_LINES))

@@ -32,7 +32,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageEnhance
 
-from ..processing_eclip import to_rgb_image
+from ..processing_eclip import is_blank_text, to_rgb_image
 from .shard_format import require_shards
 
 DEFAULT_SHUFFLE_BUFFER = 1000
@@ -42,7 +42,14 @@ DEFAULT_NUM_WORKERS = 2
 _DECODE_CHUNK = 8
 # Rows read from the parquet stream at once (arrow -> python conversion is cheaper in batches).
 _READ_BATCH = 64
-COUNTER_NAMES = ("skipped_corrupt_images", "skipped_single_image_products", "deferred_duplicates")
+COUNTER_NAMES = (
+    "skipped_corrupt_images",
+    "skipped_single_image_products",
+    "skipped_blank_title_products",
+    "deferred_duplicates",
+)
+# The counter of each reason `make_pair` rejects a product for.
+REJECTION_COUNTERS = {"single_image": "skipped_single_image_products", "blank_title": "skipped_blank_title_products"}
 
 
 def product_id_to_int(product_id: str) -> int:
@@ -189,9 +196,13 @@ def make_pair(
     ``augment``).
 
     Returns a sample (``anchor``, ``positive`` RGB PIL images, ``title``, ``product_id`` int64, ``product_key``
-    string) or, when fewer than two images decode, ``{"rejected": "single_image"}``; ``corrupt`` counts the images
+    string) or, when fewer than two images decode, ``{"rejected": "single_image"}`` (``"blank_title"`` for a title with
+    nothing to read, which the processor would refuse mid-run: see ``check_texts``); ``corrupt`` counts the images
     that failed to decode. The choice depends only on (seed, epoch, position), which makes resumption exact.
     """
+    title = example["title"]
+    if not isinstance(title, str) or is_blank_text(title):
+        return {"rejected": "blank_title", "corrupt": 0}
     images = example["images"]
     rng = np.random.default_rng([seed, epoch, position])
     decoded: dict[int, Any] = {}
@@ -462,7 +473,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
             products_read += 1
             counters["skipped_corrupt_images"] += sample["corrupt"]
             if "rejected" in sample:
-                counters["skipped_single_image_products"] += 1
+                counters[REJECTION_COUNTERS[sample["rejected"]]] += 1
             else:
                 add(position, sample)
             self._consumed = position + 1

@@ -228,11 +228,12 @@ def check_epoch_gave_batches(run: Run) -> None:
     epoch = run.stream.last_epoch
     if epoch is None or not epoch["from_start"] or epoch["batches"]:
         return
-    usable = epoch["products"] - epoch["skipped_single_image_products"]
+    usable = epoch["products"] - epoch["skipped_single_image_products"] - epoch["skipped_blank_title_products"]
     raise EmptyEpochError(
         f"epoch {epoch['epoch']} of the train split gave no full batch on process {run.accelerator.process_index}: "
         f"{epoch['products']} products read, {epoch['skipped_single_image_products']} of them skipped with fewer than "
-        f"two readable images ({epoch['skipped_corrupt_images']} unreadable images), {usable} usable, "
+        f"two readable images ({epoch['skipped_corrupt_images']} unreadable images), "
+        f"{epoch['skipped_blank_title_products']} with a blank title, {usable} usable, "
         f"{epoch['deferred_duplicates']} held over as duplicates; a batch needs {run.stream.batch_size} different "
         "products. Lower per_device_train_batch_size, or fix the catalogue's images."
     )
