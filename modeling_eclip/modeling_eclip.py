@@ -937,7 +937,7 @@ class EclipModel(EclipPreTrainedModel):
 
         logits_per_image = logits_per_text = loss = None
         if image_embeds is not None and text_embeds is not None:
-            logit_scale = self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
+            logit_scale = self.logit_scale.clamp(max=self.config.logit_scale_max).exp().squeeze(0)  # 0-d, as CLIP's
             logits_per_image = logit_scale * image_embeds @ text_embeds.t()
             logits_per_text = logits_per_image.t()
             if return_loss:
@@ -1171,7 +1171,7 @@ class EclipForPreTraining(EclipPreTrainedModel):
         image_raw, patch_embeds, vision_outputs = self.eclip.encode_image(pixel_values, **flags, **kwargs)
         text_raw, text_outputs = self.eclip.encode_text(input_ids, attention_mask, token_type_ids, **flags, **kwargs)
         image_embeds, text_embeds = F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1)
-        logit_scale = self.eclip.logit_scale.clamp(max=config.logit_scale_max).exp()
+        logit_scale = self.eclip.logit_scale.clamp(max=config.logit_scale_max).exp().squeeze(0)  # 0-d: `temperature`
         all_image_embeds, all_text_embeds = gather_features(image_embeds), gather_features(text_embeds)
         all_product_ids = gather_features(product_ids) if product_ids is not None else None
         if product_ids is not None and batch_size > 1 and bool((all_product_ids == all_product_ids[0]).all()):
@@ -1391,7 +1391,9 @@ def _check_prompt_texts(pixel_values: Any, input_ids: Any, method: str) -> None:
     only score any other number of texts and let each image prompt itself, silently."""
     if not (isinstance(pixel_values, torch.Tensor) and isinstance(input_ids, torch.Tensor)):
         return  # forward names whatever else is wrong
-    if input_ids.dim() == 2 and input_ids.numel() and pixel_values.dim() == 4 and len(pixel_values) != len(input_ids):
+    # Shapes, not len(): len() of a traced tensor is a plain int and would fix the exported batch size.
+    batches_differ = pixel_values.shape[0] != input_ids.shape[0] if pixel_values.dim() == 4 else False
+    if input_ids.dim() == 2 and input_ids.numel() and batches_differ:
         raise ValueError(
             f"{method} takes one text per image as its prompt: pixel_values has {pixel_values.shape[0]} rows but "
             f"input_ids has {input_ids.shape[0]}. To score texts against images, call the model itself."

@@ -68,7 +68,7 @@ def online_unimodal_embeds(model: EclipForPreTraining, batch: dict):
 
 
 def clamped_scale(model: EclipForPreTraining) -> torch.Tensor:
-    return model.eclip.logit_scale.clamp(max=model.config.logit_scale_max).exp()
+    return model.eclip.logit_scale.clamp(max=model.config.logit_scale_max).exp().squeeze(0)  # 0-d, as the model
 
 
 def fill_queue(model: EclipForPreTraining, product_ids, seed: int = 7) -> None:

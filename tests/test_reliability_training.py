@@ -314,7 +314,7 @@ def test_an_epoch_without_a_full_batch_stops_with_the_counts(
     assert process.returncode != 0
     assert "EmptyEpochError: epoch 0 of the train split gave no full batch" in process.stderr
     assert f"{2 * TINY_BATCH} products read, {2 * TINY_BATCH} of them skipped" in process.stderr
-    assert f"({2 * TINY_BATCH} unreadable images), 0 usable" in process.stderr
+    assert f"({2 * TINY_BATCH} unreadable images), 0 with a blank title, 0 usable" in process.stderr
 
 
 def test_too_few_products_for_one_batch_fail_before_the_model_is_built(
