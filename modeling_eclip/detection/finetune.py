@@ -27,7 +27,7 @@ from accelerate.utils import set_seed
 
 from ..modeling_eclip import EclipForObjectDetection
 from ..processing_eclip import EclipImageProcessor
-from ..training.arguments import BASE_RECIPE_KEY, MIXED_PRECISIONS, PRESETS
+from ..training.arguments import MIXED_PRECISIONS, load_recipe
 from ..training.checkpoints import METRICS_FILE, CheckpointManager, append_metrics, write_json
 from ..training.export import read_dataset_info
 from ..training.loop import NonFiniteLossError
@@ -78,26 +78,10 @@ class DetectionArguments:
     max_consecutive_nonfinite: int = 5
 
 
-def load_detection_recipe(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A recipe YAML (a path or the name of a shipped one); unknown keys raise. `base_recipe: <name>` loads that recipe
-    first and this file's keys replace its values."""
-    source = Path(path)
-    if not source.is_file():
-        source = Path(str(PRESETS / f"{str(path).removesuffix('.yaml')}.yaml"))
-    if not source.is_file():
-        raise FileNotFoundError(f"recipe {path} does not exist")
-    recipe = yaml.safe_load(source.read_text()) or {}
-    base = recipe.pop(BASE_RECIPE_KEY, None)
-    known = {f.name for f in dataclasses.fields(DetectionArguments)}
-    unknown = sorted(set(recipe) - known)
-    if unknown:
-        raise ValueError(f"recipe {path} has unknown keys {unknown}; valid keys: {sorted(known)}")
-    if base is None:
-        return recipe
-    if str(base) in _seen:
-        raise ValueError(f"recipe {path}: base_recipe {base!r} includes itself")
-    base_path = source.parent / str(base) if (source.parent / str(base)).is_file() else base
-    return {**load_detection_recipe(base_path, (*_seen, str(base))), **recipe}
+def load_detection_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """A recipe YAML (a path or the name of a shipped one) as the pretraining recipes are read: unknown keys raise,
+    `base_recipe: <name>` loads that recipe first and this file's keys replace its values."""
+    return load_recipe(path, arguments_class=DetectionArguments)
 
 
 def parse_detection_arguments(argv: list[str] | None = None) -> DetectionArguments:
