@@ -2,8 +2,8 @@
 """Fine-tune an ECLIP checkpoint for object detection (Sec. 4.2.5) with Accelerate, then evaluate its mAP on the
 held-out products' images and export it with a model card.
 
-    python examples/finetune_detection.py --config configuration/recipe-detection-demo.yaml            # from ECLIP
-    python examples/finetune_detection.py --config configuration/recipe-detection-demo-itc-only.yaml   # from ITC only
+    python examples/finetune_detection.py --config configuration/finetune-detection-demo.yaml            # from ECLIP
+    python examples/finetune_detection.py --config configuration/finetune-detection-demo-itc-only.yaml   # from ITC only
     python examples/finetune_detection.py --config ... --resume latest      # continue exactly after a stop
     accelerate launch --config_file configuration/accelerate-multi-gpu.yaml examples/finetune_detection.py --config ...
     python -m modeling_eclip.detection --model outputs/detection-eclip/model \\

@@ -377,13 +377,13 @@ def run_arguments(model: Path, data: Path, output: Path, **overrides) -> list[st
 
 def test_shipped_detection_recipes_share_steps_batch_and_seed():
     # By path: an editable install elsewhere may map modeling_eclip.presets to another checkout's configuration/.
-    eclip = load_detection_recipe(REPO / "configuration" / "recipe-detection-demo.yaml")
-    itc_only = load_detection_recipe(REPO / "configuration" / "recipe-detection-demo-itc-only.yaml")
+    eclip = load_detection_recipe(REPO / "configuration" / "finetune-detection-demo.yaml")
+    itc_only = load_detection_recipe(REPO / "configuration" / "finetune-detection-demo-itc-only.yaml")
     assert eclip["model_name_or_path"] != itc_only["model_name_or_path"]
     assert eclip["output_dir"] != itc_only["output_dir"]
     for key in ("max_steps", "per_device_train_batch_size", "seed", "learning_rate", "data_dir"):
         assert eclip[key] == itc_only[key], key
-    recipe = str(REPO / "configuration" / "recipe-detection-demo.yaml")
+    recipe = str(REPO / "configuration" / "finetune-detection-demo.yaml")
     args = parse_detection_arguments(["--config", recipe, "--max_steps", "7"])
     assert args.max_steps == 7 and args.mixed_precision is None
 
