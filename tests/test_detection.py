@@ -343,7 +343,8 @@ def test_coco_map_at_the_paper_thresholds():
     metrics = coco_map(truth, shifted, num_labels=3)
     assert metrics["map@0.3"] == pytest.approx(1.0) and metrics["map@0.5"] == 0.0 and metrics["map@[.5:.95]"] == 0.0
     wrong_class = [{"image_id": 0, "boxes": [[10, 10, 50, 50]], "labels": [2], "scores": [0.9]}]
-    assert coco_map(truth, wrong_class, num_labels=3)["map@0.3"] == 0.0
+    metrics = coco_map(truth, wrong_class, num_labels=3)
+    assert metrics["map@0.3"] == 0.0 and metrics["any_class_map@0.5"] == pytest.approx(1.0)
     assert coco_map(truth, [], num_labels=3)["map@0.5"] == 0.0
 
 
