@@ -445,3 +445,22 @@ def test_bad_recipe_values_fail_before_any_compute(eclip_export, demo_catalogue,
     with pytest.raises(ValueError, match="unknown keys"):
         (tmp_path / "r.yaml").write_text("max_step: 3\n")
         load_detection_recipe(tmp_path / "r.yaml")
+
+
+def test_detect_example_draws_the_boxes_on_the_image(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("detect_example", REPO / "examples" / "detect.py")
+    detect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(detect)
+    save_detector(tmp_path / "detector")
+    wide_image().save(tmp_path / "photo.png")
+    output = tmp_path / "drawn.png"
+    detections = detect.main(
+        [str(tmp_path / "photo.png"), "--model", str(tmp_path / "detector"), "--output", str(output)]
+    )
+    assert len(detections) == TINY_NUM_QUERIES and detections[0]["label"] == "shoes"
+    drawn = Image.open(output)
+    assert drawn.size == (200, 100)
+    # The box outline (first colour) is drawn at x = 25 on the white background.
+    assert drawn.convert("RGB").getpixel((25, 50)) != (255, 255, 255)
