@@ -20,7 +20,6 @@ from torch import nn
 from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -1380,6 +1379,9 @@ class EclipForObjectDetection(EclipPreTrainedModel):
 
         loss = loss_dict = auxiliary_outputs = None
         if labels is not None:
+            # Imported here: its Hungarian matcher pulls in scipy.optimize, which inference never needs.
+            from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
+
             outputs_class = outputs_coord = None
             if auxiliary:
                 # Every block's slots through the decoder's final LayerNorm, as DETR reads its intermediate outputs.
