@@ -14,6 +14,7 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForObjectDetection,
     AutoModelForPreTraining,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
@@ -24,10 +25,12 @@ from .configuration_eclip import OBJECTIVES, EclipConfig, EclipDecoderConfig
 from .modeling_eclip import (
     LOSS_NAMES,
     EclipDecoderOutput,
+    EclipForObjectDetection,
     EclipForPreTraining,
     EclipForPreTrainingOutput,
     EclipInstanceDecoder,
     EclipModel,
+    EclipObjectDetectionOutput,
     EclipOutput,
     EclipPreTrainedModel,
 )
@@ -39,6 +42,8 @@ AutoConfig.register("eclip_decoder", EclipDecoderConfig, exist_ok=True)
 AutoModel.register(EclipConfig, EclipModel, exist_ok=True)
 AutoModel.register(EclipDecoderConfig, EclipInstanceDecoder, exist_ok=True)
 AutoModelForPreTraining.register(EclipConfig, EclipForPreTraining, exist_ok=True)
+# Detection transfer (Sec. 4.2.5): transformers' object-detection pipeline runs on fine-tuned checkpoints.
+AutoModelForObjectDetection.register(EclipConfig, EclipForObjectDetection, exist_ok=True)
 # CLIP-style logits_per_image: the stock zero-shot-image-classification pipeline runs on ECLIP checkpoints.
 AutoModelForZeroShotImageClassification.register(EclipConfig, EclipModel, exist_ok=True)
 AutoProcessor.register(EclipConfig, EclipProcessor, exist_ok=True)
@@ -53,6 +58,7 @@ PIPELINE_REGISTRY.register_pipeline(
 EclipConfig.register_for_auto_class()
 EclipModel.register_for_auto_class("AutoModel")
 EclipForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+EclipForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
 EclipProcessor.register_for_auto_class("AutoProcessor")
 EclipImageProcessor.register_for_auto_class("AutoImageProcessor")
 
@@ -62,11 +68,13 @@ __all__ = [
     "EclipConfig",
     "EclipDecoderConfig",
     "EclipDecoderOutput",
+    "EclipForObjectDetection",
     "EclipForPreTraining",
     "EclipForPreTrainingOutput",
     "EclipImageProcessor",
     "EclipInstanceDecoder",
     "EclipModel",
+    "EclipObjectDetectionOutput",
     "EclipOutput",
     "EclipPreTrainedModel",
     "EclipProcessor",

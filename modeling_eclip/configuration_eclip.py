@@ -18,6 +18,15 @@ NEGATIVE_QUERY_MODES = ("gaussian", "text", "ema")
 # The pretraining objectives: L_itc (Eq. 6-7), L_inter (Eq. 8), L_itm, L_intra (Eq. 9) and L_R (Eq. 10). Each has a
 # weight `<name>_loss_weight` here and a term `loss_<name>` in `EclipForPreTrainingOutput`.
 OBJECTIVES = ("itc", "inter", "itm", "intra", "entropy")
+# The matching costs and loss weights of the object-detection transfer (DETR's names, read by its loss).
+DETECTION_LOSS_FIELDS = (
+    "class_cost",
+    "bbox_cost",
+    "giou_cost",
+    "bbox_loss_coefficient",
+    "giou_loss_coefficient",
+    "eos_coefficient",
+)
 
 
 @strict
@@ -155,6 +164,16 @@ class EclipConfig(PreTrainedConfig):
             tokens leave the positive slot an even share too), and the negative part has T-1 terms.
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal initialiser of the projections and query embeddings.
+        auxiliary_loss (`bool`, defaults to `False`):
+            [`EclipForObjectDetection`] (Sec. 4.2.5): also apply the detection loss to the heads' predictions after
+            every decoder block, as DETR does.
+        class_cost, bbox_cost, giou_cost (`float`, defaults to 1, 5 and 2):
+            Weights of the classification, L1 box and generalised-IoU terms in the Hungarian matching cost of the
+            detection loss (DETR's defaults).
+        bbox_loss_coefficient, giou_loss_coefficient (`float`, defaults to 5 and 2):
+            Weights of the L1 box and generalised-IoU losses relative to the classification loss (DETR's defaults).
+        eos_coefficient (`float`, defaults to 0.1):
+            Relative classification weight of the "no object" class (DETR's default).
     """
 
     model_type = "eclip"
@@ -182,6 +201,14 @@ class EclipConfig(PreTrainedConfig):
     entropy_loss_weight: float | int = 1.0
     negative_entropy_weight: float | int = 1.0
     initializer_range: float = 0.02
+    # Object-detection transfer (EclipForObjectDetection, Sec. 4.2.5), read by transformers' DETR loss.
+    auxiliary_loss: bool = False
+    class_cost: float | int = 1
+    bbox_cost: float | int = 5
+    giou_cost: float | int = 2
+    bbox_loss_coefficient: float | int = 5
+    giou_loss_coefficient: float | int = 2
+    eos_coefficient: float | int = 0.1
 
     loss_weight_names: ClassVar[tuple[str, ...]] = tuple(f"{name}_loss_weight" for name in OBJECTIVES)
     # The objectives that need the instance decoder, the momentum model and the queues (all but Eq. 6-7).
@@ -237,7 +264,7 @@ class EclipConfig(PreTrainedConfig):
                 f"negative_prompt_sampling must be one of {NEGATIVE_PROMPT_SAMPLINGS}, "
                 f"got {self.negative_prompt_sampling!r}."
             )
-        for name in (*self.loss_weight_names, "negative_entropy_weight"):
+        for name in (*self.loss_weight_names, "negative_entropy_weight", *DETECTION_LOSS_FIELDS):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
 

@@ -11,6 +11,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -24,9 +25,10 @@ from transformers.core_model_loading import ConversionOps, WeightConverter
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.detr.modeling_detr import DetrMLPPredictionHead
 from transformers.utils import ModelOutput
 
-from .configuration_eclip import OBJECTIVES, EclipConfig, EclipDecoderConfig
+from .configuration_eclip import DETECTION_LOSS_FIELDS, OBJECTIVES, EclipConfig, EclipDecoderConfig
 from .loss_eclip import (
     assignment_entropy_regularizer,
     distributed_rank_and_world_size,
@@ -1366,6 +1368,203 @@ class EclipForPreTraining(EclipPreTrainedModel):
         return torch.where((picked_keys > 0).unsqueeze(-1), negatives, fallback)
 
 
+@dataclass
+class EclipObjectDetectionOutput(ModelOutput):
+    r"""
+    Output of [`EclipForObjectDetection`], in the layout of DETR's (`DetrObjectDetectionOutput`), so transformers'
+    object-detection pipeline and `post_process_object_detection` read it.
+
+    loss (`torch.FloatTensor`, *optional*, returned when `labels` are given):
+        The DETR loss: cross-entropy over the classes and "no object", L1 and generalised-IoU box losses after
+        Hungarian matching, weighted by the config (`bbox_loss_coefficient`, `giou_loss_coefficient`), plus the same
+        per decoder block with `auxiliary_loss`.
+    loss_dict (`dict`, *optional*): the unweighted terms (`loss_ce`, `loss_bbox`, `loss_giou`, `cardinality_error`).
+    logits (`torch.FloatTensor` of shape `(batch_size, num_queries, num_labels + 1)`):
+        Class logits of every slot; the last class is "no object".
+    pred_boxes (`torch.FloatTensor` of shape `(batch_size, num_queries, 4)`):
+        Boxes as (center_x, center_y, width, height), normalised to [0, 1] by the image size.
+    auxiliary_outputs (`list[dict]`, *optional*, with `auxiliary_loss` and `labels`):
+        `logits` and `pred_boxes` after every decoder block but the last.
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_queries, projection_dim)`):
+        The decoder's slots H^L, what the heads read.
+    decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, with `output_hidden_states=True`):
+        H^0 and the slots after every decoder block.
+    encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_patches, projection_dim)`):
+        The projected patch tokens Z the decoder attends to.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_dict: dict | None = None
+    logits: torch.FloatTensor | None = None
+    pred_boxes: torch.FloatTensor | None = None
+    auxiliary_outputs: list[dict] | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+
+
+class EclipForObjectDetection(EclipPreTrainedModel):
+    r"""
+    ECLIP transferred to object detection "following DETR" (Sec. 4.2.5, Table 4 right): the image tower embeds the
+    image, the instance decoder decodes T slots, and new heads predict each slot's class (`num_labels` + "no object",
+    a linear layer) and box (normalised center_x, center_y, width, height; DETR's 3-layer MLP and sigmoid). Trained
+    with transformers' DETR loss (`transformers.loss.loss_for_object_detection`: Hungarian matching, CE + L1 + GIoU)
+    on `labels` in DETR's format.
+
+    The detection queries are the transfer-time queries of Sec. 3.4 with the image as its own prompt: slot 0 holds
+    g_I(v_cls), slots 1..T-1 the seeded standard-Gaussian negative queries (always, whatever `negative_query_mode`, so
+    a prediction never depends on the batch), each plus its learned q^pos and q^type (Eq. 1). These are queries the
+    pretrained decoder already decodes, its slots competing for the image's tokens (Eq. 3); the fixed Gaussian parts
+    and the learned position embeddings play the role of DETR's object queries. There is no text prompt, and at most
+    T objects are found per image.
+
+    Built from a pretrained ECLIP checkpoint with
+    `EclipForObjectDetection.from_pretrained(eclip_dir, num_labels=..., id2label=...)`: the towers, projections,
+    query embeddings and decoder load (an `EclipForPreTraining` checkpoint's momentum copy, ITM head and queues are
+    left out), the heads are new and reported as newly initialised. The text tower is kept, so
+    `EclipModel.from_pretrained` on a detection checkpoint gives back the whole (fine-tuned) ECLIP, but detection
+    never runs it: freeze it when fine-tuning (`text_parameters()`).
+    """
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _keys_to_ignore_on_load_unexpected = [r"momentum_eclip\.", r"itm_head\.", r"queue_"]
+
+    def __init__(self, config: EclipConfig):
+        super().__init__(config)
+        dim = config.projection_dim
+        self.eclip = EclipModel(config)
+        self.class_labels_classifier = nn.Linear(dim, config.num_labels + 1)  # + "no object"
+        self.bbox_predictor = DetrMLPPredictionHead(input_dim=dim, hidden_dim=dim, output_dim=4, num_layers=3)
+        self.post_init()
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        """The parameters detection never uses (text tower, g_T, temperature, the "ema" negatives are a buffer)."""
+        eclip = self.eclip
+        return [*eclip.text_model.parameters(), *eclip.text_projection.parameters(), eclip.logit_scale]
+
+    def detection_queries(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """The T detection queries `(B, T, D)`: g_I(v_cls) as the image prompt in slot 0, the Gaussian negative
+        queries elsewhere, plus q^pos and q^type (Eq. 1, Sec. 3.4)."""
+        eclip = self.eclip
+        positives = eclip.prompts_to_query_space(image_embeds)
+        negatives = eclip.gaussian_negative_queries.to(positives.dtype).expand(positives.shape[0], -1, -1)
+        types = torch.full((positives.shape[0],), IMAGE_PROMPT, dtype=torch.long, device=positives.device)
+        return eclip.build_instance_queries(positives, types, negatives)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: list[dict[str, torch.Tensor]] | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> EclipObjectDetectionOutput | tuple:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+            Images from the model's [`EclipImageProcessor`] (the whole image resized, so normalised boxes keep their
+            meaning).
+        labels (`list[dict]`, *optional*):
+            One dict per image, DETR's format: `class_labels` (`torch.LongTensor` `(num_boxes,)`, in
+            `[0, num_labels)`) and `boxes` (`torch.FloatTensor` `(num_boxes, 4)`, center_x, center_y, width, height
+            normalised to [0, 1]). An image may have no boxes (every slot is then "no object"); a box outside the
+            image, one with no width or height, a non-finite value or an unknown label is a `ValueError`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None:
+            _check_detection_labels(labels, pixel_values.shape[0], self.config.num_labels)
+        auxiliary = self.config.auxiliary_loss and labels is not None
+        image_embeds, patch_embeds, _ = self.eclip.encode_image(pixel_values, **kwargs)
+        decoder_output = self.eclip.decoder(
+            self.detection_queries(image_embeds),
+            patch_embeds,
+            output_hidden_states=bool(output_hidden_states or auxiliary),
+            return_dict=True,
+        )
+        slots = decoder_output.last_hidden_state
+        logits = self.class_labels_classifier(slots)
+        pred_boxes = self.bbox_predictor(slots).sigmoid()
+
+        loss = loss_dict = auxiliary_outputs = None
+        if labels is not None:
+            # Imported here: its Hungarian matcher pulls in scipy.optimize, which inference never needs.
+            from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
+
+            outputs_class = outputs_coord = None
+            if auxiliary:
+                # Every block's slots through the decoder's final LayerNorm, as DETR reads its intermediate outputs.
+                layernorm = self.eclip.decoder.layernorm
+                intermediate = torch.stack([*map(layernorm, decoder_output.hidden_states[1:-1]), slots])
+                outputs_class = self.class_labels_classifier(intermediate)
+                outputs_coord = self.bbox_predictor(intermediate).sigmoid()
+            loss, loss_dict, auxiliary_outputs = ForObjectDetectionLoss(
+                logits=logits,
+                labels=labels,
+                device=logits.device,
+                pred_boxes=pred_boxes,
+                config=self._detection_loss_config(),
+                outputs_class=outputs_class,
+                outputs_coord=outputs_coord,
+            )
+        output = EclipObjectDetectionOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            logits=logits,
+            pred_boxes=pred_boxes,
+            auxiliary_outputs=auxiliary_outputs,
+            last_hidden_state=slots,
+            decoder_hidden_states=decoder_output.hidden_states if output_hidden_states else None,
+            encoder_last_hidden_state=patch_embeds,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _detection_loss_config(self) -> SimpleNamespace:
+        """What transformers' DETR loss reads from a config, under DETR's names (`decoder_layers` is the number of
+        decoder blocks, for the auxiliary losses)."""
+        config = self.config
+        fields = {name: getattr(config, name) for name in DETECTION_LOSS_FIELDS}
+        return SimpleNamespace(
+            **fields,
+            num_labels=config.num_labels,
+            auxiliary_loss=config.auxiliary_loss,
+            decoder_layers=config.decoder_config.num_hidden_layers,
+        )
+
+
+def _check_detection_labels(labels: list[dict[str, torch.Tensor]], batch_size: int, num_labels: int) -> None:
+    """Raises a `ValueError` naming the image and the problem for labels the DETR loss would turn into NaN or a wrong
+    target without a word (boxes outside [0, 1], no width or height, non-finite, unknown classes)."""
+    if not isinstance(labels, (list, tuple)) or len(labels) != batch_size:
+        raise ValueError(f"labels must be a list of one dict per image ({batch_size}), got {type(labels).__name__}")
+    for index, target in enumerate(labels):
+        where = f"labels[{index}]"
+        if not isinstance(target, dict) or "class_labels" not in target or "boxes" not in target:
+            raise ValueError(f"{where} must be a dict with 'class_labels' and 'boxes' (DETR's format)")
+        classes, boxes = target["class_labels"], target["boxes"]
+        if boxes.dim() != 2 or boxes.shape[-1] != 4 or classes.shape != boxes.shape[:1]:
+            raise ValueError(
+                f"{where}: boxes must be (num_boxes, 4) with one class label each, got boxes {tuple(boxes.shape)} "
+                f"and class_labels {tuple(classes.shape)}"
+            )
+        if classes.dtype.is_floating_point or (classes.numel() and (classes.min() < 0 or classes.max() >= num_labels)):
+            raise ValueError(
+                f"{where}: class_labels must be integers in [0, num_labels={num_labels}), got {classes.tolist()}"
+            )
+        if not torch.isfinite(boxes).all():
+            raise ValueError(f"{where}: boxes hold non-finite values: {boxes.tolist()}")
+        if boxes.numel() == 0:
+            continue
+        center, size = boxes[:, :2], boxes[:, 2:]
+        if (size <= 0).any():
+            raise ValueError(f"{where}: degenerate boxes (width or height <= 0): {boxes.tolist()}")
+        tolerance = 1e-4  # rounding of pixel boxes normalised by the image size
+        if ((center - size / 2) < -tolerance).any() or ((center + size / 2) > 1 + tolerance).any():
+            raise ValueError(
+                f"{where}: boxes reach outside the image; they must be (center_x, center_y, width, height) "
+                f"normalised to [0, 1] by the image size, got {boxes.tolist()}"
+            )
+
+
 def _first_occurrences(ids: torch.Tensor) -> torch.Tensor:
     """`(n,)` bool: True at the first position of every distinct value of `ids` (a product queued several times, or
     both in the batch and the queue, is one candidate)."""
@@ -1420,11 +1619,13 @@ def _load_tower(name_or_path: str, **kwargs) -> PreTrainedModel:
 
 __all__ = [
     "LOSS_NAMES",
+    "EclipForObjectDetection",
     "EclipForPreTraining",
     "EclipForPreTrainingOutput",
     "EclipDecoderOutput",
     "EclipInstanceDecoder",
     "EclipModel",
+    "EclipObjectDetectionOutput",
     "EclipOutput",
     "EclipPreTrainedModel",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from transformers import BatchFeature, ProcessorMixin, ViTImageProcessorPil
+from transformers import BatchFeature, DetrImageProcessorPil, ProcessorMixin, ViTImageProcessorPil
 from transformers.image_utils import ChannelDimension, infer_channel_dimension_format
 from transformers.processing_utils import ProcessingKwargs
 
@@ -228,6 +228,20 @@ class EclipImageProcessor(ViTImageProcessorPil):
     written as `ViTImageProcessor`, which `AutoImageProcessor` builds with the torchvision backend wherever
     torchvision is installed, and that backend resizes differently.
     """
+
+    def post_process_object_detection(
+        self, outputs: Any, threshold: float = 0.5, target_sizes: Any = None
+    ) -> list[dict[str, Any]]:
+        """[`EclipForObjectDetection`] outputs as boxes on each original image, DETR's format (what transformers'
+        object-detection pipeline reads): per image `{"scores", "labels", "boxes"}`, boxes as (x0, y0, x1, y1) in
+        pixels of `target_sizes` (`(batch, 2)` of (height, width); normalised to [0, 1] without), the slots whose best
+        class other than "no object" scores above `threshold`.
+
+        DETR's own post-processing (`DetrImageProcessorPil.post_process_object_detection`), which reads nothing of
+        the processor: both models give softmax logits with a last "no object" class and normalised (cx, cy, w, h)
+        boxes, and the whole image is resized (no crop), so normalised boxes scale straight back to the original.
+        """
+        return DetrImageProcessorPil.post_process_object_detection(self, outputs, threshold, target_sizes)
 
 
 class EclipProcessor(ProcessorMixin):

@@ -205,3 +205,32 @@ MALFORMED_JSONL_LINES = {
     '{"product_id": true, "title": "t", "image": "a.png"}': "product_id must be a string",
 }
 LATIN1_TITLE = "Caf\xe9 cr\xe8me".encode("latin-1")  # not UTF-8
+
+
+# ----- detection boxes -----
+
+# Pixel boxes [x0, y0, x1, y1] on a BAD_BOXES_IMAGE_SIZE image, each with the reason the catalogue conversion counts
+# it under (`modeling_eclip.detection.data.SKIP_REASONS`).
+BAD_BOXES_IMAGE_SIZE = (32, 24)  # width, height
+BAD_PIXEL_BOXES = {
+    "no_boxes": ([], "no_boxes"),
+    "past_the_right_edge": ([[20.0, 4.0, 40.0, 20.0]], "box_outside_image"),
+    "negative_corner": ([[-3.0, 2.0, 10.0, 10.0]], "box_outside_image"),
+    "below_the_bottom": ([[2.0, 10.0, 10.0, 30.0]], "box_outside_image"),
+    "zero_width": ([[5.0, 5.0, 5.0, 10.0]], "degenerate_box"),
+    "inverted": ([[10.0, 10.0, 4.0, 4.0]], "degenerate_box"),
+    "three_numbers": ([[1.0, 2.0, 3.0]], "degenerate_box"),
+    "nan_corner": ([[float("nan"), 2.0, 10.0, 10.0]], "degenerate_box"),
+}
+# DETR-format targets (class_labels, normalised cx, cy, w, h) for a model with 3 labels, each with a word its error
+# message must contain.
+BAD_DETR_TARGETS = {
+    "label_past_num_labels": ([3], [[0.5, 0.5, 0.2, 0.2]], "num_labels"),
+    "negative_label": ([-1], [[0.5, 0.5, 0.2, 0.2]], "num_labels"),
+    "float_labels": ([0.0], [[0.5, 0.5, 0.2, 0.2]], "integers"),
+    "box_past_the_edge": ([0], [[0.9, 0.5, 0.4, 0.2]], "outside"),
+    "zero_height": ([0], [[0.5, 0.5, 0.2, 0.0]], "degenerate"),
+    "nan_box": ([0], [[float("nan"), 0.5, 0.2, 0.2]], "non-finite"),
+    "corner_format_with_x1_past_one": ([1], [[0.2, 0.2, 1.4, 0.6]], "outside"),
+    "three_numbers": ([0], [[0.5, 0.5, 0.2]], "(num_boxes, 4)"),
+}

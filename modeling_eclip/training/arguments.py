@@ -304,9 +304,12 @@ def shipped_names(prefix: str, suffix: str) -> list[str]:
     )
 
 
-def load_recipe(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_recipe(
+    path: str | os.PathLike, _seen: tuple[str, ...] = (), arguments_class: type = PretrainingArguments
+) -> dict[str, Any]:
     """Reads a recipe YAML, a path or the name of a shipped recipe (`recipe-demo`); unknown keys raise (a misspelt
-    key would otherwise be silently ignored).
+    key would otherwise be silently ignored). Keys are the fields of `arguments_class` (the detection fine-tuning
+    passes its own).
 
     A recipe may start from another: `base_recipe: recipe-demo` (a shipped name, or a path relative to this file)
     loads that one first; this file's keys replace its values, and `config_overrides` mappings are merged."""
@@ -317,7 +320,7 @@ def load_recipe(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[st
         raise FileNotFoundError(f"recipe {path} does not exist; shipped recipes: {shipped_names('recipe-', '.yaml')}")
     recipe = yaml.safe_load(source.read_text()) or {}
     base = recipe.pop(BASE_RECIPE_KEY, None)
-    known = {f.name for f in dataclasses.fields(PretrainingArguments)}
+    known = {f.name for f in dataclasses.fields(arguments_class)}
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise ValueError(f"recipe {path} has unknown keys {unknown}; valid keys: {sorted(known)}")
@@ -326,7 +329,7 @@ def load_recipe(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[st
     if str(base) in _seen:
         raise ValueError(f"recipe {path}: base_recipe {base!r} includes itself ({' -> '.join((*_seen, str(base)))})")
     base_path = source.parent / str(base) if (source.parent / str(base)).is_file() else base
-    merged = load_recipe(base_path, (*_seen, str(base)))
+    merged = load_recipe(base_path, (*_seen, str(base)), arguments_class)
     overrides = {**(merged.get("config_overrides") or {}), **(recipe.get("config_overrides") or {})}
     merged.update(recipe)
     if overrides:

@@ -1,0 +1,193 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Detection data from a product catalogue (Sec. 4.2.5): every boxed image (customer and ad photos) with all its boxes,
+each labelled with its product's category, in DETR's label format.
+
+Converting the catalogue skips (and counts, by reason) an image whose boxes cannot be targets: no boxes, a box outside
+the image, a degenerate box, or a box of a product the catalogue does not list. `detection_target`, which every batch
+goes through, raises on the same problems, so data from elsewhere fails loudly instead of giving the loss a NaN.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers.image_transforms import corners_to_center_format
+
+from ..data.shard_format import SPLITS, read_split, require_shards
+
+# Image kinds with several products and their boxes: the detection images of the demo catalogue.
+DETECTION_KINDS = ("customer", "ad")
+SKIP_REASONS = ("no_boxes", "box_outside_image", "degenerate_box", "unknown_product")
+
+
+class BoxError(ValueError):
+    """A box that cannot be a detection target; `reason` is one of `SKIP_REASONS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class DetectionSample:
+    """One image with its objects: `boxes` as pixel (x0, y0, x1, y1), x1/y1 exclusive edges as in the shard format."""
+
+    image_id: int
+    image: bytes
+    width: int
+    height: int
+    boxes: list[list[float]]
+    labels: list[int]
+    product_id: str
+    kind: str
+
+
+def category_labels(data_dir: str | os.PathLike) -> list[str]:
+    """The label names: every category of the catalogue (all splits), sorted, so train and test share the ids."""
+    categories = set()
+    for split in SPLITS:
+        categories.update(row["category"] for row in read_split(data_dir, split))
+    if not categories:
+        raise FileNotFoundError(f"{data_dir} holds no products; is this a catalogue?")
+    return sorted(categories)
+
+
+def detection_target(
+    boxes: Sequence[Sequence[float]], labels: Sequence[int], width: int, height: int, num_labels: int
+) -> dict[str, torch.Tensor]:
+    """DETR's target of one image: `class_labels` and `boxes` as (center_x, center_y, width, height) normalised by the
+    image size. Raises `BoxError` naming the box for an empty list, a box outside the image or with no area, and
+    `ValueError` for a label outside [0, num_labels)."""
+    if len(boxes) == 0:
+        raise BoxError("no_boxes", "the image has no boxes; a detection target needs at least one object")
+    if len(boxes) != len(labels):
+        raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels; one label per box is needed")
+    for box in boxes:
+        if len(box) != 4:
+            raise BoxError("degenerate_box", f"box {list(box)} is not [x0, y0, x1, y1]")
+        x0, y0, x1, y1 = box
+        if not (x0 < x1 and y0 < y1):
+            raise BoxError("degenerate_box", f"box {list(box)} has no area (needs x0 < x1 and y0 < y1)")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise BoxError("box_outside_image", f"box {list(box)} reaches outside the {width}x{height} image")
+    for label in labels:
+        if not 0 <= int(label) < num_labels:
+            raise ValueError(f"label {label} is not in [0, num_labels={num_labels})")
+    corners = torch.tensor(boxes, dtype=torch.float32) / torch.tensor([width, height, width, height])
+    return {"class_labels": torch.tensor(labels, dtype=torch.long), "boxes": corners_to_center_format(corners)}
+
+
+def load_detection_samples(
+    data_dir: str | os.PathLike, split: str, label_names: Sequence[str], kinds: Sequence[str] = DETECTION_KINDS
+) -> tuple[list[DetectionSample], Counter]:
+    """The boxed images of one split's products (of the given kinds) and the counts of skipped images by reason.
+
+    A box's label is its product's category; products are looked up in every split of the catalogue (a distractor
+    may be a product of the other split)."""
+    require_shards(data_dir, split)
+    category_of = {row["product_id"]: row["category"] for name in SPLITS for row in read_split(data_dir, name)}
+    label_of = {name: index for index, name in enumerate(label_names)}
+    samples: list[DetectionSample] = []
+    skipped: Counter = Counter()
+    for row in read_split(data_dir, split):
+        for image in row["images"]:
+            if image["kind"] not in kinds:
+                continue
+            width, height = Image.open(io.BytesIO(image["image"])).size  # header only
+            try:
+                unknown = [p for p in image["box_product_ids"] if category_of.get(p) not in label_of]
+                if unknown:
+                    raise BoxError("unknown_product", f"boxes of products not in the catalogue's labels: {unknown}")
+                labels = [label_of[category_of[p]] for p in image["box_product_ids"]]
+                detection_target(image["boxes"], labels, width, height, len(label_names))
+            except BoxError as error:
+                skipped[error.reason] += 1
+                continue
+            samples.append(
+                DetectionSample(
+                    image_id=len(samples),
+                    image=image["image"],
+                    width=width,
+                    height=height,
+                    boxes=[list(map(float, box)) for box in image["boxes"]],
+                    labels=labels,
+                    product_id=row["product_id"],
+                    kind=image["kind"],
+                )
+            )
+    return samples, skipped
+
+
+def sample_image(sample: DetectionSample) -> Image.Image:
+    return Image.open(io.BytesIO(sample.image)).convert("RGB")
+
+
+def collate(samples: Sequence[DetectionSample], image_processor: Any, num_labels: int) -> dict[str, Any]:
+    """`pixel_values` and DETR `labels` for a list of samples."""
+    pixel_values = image_processor(images=[sample_image(s) for s in samples], return_tensors="pt")["pixel_values"]
+    labels = [detection_target(s.boxes, s.labels, s.width, s.height, num_labels) for s in samples]
+    return {"pixel_values": pixel_values, "labels": labels}
+
+
+class DetectionBatches:
+    """Endless shuffled batches of detection samples for one process, with an exactly restorable position
+    (`state_dict` / `load_state_dict`, saved with every checkpoint). Every epoch is a new permutation of the seed;
+    process `rank` of `world_size` takes every `world_size`-th sample of it."""
+
+    def __init__(
+        self,
+        samples: Sequence[DetectionSample],
+        image_processor: Any,
+        num_labels: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if len(samples) < batch_size * world_size:
+            raise ValueError(
+                f"{len(samples)} training images cannot fill one global batch of {batch_size * world_size}"
+            )
+        self.samples = samples
+        self.image_processor = image_processor
+        self.num_labels = num_labels
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.position = 0  # batches taken from this epoch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"the checkpoint's data order has seed {state['seed']}, this run {self.seed}")
+        self.epoch, self.position = state["epoch"], state["position"]
+
+    def _epoch_indices(self) -> list[int]:
+        order = list(range(len(self.samples)))
+        random.Random(self.seed * 100_003 + self.epoch).shuffle(order)
+        # Every process gets as many samples, so all take the same number of steps per epoch.
+        usable = len(order) - len(order) % self.world_size
+        return order[:usable][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            indices = self._epoch_indices()
+            batches_per_epoch = len(indices) // self.batch_size  # the last partial batch waits for the next epoch
+            while self.position < batches_per_epoch:
+                start = self.position * self.batch_size
+                self.position += 1
+                chunk = [self.samples[i] for i in indices[start : start + self.batch_size]]
+                yield collate(chunk, self.image_processor, self.num_labels)
+            self.epoch, self.position = self.epoch + 1, 0
