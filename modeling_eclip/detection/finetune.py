@@ -30,7 +30,7 @@ from ..processing_eclip import EclipImageProcessor
 from ..training.arguments import MIXED_PRECISIONS, load_recipe
 from ..training.checkpoints import METRICS_FILE, CheckpointManager, append_metrics, write_json
 from ..training.export import read_dataset_info
-from ..training.loop import NonFiniteLossError
+from ..training.loop import NonFiniteLossError, PretrainingResult
 from ..training.tracking import check_report_to, log_scalars, parse_report_to, tracker_init_kwargs
 from .data import DETECTION_KINDS, DetectionBatches, category_labels, load_detection_samples
 from .evaluate import evaluate_detection
@@ -127,12 +127,8 @@ def check_detection_arguments(args: DetectionArguments) -> list[str]:
     return trackers
 
 
-@dataclass
-class DetectionResult:
-    step: int
-    export_dir: Path | None
-    metrics: dict[str, float]
-    summary: dict[str, Any]
+# What a fine-tuning run returns: the same fields as a pretraining run's (step, export_dir, metrics, summary).
+DetectionResult = PretrainingResult
 
 
 def finetune(args: DetectionArguments) -> DetectionResult:
