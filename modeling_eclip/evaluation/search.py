@@ -311,12 +311,13 @@ class ProductSearchIndex:
             faiss_index=faiss.read_index(str(directory / INDEX_FILE)),
         )
 
-    def recall_at_k(self, queries: np.ndarray, k: int = 10) -> float:
-        """Mean fraction of each query's exact top `k` (inner product over the stored embeddings, by brute force)
-        that the index returns in its top `k`: 1.0 for the flat index, what an approximate one loses otherwise."""
+    def recall_at_k(self, queries: np.ndarray, k: int = 10, exact: np.ndarray | None = None) -> float:
+        """Mean fraction of each query's exact top `k` (inner product over the stored embeddings, by brute force, or
+        `exact` from `exact_top_k` when it was computed already) that the index returns in its top `k`: 1.0 for the
+        flat index, what an approximate one loses otherwise."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         _, found = self.faiss_index.search(queries, k)
-        exact = exact_top_k(self.catalogue, queries, k)
+        exact = exact_top_k(self.catalogue, queries, k) if exact is None else exact
         return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), exact.tolist())]))
 
     def search(self, image: Any = None, title: str | None = None, k: int = 10) -> list[dict[str, Any]]:
