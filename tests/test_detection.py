@@ -404,6 +404,9 @@ def test_finetuning_checkpoints_resumes_exports_and_the_map_command_reads_the_ex
     assert [entry["step"] for entry in logged] == [1, 2, 3, 4]
     assert all(math.isfinite(entry["loss"]) for entry in logged)
 
+    # A second run into the same folder neither mixes with this one nor discards it unasked (as pretraining).
+    with pytest.raises(FileExistsError, match="not empty.*--resume latest.*--overwrite_output_dir"):
+        finetune(parse_detection_arguments(run_arguments(eclip_export, demo_catalogue, output)))
     resumed = finetune(
         parse_detection_arguments(run_arguments(eclip_export, demo_catalogue, output, max_steps=6, resume="latest"))
     )
@@ -438,6 +441,14 @@ def test_finetuning_checkpoints_resumes_exports_and_the_map_command_reads_the_ex
     assert json.loads((tmp_path / "t.json").read_text())["run"]["num_objects"] == results["metrics"]["num_objects"]
     detections = transformers.pipeline("object-detection", model=str(export))(wide_image(), threshold=0.0)
     assert detections and {"score", "label", "box"} == set(detections[0])
+
+    # --overwrite_output_dir starts over: the earlier run's checkpoints, metrics and export go, other files stay.
+    (output / "notes.txt").write_text("mine")
+    flags = run_arguments(eclip_export, demo_catalogue, output, max_steps=2, evaluate_at_end=False)
+    finetune(parse_detection_arguments([*flags, "--overwrite_output_dir", "True"]))
+    assert [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (output / "notes.txt").read_text() == "mine"
 
 
 def test_bad_recipe_values_fail_before_any_compute(eclip_export, demo_catalogue, tmp_path):

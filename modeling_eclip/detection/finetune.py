@@ -27,8 +27,8 @@ from accelerate.utils import set_seed
 
 from ..modeling_eclip import EclipForObjectDetection
 from ..processing_eclip import EclipImageProcessor
-from ..training.arguments import MIXED_PRECISIONS, load_recipe
-from ..training.checkpoints import METRICS_FILE, CheckpointManager, append_metrics, write_json
+from ..training.arguments import MIXED_PRECISIONS, check_output_dir, load_recipe
+from ..training.checkpoints import METRICS_FILE, CheckpointManager, append_metrics, remove_run_files, write_json
 from ..training.export import read_dataset_info
 from ..training.loop import NonFiniteLossError, PretrainingResult
 from ..training.tracking import check_report_to, log_scalars, parse_report_to, tracker_init_kwargs
@@ -72,6 +72,9 @@ class DetectionArguments:
     eval_batch_size: int = 32
     evaluate_at_end: bool = True
     resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint-<step> folder."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in a non-empty output_dir (an earlier run's files are deleted)."}
+    )
     report_to: str = field(default="none", metadata={"help": "Trackers, as TrainingArguments.report_to takes them."})
     run_name: str | None = None
     tracker_project: str = "eclip-detection"
@@ -102,6 +105,7 @@ def parse_detection_arguments(argv: list[str] | None = None) -> DetectionArgumen
 
 def check_detection_arguments(args: DetectionArguments) -> list[str]:
     """Every check that can fail before compute; returns the trackers. Raises naming the field."""
+    check_output_dir(args.output_dir, args.resume, args.overwrite_output_dir)
     for name in ("max_steps", "per_device_train_batch_size", "learning_rate", "backbone_learning_rate"):
         if getattr(args, name) <= 0:
             raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
@@ -135,6 +139,8 @@ def finetune(args: DetectionArguments) -> DetectionResult:
     """Runs (or resumes) one fine-tuning; returns the final step, the export folder, the mAP and the run summary."""
     trackers = check_detection_arguments(args)
     output_dir = Path(args.output_dir)
+    if args.overwrite_output_dir and args.resume is None:  # as pretraining: the earlier run's files, nothing else
+        remove_run_files(output_dir, (METRICS_FILE, RESULTS_FILE, EXPORT_DIR))
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(
         cpu=not torch.accelerator.is_available(),

@@ -423,10 +423,17 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
             f"resume={args.resume!r} is not a complete checkpoint (no {TRAINER_STATE}); pass "
             f"'latest', 'hub' or a {CHECKPOINT_PREFIX}N directory"
         )
-    output_dir = Path(args.output_dir)
+    check_output_dir(args.output_dir, args.resume, args.overwrite_output_dir)
+    return config
+
+
+def check_output_dir(output_dir: str | os.PathLike, resume: str | None, overwrite_output_dir: bool) -> None:
+    """A run writes into a missing or empty `output_dir`, continues the run there (`resume`), or starts over with
+    `overwrite_output_dir`, as transformers' Trainer does; anything else is a FileExistsError naming the options."""
+    output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"output_dir {output_dir} is a file")
-    if args.resume is None and not args.overwrite_output_dir and output_dir.is_dir():
+    if resume is None and not overwrite_output_dir and output_dir.is_dir():
         existing = sorted(path.name for path in output_dir.iterdir())
         if existing:
             shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
@@ -435,7 +442,6 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
                 "--overwrite_output_dir to start over (its checkpoints, metrics, summary, export and logs are "
                 "deleted), or another --output_dir"
             )
-    return config
 
 
 # (name, lowest value, whether the lowest value itself is allowed, highest value or None, whether None is allowed)

@@ -24,7 +24,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +344,17 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def remove_run_files(output_dir: str | os.PathLike, names: Sequence[str], patterns: Sequence[str] = ()) -> list[str]:
+    """Deletes what an earlier run wrote into `output_dir` (its checkpoints, complete or not, plus the files and
+    folders `names` and `patterns` match); other files are left alone. Returns the names deleted."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    doomed = [output_dir / name for name in names if (output_dir / name).exists()]
+    for pattern in (f"{CHECKPOINT_PREFIX}*", f"{TMP_CHECKPOINT_PREFIX}*", *patterns):
+        doomed += sorted(output_dir.glob(pattern))
+    for path in doomed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return [path.name for path in doomed]

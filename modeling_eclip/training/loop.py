@@ -57,12 +57,12 @@ from .checkpoints import (
     CHECKPOINT_PREFIX,
     METRICS_FILE,
     RUN_CONFIG,
-    TMP_CHECKPOINT_PREFIX,
     TRAINER_STATE,
     CheckpointError,
     CheckpointManager,
     append_metrics,
     read_json,
+    remove_run_files,
     truncate_metrics,
     write_json,
 )
@@ -357,17 +357,10 @@ def finish_run(run: Run, stop_reason: str) -> PretrainingResult:
 def clear_previous_run(args: PretrainingArguments, accelerator: Accelerator) -> None:
     """`--overwrite_output_dir` without `--resume`: deletes what an earlier run wrote into output_dir (checkpoints,
     metrics, summary, export, Hub staging, TensorBoard logs); other files are left alone."""
-    output_dir = Path(args.output_dir)
-    if not output_dir.is_dir():
-        return
     names = (METRICS_FILE, SUMMARY_FILE, EXPORT_DIR, HUB_CHECKPOINT_DIR, args.project_name)
-    doomed = [output_dir / name for name in names if (output_dir / name).exists()]
-    for pattern in (f"{CHECKPOINT_PREFIX}*", f"{TMP_CHECKPOINT_PREFIX}*", ".hub-push-*"):
-        doomed += sorted(output_dir.glob(pattern))
-    for path in doomed:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    doomed = remove_run_files(args.output_dir, names, patterns=(".hub-push-*",))
     if doomed:
-        accelerator.print(f"--overwrite_output_dir: deleted {', '.join(p.name for p in doomed)} from {output_dir}")
+        accelerator.print(f"--overwrite_output_dir: deleted {', '.join(doomed)} from {args.output_dir}")
 
 
 def make_run_config(args: PretrainingArguments, config: EclipConfig, processor: EclipProcessor) -> dict[str, Any]:
