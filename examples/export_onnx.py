@@ -30,11 +30,14 @@ def main() -> None:
     parser.add_argument("--graphs", nargs="+", default=list(EMBEDDING_GRAPHS), choices=list(EMBEDDING_GRAPHS))
     parser.add_argument("--int8", action="store_true", help="also write dynamically int8-quantised graphs")
     parser.add_argument("--check-data", default=None, help="a shard catalogue whose test images check parity")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (refused otherwise)")
     args = parser.parse_args()
 
     model = AutoModel.from_pretrained(args.model)
     processor = AutoProcessor.from_pretrained(args.model)
-    info = export_embedding_graphs(model, processor, args.output, graphs=args.graphs, quantize_int8=args.int8)
+    info = export_embedding_graphs(
+        model, processor, args.output, graphs=args.graphs, quantize_int8=args.int8, overwrite=args.overwrite
+    )
     print(f"Exported {', '.join(info['graphs'])} to {args.output}")
     if args.check_data:
         products = load_catalogue(args.check_data, "test").select(range(max(PARITY_BATCH_SIZES)))

@@ -106,6 +106,20 @@ def test_export_refuses_batch_dependent_text_negatives(tmp_path):
         export_embedding_graphs(tiny_model(), make_processor(), tmp_path, graphs=["audio"])
 
 
+def test_export_replaces_a_non_empty_folder_only_when_asked(tmp_path):
+    """An earlier export's graphs (another model, other graphs) never survive next to the new ones."""
+    output = tmp_path / "onnx"
+    output.mkdir()
+    (output / "text.onnx").write_bytes(b"an earlier model's graph")
+    with pytest.raises(FileExistsError, match="not empty.*--overwrite"):
+        export_embedding_graphs(tiny_model(), make_processor(), output, graphs=["image"])
+    assert (output / "text.onnx").read_bytes() == b"an earlier model's graph"
+    info = export_embedding_graphs(tiny_model(), make_processor(), output, graphs=["image"], overwrite=True)
+    assert list(info["graphs"]) == ["image"]
+    assert (output / "image.onnx").is_file() and not (output / "text.onnx").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["onnx"]  # no staging folder left beside it
+
+
 def test_serve_embeddings_example_answers_text_and_image_queries(exported, demo_catalogue, tmp_path):
     root, _ = exported
     products = load_catalogue(demo_catalogue, "test")

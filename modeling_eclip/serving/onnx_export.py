@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.output_folder import replacing_output_folder
+
 logger = logging.getLogger(__name__)
 
 EXPORT_INFO_FILE = "export_info.json"
@@ -138,6 +140,7 @@ def export_embedding_graphs(
     graphs: Sequence[str] = tuple(EMBEDDING_GRAPHS),
     quantize_int8: bool = False,
     opset_version: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Exports the embedding paths of an `EclipModel` to `output_dir` as ONNX graphs with dynamic batch size.
 
@@ -149,6 +152,7 @@ def export_embedding_graphs(
         quantize_int8: also write `<graph>.int8.onnx`, onnxruntime's dynamic int8 quantisation of every weight of
             the MatMul and Gemm nodes (activations are quantised per batch at run time).
         opset_version: ONNX opset (default: the exporter's).
+        overwrite: replace a non-empty `output_dir` (refused otherwise); the new export replaces it whole.
     Returns:
         The export info written to `export_info.json`: the graphs with their inputs and outputs, `logit_scale` (the
         learned 1/tau, clamped as the model does, for zero-shot scores) and `projection_dim`.
@@ -166,48 +170,49 @@ def export_embedding_graphs(
         )
     if model.dtype != torch.float32:
         raise ValueError(f"Export a float32 model (got {model.dtype}); quantise the ONNX graphs instead.")
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model = model.eval().to("cpu")
-    # Computes the cached Gaussian negatives eagerly, so the trace sees a constant tensor (Sec. 3.4: fixed).
-    model.gaussian_negative_queries  # noqa: B018
-    max_text_length = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
+    # Built beside the output and swapped in whole: no graph of an earlier export (another model, other graphs)
+    # survives next to the new ones.
+    with replacing_output_folder(output_dir, overwrite) as output_dir:
+        model = model.eval().to("cpu")
+        # Computes the cached Gaussian negatives eagerly, so the trace sees a constant tensor (Sec. 3.4: fixed).
+        model.gaussian_negative_queries  # noqa: B018
+        max_text_length = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
 
-    info = {
-        "format": "eclip-onnx-embeddings",
-        "projection_dim": config.projection_dim,
-        "image_size": config.image_size,
-        "negative_query_mode": mode,
-        "logit_scale": float(model.logit_scale.detach().clamp(max=config.logit_scale_max).exp()),
-        "graphs": {},
-    }
-    for name in graphs:
-        graph = EMBEDDING_GRAPHS[name]
-        path = output_dir / f"{name}.onnx"
-        logger.info("Exporting %s -> %s", name, path)
-        with torch.no_grad():
-            program = torch.onnx.export(
-                graph.module(model).eval(),
-                _trace_inputs(model, graph),
-                dynamic_shapes=_dynamic_shapes(graph, max_text_length),
-                input_names=list(graph.inputs),
-                output_names=[graph.output],
-                opset_version=opset_version,
-                dynamo=True,
-                verbose=False,
-            )
-        program.save(str(path))
-        entry = {
-            "file": path.name,
-            "inputs": list(graph.inputs),
-            "output": graph.output,
-            "description": graph.description,
+        info = {
+            "format": "eclip-onnx-embeddings",
+            "projection_dim": config.projection_dim,
+            "image_size": config.image_size,
+            "negative_query_mode": mode,
+            "logit_scale": float(model.logit_scale.detach().clamp(max=config.logit_scale_max).exp()),
+            "graphs": {},
         }
-        if quantize_int8:
-            entry["int8_file"] = quantize_graph(path, output_dir / f"{name}.int8.onnx").name
-        info["graphs"][name] = entry
-    processor.save_pretrained(output_dir)
-    (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        for name in graphs:
+            graph = EMBEDDING_GRAPHS[name]
+            path = output_dir / f"{name}.onnx"
+            logger.info("Exporting %s -> %s", name, path)
+            with torch.no_grad():
+                program = torch.onnx.export(
+                    graph.module(model).eval(),
+                    _trace_inputs(model, graph),
+                    dynamic_shapes=_dynamic_shapes(graph, max_text_length),
+                    input_names=list(graph.inputs),
+                    output_names=[graph.output],
+                    opset_version=opset_version,
+                    dynamo=True,
+                    verbose=False,
+                )
+            program.save(str(path))
+            entry = {
+                "file": path.name,
+                "inputs": list(graph.inputs),
+                "output": graph.output,
+                "description": graph.description,
+            }
+            if quantize_int8:
+                entry["int8_file"] = quantize_graph(path, output_dir / f"{name}.int8.onnx").name
+            info["graphs"][name] = entry
+        processor.save_pretrained(output_dir)
+        (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
