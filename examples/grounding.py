@@ -17,7 +17,7 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 import modeling_eclip  # noqa: F401  (registers ECLIP with the Auto classes)
-from modeling_eclip.data.shard_format import SPLITS, list_shards, read_split
+from modeling_eclip.data.source import CatalogueSource
 from modeling_eclip.grounding_eclip import (
     box_iou,
     candidate_boxes,
@@ -30,9 +30,10 @@ from modeling_eclip.processing_eclip import to_rgb_image
 
 def grounding_targets(data: Path, split: str, kinds: list[str], num_images: int) -> list[dict]:
     """Up to `num_images` scene images of `kinds` with, per pictured product, its box, title and a catalog image."""
-    products = {row["product_id"]: row for name in SPLITS if list_shards(data, name) for row in read_split(data, name)}
+    source = CatalogueSource(str(data))
+    products = {row["product_id"]: row for name in source.split_names() for row in source.iter_products(name)}
     targets = []
-    for row in read_split(data, split):
+    for row in source.iter_products(split):
         for image in row["images"]:
             if image["kind"] not in kinds or len(targets) >= num_images:
                 continue

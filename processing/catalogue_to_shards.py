@@ -362,7 +362,7 @@ def convert(
         splits = dict.fromkeys(kept, split)
     with replacing_output_folder(output, overwrite) as staging:
         for name in sorted(set(splits.values())):
-            with ShardWriter(staging / name) as writer:
+            with ShardWriter(staging, name) as writer:
                 for pid in sorted(kept):  # sorted: the same catalogue always gives the same shards
                     if splits[pid] == name:
                         writer.write({**kept[pid], "split": name})

@@ -45,7 +45,7 @@ from .demo_images import (
 )
 from .demo_products import EmojiProduct, find_emoji_test, make_title, parse_emoji_test, title_conflicts
 from .output_folder import check_output_folder, replacing_output_folder
-from .shard_format import IMAGE_KINDS, SHARD_FORMAT_VERSION, SPLITS, ShardWriter
+from .shard_format import FORMAT_VERSION, IMAGE_KINDS, SPLITS, ShardWriter, write_dataset_card
 
 DATASET_NAME = "eclip-demo-emoji-catalogue"
 # Image kinds cycle per source; with the default 4 images per source every kind appears.
@@ -256,7 +256,7 @@ def _dataset_info(
         "name": DATASET_NAME,
         "description": "Offline demo product catalogue for ECLIP: emoji products drawn by several artwork sets "
         "(one 'photographer' each) in catalog, customer and ad images with object boxes.",
-        "shard_format_version": SHARD_FORMAT_VERSION,
+        "catalogue_format_version": FORMAT_VERSION,
         "build_arguments": args,
         "unicode_emoji_version": emoji_version,
         "splits": {
@@ -366,7 +366,7 @@ def build_catalogue(
     indices = range(len(products))  # products are sorted by id, so shards list them in a fixed order
     global _STATE
     with replacing_output_folder(output, overwrite) as staging:
-        writers = {split: ShardWriter(staging / split) for split in SPLITS}
+        writers = {split: ShardWriter(staging, split) for split in SPLITS}
         _STATE = state
         try:
             bar = {"total": len(indices), "desc": "drawing products", "unit": " products", "dynamic_ncols": True}
@@ -404,6 +404,13 @@ def build_catalogue(
         (staging / "LICENSE-DATA.md").write_text(licence, encoding="utf-8")
         (staging / "ATTRIBUTION.md").write_text(attribution, encoding="utf-8")
         (staging / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        write_dataset_card(
+            staging,
+            pretty_name=DATASET_NAME,
+            description=f"{info['description']}\n\n{info['license_summary']}",
+            license="other",
+            license_details=info["license_summary"],
+        )
     return info
 
 

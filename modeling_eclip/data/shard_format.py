@@ -1,94 +1,109 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""The one definition of the ECLIP product-catalogue shard format.
+"""The one definition of the ECLIP product-catalogue format: a Hugging Face dataset repository as is.
 
-Every producer (the demo catalogue builder, catalogue converters) and every consumer (the training stream,
-evaluation) goes through this module, so the format lives in exactly one place.
+Every producer (the demo catalogue builder, the catalogue converter, the migration of old shards) writes through this
+module; readers go through :mod:`modeling_eclip.data.source`, which also reads catalogues laid out differently.
 
-Layout of a catalogue directory::
+Layout of a catalogue folder (or Hub dataset repository)::
 
-    <root>/train/shard-00000.parquet, shard-00001.parquet, ...
-    <root>/test/shard-00000.parquet, ...
-    <root>/dataset_info.json (+ licence / attribution files)
+    <root>/README.md                               dataset card: YAML `configs` (split -> files), `dataset_info`
+                                                   (features, split sizes), `license`; a description below it
+    <root>/data/train-00000-of-00002.parquet, ...  one file set per split, `<split>-NNNNN-of-MMMMM.parquet`
+    <root>/data/test-00000-of-00001.parquet
+    <root>/LICENSE-DATA.md, ATTRIBUTION.md, ...    optional: licence texts of the images
 
-One parquet row per product:
+``datasets.load_dataset(root)`` (with or without ``streaming=True``) reads it with nothing of ours imported: the
+features below are stored in every parquet file's ``huggingface`` metadata and in the card, so images come back as
+PIL images and image kinds as class labels. One row per product (:data:`CATALOGUE_FEATURES`):
 
 * ``product_id`` (string): stable identifier, e.g. ``"emoji-1f3b8"``.
 * ``title`` (string): the product title shown in the shop.
 * ``category`` (string): readable category, e.g. ``"musical instrument"``.
-* ``split`` (string): ``"train"`` or ``"test"`` (the directory the shard lives in).
-* ``images`` (list of struct): every image of the product, each with
+* ``images`` (list): every image of the product, each with
 
-  * ``image`` (binary): encoded PNG or JPEG bytes,
+  * ``image`` (``datasets.Image()``): encoded PNG or JPEG bytes stored inside the parquet file,
   * ``source`` (string): who "photographed" it (an artwork set, a shop, a camera...),
-  * ``kind`` (string): one of :data:`IMAGE_KINDS`,
+  * ``kind`` (``ClassLabel`` of :data:`IMAGE_KINDS`),
   * ``boxes`` (list of [x0, y0, x1, y1] float32): pixel boxes in the stored image of every object in it,
     the product itself first; ``x1``/``y1`` are exclusive pixel edges, so a box covers the pixel columns
     ``x0 .. x1 - 1`` and ``0 <= x0 < x1 <= width``,
   * ``box_product_ids`` (list of string): the product id of each box, ``box_product_ids[0] == product_id``.
 
-Shards are written under a temporary name and renamed, so a reader never sees a half-written shard.
+One product per row rather than one image per row: a product's images arrive together, so the training stream needs
+no grouping and its shuffle buffer mixes products, not images (``examples/benchmark_data.py`` measures both).
+
+Files are written under temporary names and renamed, and builders write into a staging folder swapped in whole
+(``output_folder.py``), so a reader never sees a half-written catalogue.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SHARD_FORMAT_VERSION = "1"
-SHARD_GLOB = "shard-*.parquet"
+# 1: <split>/shard-*.parquet with raw binary images (processing/migrate_shards.py converts it); 2: this layout.
+FORMAT_VERSION = "2"
+DATA_FOLDER = "data"
+CARD_NAME = "README.md"
 IMAGE_KINDS = ("catalog", "customer", "ad")
 SPLITS = ("train", "test")
-# Whole shards are read into memory by the stream; 64 MB keeps that cheap and the file count low.
+# Readers hold whole row groups in memory; 64 MB files keep the file count low and uploads resumable per file.
 DEFAULT_MAX_SHARD_BYTES = 64 * 1024 * 1024
 # Small row groups let a streaming reader start quickly and shuffle at row-group granularity.
 DEFAULT_ROW_GROUP_SIZE = 64
 
-IMAGE_STRUCT = pa.struct(
-    [
-        pa.field("image", pa.binary(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("boxes", pa.list_(pa.list_(pa.float32())), nullable=False),
-        pa.field("box_product_ids", pa.list_(pa.string()), nullable=False),
-    ]
+CATALOGUE_FEATURES = datasets.Features(
+    {
+        "product_id": datasets.Value("string"),
+        "title": datasets.Value("string"),
+        "category": datasets.Value("string"),
+        "images": datasets.List(
+            {
+                "image": datasets.Image(),
+                "source": datasets.Value("string"),
+                "kind": datasets.ClassLabel(names=list(IMAGE_KINDS)),
+                "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+                "box_product_ids": datasets.List(datasets.Value("string")),
+            }
+        ),
+    }
 )
-
-SHARD_SCHEMA = pa.schema(
-    [
-        pa.field("product_id", pa.string(), nullable=False),
-        pa.field("title", pa.string(), nullable=False),
-        pa.field("category", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("images", pa.list_(IMAGE_STRUCT), nullable=False),
-    ],
-    metadata={b"eclip_shard_format_version": SHARD_FORMAT_VERSION.encode()},
-)
+# The arrow schema, with the features in its `huggingface` metadata (what `datasets` reads the types from).
+CATALOGUE_SCHEMA = CATALOGUE_FEATURES.arrow_schema
 
 # Statistics only on the small string columns: min/max of image bytes are useless and bloat the footer.
-_STATISTICS_COLUMNS = ["product_id", "title", "category", "split"]
+_STATISTICS_COLUMNS = ["product_id", "title", "category"]
 
 
-def shard_name(index: int) -> str:
-    """File name of the ``index``-th shard of a split, e.g. ``shard-00000.parquet``."""
-    return f"shard-{index:05d}.parquet"
+def shard_name(split: str, index: int, count: int) -> str:
+    """File name of the ``index``-th of ``count`` files of a split, as the Hub names them:
+    ``train-00000-of-00002.parquet``."""
+    return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
 def list_shards(root: str | os.PathLike, split: str) -> list[Path]:
-    """Sorted shard paths of one split of the catalogue at ``root``."""
-    return sorted((Path(root) / split).glob(SHARD_GLOB))
+    """Sorted parquet files of one split of the local catalogue at ``root`` (``[]`` when it has none)."""
+    return sorted((Path(root) / DATA_FOLDER).glob(f"{split}-*.parquet"))
 
 
-def require_shards(root: str | os.PathLike, split: str) -> list[Path]:
-    """:func:`list_shards`, for readers that need the split: an empty or missing split raises ``FileNotFoundError``."""
-    paths = list_shards(root, split)
-    if not paths:
-        raise FileNotFoundError(f"No shards ({SHARD_GLOB}) in {Path(root) / split}; is this a catalogue?")
-    return paths
+def old_layout_splits(root: str | os.PathLike) -> list[str]:
+    """Splits of ``root`` in the format-1 layout (``<split>/shard-*.parquet``), which readers no longer take."""
+    root = Path(root)
+    return sorted(path.name for path in root.iterdir() if path.is_dir() and any(path.glob("shard-*.parquet")))
+
+
+def migration_hint(root: str | os.PathLike) -> str:
+    """How to convert a format-1 catalogue at ``root``."""
+    return (
+        f"{root} holds catalogue shards of the old format 1 (<split>/shard-*.parquet); convert them with "
+        f"`python processing/migrate_shards.py {root} --output NEW_FOLDER`"
+    )
 
 
 def image_format(data: bytes) -> str:
@@ -101,8 +116,8 @@ def image_format(data: bytes) -> str:
 
 
 def validate_row(row: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` if ``row`` does not follow the shard format (cheap checks, no image decoding)."""
-    for key in ("product_id", "title", "category", "split"):
+    """Raise ``ValueError`` if a product row (images as bytes, kinds as names) breaks the format; no decoding."""
+    for key in ("product_id", "title", "category"):
         if not isinstance(row.get(key), str) or not row[key]:
             raise ValueError(f"row field {key!r} must be a non-empty string, got {row.get(key)!r}")
     images = row.get("images")
@@ -131,7 +146,7 @@ def _row_nbytes(row: Mapping[str, Any]) -> int:
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike, row_group_size: int = DEFAULT_ROW_GROUP_SIZE) -> None:
-    """Write ``table`` as parquet to ``path`` via a temporary file + rename, so no half-written shard exists.
+    """Write ``table`` as parquet to ``path`` via a temporary file + rename, so no half-written file exists.
 
     Encoder settings are fixed so the same rows always give the same bytes (no timestamps in parquet).
     """
@@ -140,13 +155,13 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike, row_group_size:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         pq.write_table(
-            table.cast(SHARD_SCHEMA),
+            table.cast(CATALOGUE_SCHEMA),
             tmp,
             row_group_size=row_group_size,
             compression="zstd",
             compression_level=3,
             write_statistics=_STATISTICS_COLUMNS,
-            use_dictionary=["category", "split"],
+            use_dictionary=["category"],
         )
         os.replace(tmp, path)
     finally:
@@ -154,37 +169,69 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike, row_group_size:
             tmp.unlink()
 
 
+def encode_rows(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Product rows (images as bytes, kinds as names, as :func:`validate_row` takes them) as an arrow table of
+    :data:`CATALOGUE_FEATURES`."""
+    kind_index = {kind: index for index, kind in enumerate(IMAGE_KINDS)}
+    encoded = [
+        {
+            "product_id": row["product_id"],
+            "title": row["title"],
+            "category": row["category"],
+            "images": [
+                {
+                    "image": {"bytes": image["image"], "path": None},
+                    "source": image["source"],
+                    "kind": kind_index[image["kind"]],
+                    "boxes": image["boxes"],
+                    "box_product_ids": image["box_product_ids"],
+                }
+                for image in row["images"]
+            ],
+        }
+        for row in rows
+    ]
+    return pa.Table.from_pylist(encoded, schema=CATALOGUE_SCHEMA)
+
+
 class ShardWriter:
-    """Write rows of one split to ``shard-NNNNN.parquet`` files of at most about ``max_bytes`` each.
+    """Write the product rows of one split to ``<root>/data/<split>-NNNNN-of-MMMMM.parquet`` files of at most about
+    ``max_bytes`` each.
 
-    ``directory`` must hold no shard yet (``FileExistsError`` otherwise): shards of an earlier write would be read
-    with the new ones. Use as a context manager; rows are buffered and flushed as a whole shard, atomically::
+    ``root`` must hold no file of this split yet (``FileExistsError`` otherwise): files of an earlier write would be
+    read with the new ones. Use as a context manager; rows are buffered and flushed as whole files, atomically, under
+    a temporary name; closing gives them their final ``-of-MMMMM`` names::
 
-        with ShardWriter(root / "train") as writer:
+        with ShardWriter(root, "train") as writer:
             for row in rows:
                 writer.write(row)
     """
 
     def __init__(
         self,
-        directory: str | os.PathLike,
+        root: str | os.PathLike,
+        split: str,
         max_bytes: int = DEFAULT_MAX_SHARD_BYTES,
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
         validate: bool = True,
     ) -> None:
-        self.directory = Path(directory)
-        if any(self.directory.glob(SHARD_GLOB)):
-            raise FileExistsError(f"{self.directory} already holds shards; write into an empty folder")
+        if not split or not split.replace("_", "").isalnum():
+            raise ValueError(f"split names are letters, digits and '_' (they name files), got {split!r}")
+        self.root = Path(root)
+        self.split = split
+        if list_shards(self.root, split):
+            raise FileExistsError(f"{self.root / DATA_FOLDER} already holds {split} files; write into an empty folder")
         self.max_bytes = max_bytes
         self.row_group_size = row_group_size
         self.validate = validate
         self.paths: list[Path] = []
         self.num_rows = 0
+        self._partial: list[Path] = []
         self._rows: list[Mapping[str, Any]] = []
         self._nbytes = 0
 
     def write(self, row: Mapping[str, Any]) -> None:
-        """Buffer one product row; starts a new shard when this one would exceed ``max_bytes``."""
+        """Buffer one product row; starts a new file when this one would exceed ``max_bytes``."""
         if self.validate:
             validate_row(row)
         size = _row_nbytes(row)
@@ -194,46 +241,108 @@ class ShardWriter:
         self._nbytes += size
 
     def flush(self) -> None:
-        """Write the buffered rows as the next shard (no-op when nothing is buffered)."""
+        """Write the buffered rows as the next file (no-op when nothing is buffered)."""
         if not self._rows:
             return
-        path = self.directory / shard_name(len(self.paths))
-        write_table_atomic(pa.Table.from_pylist(self._rows, schema=SHARD_SCHEMA), path, self.row_group_size)
-        self.paths.append(path)
+        path = self.root / DATA_FOLDER / f".{self.split}-{len(self._partial):05d}.partial.parquet"
+        write_table_atomic(encode_rows(self._rows), path, self.row_group_size)
+        self._partial.append(path)
         self.num_rows += len(self._rows)
         self._rows, self._nbytes = [], 0
 
     def close(self) -> None:
-        """Flush the last shard."""
+        """Flush the last file and give every file its final name."""
         self.flush()
+        count = len(self._partial)
+        for index, path in enumerate(self._partial):
+            final = path.with_name(shard_name(self.split, index, count))
+            os.replace(path, final)
+            self.paths.append(final)
+        self._partial = []
 
     def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        # On an exception keep only the complete shards already written; drop the buffered rest.
+        # On an exception nothing gets a final name (builders write into a staging folder that is then deleted).
         if exc_type is None:
             self.close()
 
 
 def write_shards(
-    rows: Iterable[Mapping[str, Any]], directory: str | os.PathLike, max_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    rows: Iterable[Mapping[str, Any]],
+    root: str | os.PathLike,
+    split: str,
+    max_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    validate: bool = True,
 ) -> list[Path]:
-    """Write ``rows`` to shards in ``directory`` and return their paths."""
-    with ShardWriter(directory, max_bytes=max_bytes) as writer:
+    """Write ``rows`` as the ``split`` files of the catalogue at ``root`` and return their paths."""
+    with ShardWriter(root, split, max_bytes=max_bytes, validate=validate) as writer:
         for row in rows:
             writer.write(row)
     return writer.paths
 
 
-def iter_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]]:
-    """Yield product rows (plain dicts) from shard files, one row group at a time."""
-    for path in paths:
-        parquet = pq.ParquetFile(path)
-        for group in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(group).to_pylist()
+def write_dataset_card(
+    root: str | os.PathLike,
+    pretty_name: str,
+    description: str,
+    license: str,
+    license_details: str = "",
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``<root>/README.md``: the dataset card a Hub dataset repository needs, for the splits written there.
+
+    Its YAML header maps each split to its files (``configs``), lists the features and split sizes (``dataset_info``,
+    read from the parquet footers, and the files' size) and the ``license`` (an id of https://hf.co/docs/hub/repositories-licenses, e.g.
+    ``apache-2.0`` or ``other``); ``license_details`` explains a mixed licence. The body is ``description``.
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    root = Path(root)
+    splits = _splits_on_disk(root)
+    if not splits:
+        raise FileNotFoundError(f"{root / DATA_FOLDER} holds no <split>-*.parquet files to describe")
+    info = datasets.DatasetInfo(features=CATALOGUE_FEATURES)._to_yaml_dict()
+    info["splits"] = [
+        {"name": split, "num_examples": sum(pq.ParquetFile(path).metadata.num_rows for path in list_shards(root, split))}
+        for split in splits
+    ]
+    info["download_size"] = sum(path.stat().st_size for split in splits for path in list_shards(root, split))
+    data = DatasetCardData(
+        pretty_name=pretty_name,
+        license=license,
+        license_details=license_details or None,
+        task_categories=["zero-shot-image-classification", "image-feature-extraction"],
+        tags=["e-commerce", "products", "eclip"],
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [{"split": split, "path": f"{DATA_FOLDER}/{split}-*"} for split in splits],
+            }
+        ],
+        dataset_info=info,
+        eclip_catalogue_format=FORMAT_VERSION,
+        **dict(extra_metadata or {}),
+    )
+    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n# {pretty_name}\n\n{description.strip()}\n")
+    path = root / CARD_NAME
+    path.write_text(str(card), encoding="utf-8")
+    return path
 
 
-def read_split(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
-    """All product rows of one split of the catalogue at ``root``."""
-    return list(iter_rows(list_shards(root, split)))
+def read_card_metadata(root: str | os.PathLike) -> dict[str, Any]:
+    """The YAML header of ``<root>/README.md`` as a dict (``{}`` without a card)."""
+    from huggingface_hub import DatasetCard
+
+    path = Path(root) / CARD_NAME
+    if not path.is_file():
+        return {}
+    return DatasetCard.load(path).data.to_dict()
+
+
+def _splits_on_disk(root: Path) -> list[str]:
+    """Split names of the files in ``<root>/data``, the standard ones first."""
+    names = {path.name.rsplit("-", 3)[0] for path in (root / DATA_FOLDER).glob("*-*-of-*.parquet")}
+    return [s for s in SPLITS if s in names] + sorted(names - set(SPLITS))
+

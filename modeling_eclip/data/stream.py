@@ -33,7 +33,7 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageEnhance
 
 from ..processing_eclip import is_blank_text, to_rgb_image
-from .shard_format import require_shards
+from .source import CatalogueSource, image_input
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 DEFAULT_BATCH_SIZE = 32
@@ -46,10 +46,16 @@ COUNTER_NAMES = (
     "skipped_corrupt_images",
     "skipped_single_image_products",
     "skipped_blank_title_products",
+    "skipped_no_product_id_products",
+    "noncontiguous_products",
     "deferred_duplicates",
 )
 # The counter of each reason `make_pair` rejects a product for.
-REJECTION_COUNTERS = {"single_image": "skipped_single_image_products", "blank_title": "skipped_blank_title_products"}
+REJECTION_COUNTERS = {
+    "single_image": "skipped_single_image_products",
+    "blank_title": "skipped_blank_title_products",
+    "no_product_id": "skipped_no_product_id_products",
+}
 
 
 def product_id_to_int(product_id: str) -> int:
@@ -59,27 +65,26 @@ def product_id_to_int(product_id: str) -> int:
 
 
 def load_product_stream(
-    data_files: str | Sequence[str] | None = None,
-    data_dir: str | os.PathLike | None = None,
+    source: CatalogueSource | str | os.PathLike,
     split: str = "train",
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
 ) -> datasets.IterableDataset:
-    """Stream the product rows of a catalogue, shuffled with ``seed`` and split across ``world_size`` ranks.
+    """Stream the products of a catalogue split, shuffled with ``seed`` and split across ``world_size`` ranks.
 
-    Pass either ``data_files`` (parquet shard paths or globs) or ``data_dir`` (a catalogue root; its ``split``
-    sub-folder is read). ``shuffle_buffer=0`` disables shuffling. Call ``set_epoch`` on the result to reshuffle.
+    ``source`` is a :class:`~modeling_eclip.data.source.CatalogueSource` (any dataset, with a column mapping) or a
+    local folder / Hub id in our layout. The products come from ``source.products(split)``: one ``datasets`` shard per
+    data file, so ``shuffle`` reorders the files and fills a buffer of ``shuffle_buffer`` products (0: no shuffling),
+    and ``split_dataset_by_node`` hands each rank whole files when their count divides by ``world_size`` (every
+    ``world_size``-th product otherwise). Call ``set_epoch`` on the result to reshuffle.
     """
-    if (data_files is None) == (data_dir is None):
-        raise ValueError("pass exactly one of data_files or data_dir")
     if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
         raise ValueError(f"shuffle_buffer must be an integer >= 0 (0: no shuffling), got {shuffle_buffer!r}")
-    if data_dir is not None:
-        data_files = [str(path) for path in require_shards(data_dir, split)]
-    # The parquet files are already one split; datasets calls a plain file list "train" whatever it holds.
-    stream = datasets.load_dataset("parquet", data_files=data_files, split="train", streaming=True)
+    if not isinstance(source, CatalogueSource):
+        source = CatalogueSource(str(source))
+    stream = source.products(split)
     if shuffle_buffer > 0:
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
     if world_size > 1:
@@ -197,12 +202,16 @@ def make_pair(
 
     Returns a sample (``anchor``, ``positive`` RGB PIL images, ``title``, ``product_id`` int64, ``product_key``
     string) or, when fewer than two images decode, ``{"rejected": "single_image"}`` (``"blank_title"`` for a title with
-    nothing to read, which the processor would refuse mid-run: see ``check_texts``); ``corrupt`` counts the images
-    that failed to decode. The choice depends only on (seed, epoch, position), which makes resumption exact.
+    nothing to read, which the processor would refuse mid-run: see ``check_texts``; ``"no_product_id"`` for a missing
+    or empty id); ``corrupt`` counts the images that are missing or failed to decode. The choice depends only on (seed, epoch, position), which makes resumption exact.
     """
+    # A product id met again later in its data file (image-per-row datasets): trained on, and counted.
+    noncontiguous = bool(example.get("noncontiguous"))
+    if not example["product_id"]:
+        return {"rejected": "no_product_id", "corrupt": 0, "noncontiguous": noncontiguous}
     title = example["title"]
     if not isinstance(title, str) or is_blank_text(title):
-        return {"rejected": "blank_title", "corrupt": 0}
+        return {"rejected": "blank_title", "corrupt": 0, "noncontiguous": noncontiguous}
     images = example["images"]
     rng = np.random.default_rng([seed, epoch, position])
     decoded: dict[int, Any] = {}
@@ -210,8 +219,11 @@ def make_pair(
 
     def load(index: int) -> Any:
         if index not in decoded and index not in bad:
+            value = image_input(images[index])
             try:
-                decoded[index] = to_rgb_image(images[index]["image"], f"{example['product_id']} image {index}")
+                if value is None:
+                    raise ValueError("no image")
+                decoded[index] = to_rgb_image(value, f"{example['product_id']} image {index}")
             except ValueError:
                 bad.add(index)
         return decoded.get(index)
@@ -234,6 +246,7 @@ def make_pair(
                 }
                 break
     sample["corrupt"] = len(bad)
+    sample["noncontiguous"] = noncontiguous
     return sample
 
 
@@ -372,13 +385,16 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         # ``iter`` rather than ``__iter__``: inside a DataLoader worker ``__iter__`` would hand this worker only some
         # of the parquet files, whereas every loader worker must see the whole stream (see the class docstring).
         for rows in self.stream.iter(batch_size=_READ_BATCH):
-            for product_id, title, images in zip(rows["product_id"], rows["title"], rows["images"]):
+            for product_id, title, images, noncontiguous in zip(
+                rows["product_id"], rows["title"], rows["images"], rows["noncontiguous"]
+            ):
                 if position >= start or position in replay:
                     # Only what make_pair needs crosses the process boundary (boxes stay behind).
                     example = {
                         "product_id": product_id,
                         "title": title,
-                        "images": [{"image": im["image"], "source": im["source"], "kind": im["kind"]} for im in images],
+                        "images": [{k: im[k] for k in ("image", "path", "source", "kind")} for im in images],
+                        "noncontiguous": noncontiguous,
                     }
                     job = (example, self.seed, epoch, position, self.augment, self.anchor_kind)
                     yield position, (*job, self.anchor_kind_probability)
@@ -472,6 +488,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                 start_batch()
             products_read += 1
             counters["skipped_corrupt_images"] += sample["corrupt"]
+            counters["noncontiguous_products"] += sample["noncontiguous"]
             if "rejected" in sample:
                 counters[REJECTION_COUNTERS[sample["rejected"]]] += 1
             else:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from transformers.image_transforms import corners_to_center_format
 
-from ..data.shard_format import SPLITS, read_split, require_shards
+from ..data.source import CatalogueSource
 
 # Image kinds with several products and their boxes: the detection images of the demo catalogue.
 DETECTION_KINDS = ("customer", "ad")
@@ -52,9 +52,10 @@ class DetectionSample:
 
 def category_labels(data_dir: str | os.PathLike) -> list[str]:
     """The label names: every category of the catalogue (all splits), sorted, so train and test share the ids."""
+    source = CatalogueSource(str(data_dir))
     categories = set()
-    for split in SPLITS:
-        categories.update(row["category"] for row in read_split(data_dir, split))
+    for split in source.split_names():
+        categories.update(row["category"] for row in source.iter_products(split, need_category=True))
     if not categories:
         raise FileNotFoundError(f"{data_dir} holds no products; is this a catalogue?")
     return sorted(categories)
@@ -92,12 +93,15 @@ def load_detection_samples(
 
     A box's label is its product's category; products are looked up in every split of the catalogue (a distractor
     may be a product of the other split)."""
-    require_shards(data_dir, split)
-    category_of = {row["product_id"]: row["category"] for name in SPLITS for row in read_split(data_dir, name)}
+    source = CatalogueSource(str(data_dir))
+    rows = list(source.iter_products(split, need_category=True))  # FileNotFoundError naming a missing split
+    category_of = {
+        row["product_id"]: row["category"] for name in source.split_names() for row in source.iter_products(name)
+    }
     label_of = {name: index for index, name in enumerate(label_names)}
     samples: list[DetectionSample] = []
     skipped: Counter = Counter()
-    for row in read_split(data_dir, split):
+    for row in rows:
         for image in row["images"]:
             if image["kind"] not in kinds:
                 continue

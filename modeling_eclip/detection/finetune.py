@@ -25,11 +25,13 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from ..data.shard_format import list_shards
+from ..data.source import CatalogueSource
 from ..modeling_eclip import EclipForObjectDetection
 from ..processing_eclip import EclipImageProcessor
 from ..training.arguments import MIXED_PRECISIONS, check_output_dir, load_recipe
 from ..training.checkpoints import METRICS_FILE, CheckpointManager, append_metrics, remove_run_files, write_json
-from ..training.export import read_dataset_info
+from ..training.export import describe_dataset
 from ..training.loop import NonFiniteLossError, PretrainingResult
 from ..training.tracking import check_report_to, log_scalars, parse_report_to, tracker_init_kwargs
 from .data import DETECTION_KINDS, DetectionBatches, category_labels, load_detection_samples
@@ -124,8 +126,9 @@ def check_detection_arguments(args: DetectionArguments) -> list[str]:
         raise ValueError(f"image_kinds must name kinds of the shard format, got {args.image_kinds}")
     if not (Path(args.model_name_or_path) / "config.json").is_file():
         raise FileNotFoundError(f"model_name_or_path {args.model_name_or_path} is not a saved ECLIP model")
-    if not (Path(args.data_dir) / args.train_split).is_dir():
-        raise FileNotFoundError(f"data_dir {args.data_dir} has no {args.train_split}/ split")
+    if not list_shards(args.data_dir, args.train_split):
+        CatalogueSource(args.data_dir)  # names an old-format or missing folder
+        raise FileNotFoundError(f"data_dir {args.data_dir} has no {args.train_split} split (data/{args.train_split}-*)")
     trackers = parse_report_to(args.report_to)
     check_report_to(trackers)
     return trackers
@@ -318,10 +321,8 @@ def render_detection_card(
     data and its licence, the recipe, the evaluation, intended use and limitations."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    data_info = read_dataset_info(args.data_dir)
-    dataset = data_info.get("name") or Path(args.data_dir).name
-    licence_path = Path(args.data_dir) / "LICENSE-DATA.md"
-    licence = licence_path.read_text().strip() if licence_path.is_file() else "Not stated next to the data."
+    data = describe_dataset(args.data_dir)
+    dataset, licence = data["name"], data["licence"]
     eval_results = [
         EvalResult(
             task_type="object-detection",
@@ -375,7 +376,7 @@ detector("photo.png", threshold=0.5)  # [{{"score", "label", "box": {{"xmin", "y
 
 ## Training data
 
-`{dataset}`: {data_info.get("description", "")} The boxes of every object in the customer and ad photos of the
+`{dataset}`: {data["description"]} The boxes of every object in the customer and ad photos of the
 `{args.train_split}` products ({summary["train_images"]} images; skipped: {summary["skipped_train_images"] or "none"}),
 each labelled with its product's category.
 

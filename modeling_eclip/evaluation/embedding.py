@@ -26,17 +26,15 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers.utils import ModelOutput
 
-from ..data.shard_format import list_shards, require_shards
+from ..data.source import CatalogueSource, image_input
 from ..modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
 from ..processing_eclip import EclipProcessor, to_rgb_image
 
@@ -100,31 +98,35 @@ def check_positive_int(name: str, value: Any) -> int:
 
 
 def load_catalogue_split(
-    data_dir: str | os.PathLike, split: str = "test", max_products: int | None = None
+    dataset: CatalogueSource | str | os.PathLike, split: str = "test", max_products: int | None = None
 ) -> CatalogueSplit:
-    """Reads one split of a catalogue directory (the first `max_products` products if given).
+    """Reads one split of a catalogue (the first `max_products` products if given): a `CatalogueSource` (any dataset,
+    with a column mapping; it needs a category column) or a local folder / Hub id in our layout.
 
     Every image is decoded once here, as training decodes it (`processing_eclip.to_rgb_image`); an unreadable one
-    (corrupt, truncated, a decompression bomb) is skipped and named in `unreadable_images`, as the training stream
-    skips and counts it, so one bad file does not stop an evaluation."""
+    (corrupt, truncated, a decompression bomb, missing) is skipped and named in `unreadable_images`, as the training
+    stream skips and counts it, so one bad file does not stop an evaluation."""
     if max_products is not None:
         check_positive_int("max_products", max_products)
-    rows = pq.read_table(require_shards(data_dir, split)).to_pylist()
-    if max_products is not None:
-        rows = rows[:max_products]
+    if not isinstance(dataset, CatalogueSource):
+        dataset = CatalogueSource(str(dataset))
+    rows, all_titles = [], {}
+    for row in dataset.iter_products(split, need_category=True):
+        # Titles of the whole split: the grounding control prompts name the other products in an image.
+        all_titles[row["product_id"]] = row["title"]
+        if max_products is None or len(rows) < max_products:
+            rows.append(row)
     if not rows:
-        raise ValueError(f"split {split!r} of {data_dir} has no products")
-    all_titles = {}
-    for other in sorted(path.name for path in Path(data_dir).iterdir() if path.is_dir()):
-        if paths := list_shards(data_dir, other):
-            columns = pq.read_table(paths, columns=["product_id", "title"]).to_pydict()
-            all_titles.update(zip(columns["product_id"], columns["title"]))
+        raise ValueError(f"split {split!r} of {dataset.describe()} has no products")
     images, unreadable = [], []
     for index, row in enumerate(rows):
         for number, image in enumerate(row["images"]):
             name = f"{row['product_id']} image {number}"
+            data = image_input(image)
             try:
-                to_rgb_image(image["image"], name)
+                if data is None:
+                    raise ValueError("no image")
+                to_rgb_image(data, name)
             except ValueError:
                 unreadable.append(name)
                 continue
@@ -133,7 +135,7 @@ def load_catalogue_split(
                     product=index,
                     source=image["source"],
                     kind=image["kind"],
-                    data=image["image"],
+                    data=data,
                     boxes=image["boxes"],
                     box_product_ids=image["box_product_ids"],
                     name=name,
@@ -141,7 +143,9 @@ def load_catalogue_split(
             )
     if unreadable:
         shown = ", ".join(unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
-        logger.warning("split %r of %s: skipped %d unreadable image(s): %s", split, data_dir, len(unreadable), shown)
+        logger.warning(
+            "split %r of %s: skipped %d unreadable image(s): %s", split, dataset.describe(), len(unreadable), shown
+        )
     return CatalogueSplit(
         product_ids=[row["product_id"] for row in rows],
         titles=[row["title"] for row in rows],

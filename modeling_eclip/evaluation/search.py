@@ -21,11 +21,10 @@ from typing import Any
 import datasets
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from ..data.shard_format import require_shards
+from ..data.source import CatalogueSource, image_input
 from ..processing_eclip import check_texts, to_rgb_images
 
 logger = logging.getLogger(__name__)
@@ -73,24 +72,37 @@ def embed_products(
 
 
 def load_catalogue(
-    data_dir: str | os.PathLike, split: str = "test", kind: str = "catalog", source: str | None = None
+    dataset: CatalogueSource | str | os.PathLike, split: str = "test", kind: str = "catalog", source: str | None = None
 ) -> datasets.Dataset:
-    """One row per product of a shard catalogue (`modeling_eclip/data/shard_format.py`), with its first image of `kind`
-    (and `source`, if given) as encoded bytes in an `image` column, its box in that image as `box`.
+    """One row per product of a catalogue (a `CatalogueSource`, or a local folder / Hub id in our layout) with its
+    first image of `kind` (and `source`, if given) in an `image` column (encoded bytes, or a path), its box in that
+    image as `box`.
 
     Products without such an image are left out, and how many is logged as a warning.
     """
-    files = [str(path) for path in require_shards(data_dir, split)]
-    # An in-memory Arrow table: no copy in the datasets cache for what is read once per run.
-    products = datasets.Dataset(pq.read_table(files))
+    if not isinstance(dataset, CatalogueSource):
+        dataset = CatalogueSource(str(dataset))
 
     def first_image(images: list[dict[str, Any]]) -> dict[str, Any]:
         for image in images:
-            if image["kind"] == kind and (source is None or image["source"] == source):
-                return {"image": image["image"], "source": image["source"], "box": image["boxes"][0]}
+            if image["kind"] == kind and (source is None or image["source"] == source) and image_input(image):
+                box = image["boxes"][0] if image["boxes"] else None
+                return {"image": image_input(image), "source": image["source"], "box": box}
         return {"image": None, "source": None, "box": None}
 
-    catalogue = products.map(first_image, input_columns="images", remove_columns="images", keep_in_memory=True)
+    rows = [
+        {
+            "product_id": row["product_id"],
+            "title": row["title"],
+            "category": row["category"],
+            **first_image(row["images"]),
+        }
+        for row in dataset.iter_products(split)
+    ]
+    if not rows:
+        raise ValueError(f"split {split!r} of {dataset.describe()} has no products")
+    # In memory: no copy in the datasets cache for what is read once per run.
+    catalogue = datasets.Dataset.from_list(rows)
     kept = catalogue.filter(lambda image: image is not None, input_columns="image", keep_in_memory=True)
     if len(kept) < len(catalogue):
         wanted = kind if source is None else f"{kind} from {source!r}"

@@ -21,6 +21,7 @@ import yaml
 
 from ..configuration_eclip import EclipConfig
 from ..data.shard_format import IMAGE_KINDS
+from ..data.source import DATASET_ARGUMENT_NAMES, DatasetArguments
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
 from .tracking import check_report_to, parse_report_to
 
@@ -40,9 +41,10 @@ HUB_CHECKPOINT_DIR = "last-checkpoint"
 
 
 @dataclass
-class PretrainingArguments:
+class PretrainingArguments(DatasetArguments):
     """The pretraining recipe. Every field is a `--flag` of `python -m modeling_eclip.training` and a key of a recipe
-    YAML."""
+    YAML; the dataset fields (`dataset_name`, `dataset_config`, `dataset_revision`, the `*_column` mapping) come from
+    `modeling_eclip.data.source.DatasetArguments`."""
 
     # ----- model
     model_config: str = field(
@@ -74,11 +76,10 @@ class PretrainingArguments:
         default=None, metadata={"help": "Tokenizer; defaults to text_model_name_or_path."}
     )
     # ----- data
-    data_dir: str = field(
-        default="data/demo", metadata={"help": "Catalogue root, in the format of modeling_eclip/data/shard_format.py."}
-    )
+    train_split: str = field(default="train", metadata={"help": "The dataset split to train on."})
     build_demo_catalogue: bool = field(
-        default=False, metadata={"help": "Build the demo catalogue (~10 s) into data_dir if it has no train/ split."}
+        default=False,
+        metadata={"help": "Build the demo catalogue (~10 s) into dataset_name, a local folder, if it holds no data."},
     )
     shuffle_buffer: int = field(default=1000, metadata={"help": "Products in the streaming shuffle buffer."})
     num_workers: int = field(default=1, metadata={"help": "Image-decoding processes per rank (0: in the loop)."})
@@ -221,13 +222,6 @@ class PretrainingArguments:
             "help": "As Trainer's: 'every_save' uploads an export at every checkpoint (in the background), "
             f"'checkpoint' also the latest checkpoint as {HUB_CHECKPOINT_DIR}/ (resume with --resume hub), 'end' only "
             "the final export."
-        },
-    )
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub dataset id of the training catalogue, for the model card (datasets and model-index); None: "
-            "the catalogue is named by its dataset_info.json and not listed as a Hub dataset."
         },
     )
 
@@ -406,12 +400,8 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
     global_batch = args.per_device_train_batch_size * world_size
     config.check_global_batch_size(global_batch)
 
-    data_dir = Path(args.data_dir)
-    if not (data_dir / "train").is_dir() and not args.build_demo_catalogue:
-        raise FileNotFoundError(
-            f"data_dir {data_dir} has no train/ split; convert your catalogue with processing/catalogue_to_shards.py, "
-            "or pass --build_demo_catalogue to build the demo catalogue there"
-        )
+    if not args.build_demo_catalogue:
+        args.catalogue_source()  # a local folder that is missing, or holds the old format, is named here
     for name in ("vision_model_name_or_path", "text_model_name_or_path", "tokenizer_name_or_path"):
         value = getattr(args, name)
         # Hub ids look like "org/name"; "./", "../" and "/" are only ever local folders, so a missing one is a mistake.
@@ -518,6 +508,8 @@ RESUME_REFUSED = (
     "anchor_kind",
     "anchor_kind_probability",
     "instance_objectives_start_step",
+    "train_split",
+    *(name for name in DATASET_ARGUMENT_NAMES if name.endswith("_column")),
 )
 # Not compared: paths (compared by content instead) and how this start resumes.
 RESUME_NOT_COMPARED = (
@@ -526,7 +518,7 @@ RESUME_NOT_COMPARED = (
     "text_model_name_or_path",
     "vision_model_name_or_path",
     "tokenizer_name_or_path",
-    "data_dir",
+    "dataset_name",
     "build_demo_catalogue",
     "output_dir",
     "overwrite_output_dir",

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 from transformers import AutoTokenizer
@@ -96,47 +95,48 @@ def make_optimizer(groups: list[dict[str, Any]], args: PretrainingArguments) -> 
 
 
 def ensure_demo_catalogue(args: PretrainingArguments) -> None:
-    """Builds the demo catalogue into `data_dir` when the recipe asks for it and it has no train/ split yet."""
-    if args.build_demo_catalogue and not (Path(args.data_dir) / "train").is_dir():
+    """Builds the demo catalogue into `dataset_name` (a local folder) when the recipe asks for it and none is there."""
+    if args.build_demo_catalogue and not list_shards(args.dataset_name, args.train_split):
         from ..data.demo_catalogue import build_catalogue
 
-        logger.warning("building the demo catalogue in %s (first use)", args.data_dir)
-        build_catalogue(Path(args.data_dir), seed=0)
+        logger.warning("building the demo catalogue in %s (first use)", args.dataset_name)
+        build_catalogue(Path(args.dataset_name), seed=0, overwrite=True)
 
 
-def split_products(data_dir: str | Path, split: str) -> int:
-    """Products of one catalogue split, from the parquet footers (no data is read); 0 for a missing split."""
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in list_shards(data_dir, split))
-
-
-def check_catalogue(args: PretrainingArguments, world_size: int) -> dict[str, int]:
-    """Before the model is built: the train split holds at least one full step's products, and the split the run
-    evaluates on exists and is not empty (an evaluation that fails at the end would come after all the compute).
-    Returns the products per split checked."""
-    products = {"train": split_products(args.data_dir, "train")}
+def check_catalogue(args: PretrainingArguments, world_size: int) -> dict[str, int | None]:
+    """Before the model is built: the dataset's columns can be read as products (`CatalogueSchemaError` naming the
+    column and the option to set), the train split holds at least one full step's products when its size is known
+    without reading it, and the split the run evaluates on exists, with a category column (an evaluation that fails at
+    the end would come after all the compute). Returns the products per split checked (None: not known up front)."""
+    source = args.catalogue_source()
+    source.layout(args.train_split)
+    products = {args.train_split: source.num_products(args.train_split)}
     needed = args.per_device_train_batch_size * world_size
-    if products["train"] < needed:
+    if products[args.train_split] is not None and products[args.train_split] < needed:
         raise ValueError(
-            f"the train split of {args.data_dir} has {products['train']} products; one batch needs {needed} "
-            f"different products ({args.per_device_train_batch_size} per process x {world_size} process(es)), so "
-            "training could never take a step: lower per_device_train_batch_size or add products"
+            f"the {args.train_split} split of {source.describe()} has {products[args.train_split]} products; one "
+            f"batch needs {needed} different products ({args.per_device_train_batch_size} per process x {world_size} "
+            "process(es)), so training could never take a step: lower per_device_train_batch_size or add products"
         )
     if args.evaluate_at_end or args.eval_steps:
-        products[args.eval_split] = split_products(args.data_dir, args.eval_split)
-        if not products[args.eval_split]:
+        if args.eval_split not in source.split_names():
             raise FileNotFoundError(
-                f"eval_split {args.eval_split!r}: {Path(args.data_dir) / args.eval_split} has no products to "
-                "evaluate on; convert the catalogue with a test split, name another split, or pass "
-                "--evaluate_at_end false (and --eval_steps 0)"
+                f"eval_split {args.eval_split!r}: dataset {source.describe()} has no such split (it has "
+                f"{', '.join(source.split_names())}); convert the catalogue with a test split, name another split, "
+                "or pass --evaluate_at_end false (and --eval_steps 0)"
             )
+        source.layout(args.eval_split, need_category=True)
+        products[args.eval_split] = source.num_products(args.eval_split)
+        if products[args.eval_split] == 0:
+            raise FileNotFoundError(f"eval_split {args.eval_split!r} of {source.describe()} has no products")
     return products
 
 
 def make_stream(args: PretrainingArguments, processor: EclipProcessor, accelerator: Accelerator) -> ProductPairStream:
     """This rank's batches of product pairs: shuffled, split across processes, augmented."""
     rows = load_product_stream(
-        data_dir=args.data_dir,
-        split="train",
+        args.catalogue_source(),
+        split=args.train_split,
         shuffle_buffer=args.shuffle_buffer,
         seed=args.seed,
         rank=accelerator.process_index,

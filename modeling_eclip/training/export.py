@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..configuration_eclip import EclipConfig
+from ..data.shard_format import read_card_metadata
 from ..modeling_eclip import EclipModel
 from ..pipeline_eclip import save_pretrained_with_pipeline
 from ..processing_eclip import EclipProcessor
@@ -33,10 +34,39 @@ EVAL_RESULT_FIELDS = {
 }
 
 
-def read_dataset_info(data_dir: str | os.PathLike) -> dict[str, Any]:
-    """The catalogue's `dataset_info.json` (name, description, split sizes), or {} when it has none."""
-    path = Path(data_dir) / "dataset_info.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def describe_dataset(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """What a model card says of its training data: `name`, `description`, `licence` (text), `splits` (lines) and
+    `hub_id` (None for a local folder). A local catalogue is described by its dataset card (`README.md`), the
+    `dataset_info.json` of our builders and its `LICENSE-DATA.md`; a Hub dataset by its id and a link to its card."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return {
+            "name": str(name_or_path),
+            "description": f"The Hub dataset [{name_or_path}](https://huggingface.co/datasets/{name_or_path}).",
+            "licence": f"See the dataset card of `{name_or_path}`.",
+            "splits": [],
+            "hub_id": str(name_or_path),
+        }
+    info_path = path / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    card = read_card_metadata(path)
+    licence_path = path / "LICENSE-DATA.md"
+    if licence_path.is_file():
+        licence = licence_path.read_text().strip()
+    elif card.get("license"):
+        licence = f"`{card['license']}` (dataset card). {card.get('license_details') or ''}".strip()
+    else:
+        licence = "Not stated next to the data."
+    return {
+        "name": info.get("name") or card.get("pretty_name") or path.name,
+        "description": info.get("description", ""),
+        "licence": licence,
+        "splits": [
+            f"- `{name}`: {split.get('products')} products, {split.get('images')} images"
+            for name, split in info.get("splits", {}).items()
+        ],
+        "hub_id": None,
+    }
 
 
 def hub_model_ids(args: PretrainingArguments) -> list[str]:
@@ -89,15 +119,8 @@ def render_model_card(
     `base_model` and `datasets` as Hub ids, and the final evaluation as `eval_results` (model-index)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    data_dir = Path(args.data_dir)
-    data_info = read_dataset_info(data_dir)
-    licence_path = data_dir / "LICENSE-DATA.md"
-    licence = licence_path.read_text().strip() if licence_path.is_file() else "Not stated next to the data."
-    splits = data_info.get("splits", {})
-    data_lines = [
-        f"- `{name}`: {split.get('products')} products, {split.get('images')} images" for name, split in splits.items()
-    ]
-    dataset = args.dataset_name or data_info.get("name") or Path(args.data_dir).name
+    data = describe_dataset(args.dataset_name)
+    dataset = data["name"]
     model_name = args.hub_model_id.split("/")[-1] if args.hub_model_id else f"eclip-{Path(args.model_config).stem}"
     metadata = ModelCardData(
         model_name=model_name,
@@ -106,13 +129,13 @@ def render_model_card(
         pipeline_tag=PIPELINE_TAG,
         tags=["eclip", "e-commerce", "zero-shot-image-classification", "product-retrieval", "custom_code"],
         base_model=hub_model_ids(args) or None,
-        datasets=[args.dataset_name] if args.dataset_name else None,
+        datasets=[data["hub_id"]] if data["hub_id"] else None,
         eval_results=eval_results(args, metrics, dataset) if metrics else None,
     )
     if metrics:
         rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items()))
         evaluation = (
-            f"Held-out products (`{args.eval_split}` split of `{args.data_dir}`), step {summary.get('step')}:"
+            f"Held-out products (`{args.eval_split}` split of `{args.dataset_name}`), step {summary.get('step')}:"
             f"\n\n| metric | value |\n|---|---|\n{rows}"
         )
     else:
@@ -145,13 +168,13 @@ processor = AutoProcessor.from_pretrained("{args.hub_model_id or EXPORT_DIR}", t
 
 ## Training data
 
-`{data_info.get("name", args.data_dir)}`: {data_info.get("description", "")}
+`{dataset}`: {data["description"]}
 
-{chr(10).join(data_lines)}
+{chr(10).join(data["splits"])}
 
 ### Data licences
 
-{licence}
+{data["licence"]}
 
 ## Training recipe
 

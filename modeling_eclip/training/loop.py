@@ -33,7 +33,7 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 
 from ..configuration_eclip import EclipConfig
-from ..data.stream import COUNTER_NAMES, ProductPairStream
+from ..data.stream import COUNTER_NAMES, REJECTION_COUNTERS, ProductPairStream
 from ..modeling_eclip import LOSS_NAMES, EclipForPreTraining, EclipForPreTrainingOutput
 from ..processing_eclip import EclipProcessor
 from .arguments import (
@@ -66,7 +66,7 @@ from .checkpoints import (
     truncate_metrics,
     write_json,
 )
-from .export import EXPORT_DIR, HubPusher, export_pretrained, read_dataset_info, render_model_card, stage_for_hub
+from .export import EXPORT_DIR, HubPusher, export_pretrained, render_model_card, stage_for_hub
 from .tracking import log_images, log_scalars, tracker_init_kwargs
 
 
@@ -122,6 +122,7 @@ class Run:
     progress: tqdm
     started: float  # perf_counter of the start, minus the training time of the run this one resumes
     run_config: dict[str, Any]  # what a resume compares (`make_run_config`)
+    catalogue_products: dict[str, int | None]  # products per checked split (`check_catalogue`; None: not known)
     metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
 
     @property
@@ -228,12 +229,13 @@ def check_epoch_gave_batches(run: Run) -> None:
     epoch = run.stream.last_epoch
     if epoch is None or not epoch["from_start"] or epoch["batches"]:
         return
-    usable = epoch["products"] - epoch["skipped_single_image_products"] - epoch["skipped_blank_title_products"]
+    usable = epoch["products"] - sum(epoch[name] for name in REJECTION_COUNTERS.values())
     raise EmptyEpochError(
         f"epoch {epoch['epoch']} of the train split gave no full batch on process {run.accelerator.process_index}: "
         f"{epoch['products']} products read, {epoch['skipped_single_image_products']} of them skipped with fewer than "
         f"two readable images ({epoch['skipped_corrupt_images']} unreadable images), "
-        f"{epoch['skipped_blank_title_products']} with a blank title, {usable} usable, "
+        f"{epoch['skipped_blank_title_products']} with a blank title, {epoch['skipped_no_product_id_products']} "
+        f"without a product id, {usable} usable, "
         f"{epoch['deferred_duplicates']} held over as duplicates; a batch needs {run.stream.batch_size} different "
         "products. Lower per_device_train_batch_size, or fix the catalogue's images."
     )
@@ -257,7 +259,7 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
         ensure_demo_catalogue(args)
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    check_catalogue(args, accelerator.num_processes)
+    catalogue_products = check_catalogue(args, accelerator.num_processes)
     set_seed(args.seed)
     # datasets sleeps 5 s whenever a parquet stream ends (a workaround for an arrow crash at interpreter shutdown);
     # training re-reads its shards every epoch in a long-lived process, where that sleep only stalls the loop.
@@ -313,6 +315,7 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
         progress=progress,
         started=time.perf_counter() - state.train_seconds,
         run_config=run_config,
+        catalogue_products=catalogue_products,
     )
 
 
@@ -367,7 +370,6 @@ def make_run_config(args: PretrainingArguments, config: EclipConfig, processor: 
     """What a resume compares with the checkpoint (`resume`): the recipe, the model config, and fingerprints of the
     train split (shard names and sizes) and of the tokenizer's vocabulary: contents, not paths, so a run moved to
     another machine resumes."""
-    from ..data.shard_format import list_shards
 
     def without_paths(values: Any) -> Any:  # where the towers were loaded from is not part of the model
         if not isinstance(values, dict):
@@ -379,7 +381,7 @@ def make_run_config(args: PretrainingArguments, config: EclipConfig, processor: 
     return {
         "arguments": json.loads(json.dumps(dataclasses.asdict(args))),
         "model_config": json.loads(json.dumps(model_config, sort_keys=True)),
-        "catalogue": [[path.name, path.stat().st_size] for path in list_shards(args.data_dir, "train")],
+        "catalogue": args.catalogue_source().fingerprint(args.train_split),
         "tokenizer": f"{type(processor.tokenizer).__name__} {hashlib.sha256(vocabulary.encode()).hexdigest()}",
     }
 
@@ -639,7 +641,7 @@ def quick_evaluation(run: Run) -> dict[str, float]:
         metrics, figures = quick_evaluate_with_figures(
             run.pretrainer.eclip,
             run.processor,
-            args.data_dir,
+            args.catalogue_source(),
             split=args.eval_split,
             max_products=args.eval_max_products,
             num_overlays=num_images,
@@ -679,7 +681,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "device": str(run.accelerator.device),
         "mixed_precision": run.accelerator.mixed_precision,
         "samples_per_second": state.samples / max(state.train_seconds, 1e-9),
-        "train_products": read_dataset_info(run.args.data_dir).get("splits", {}).get("train", {}).get("products"),
+        "train_products": run.catalogue_products.get(run.args.train_split),
     }
 
 

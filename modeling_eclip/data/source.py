@@ -1,0 +1,465 @@
+# Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
+"""Read product data from any Hugging Face dataset: a Hub id or a local folder, in our layout or another one.
+
+A :class:`CatalogueSource` names the dataset (``load_dataset``'s path, config and revision) and how its columns map to
+what ECLIP needs (:class:`CatalogueColumns`). Two layouts are read, told apart by the type of the image column:
+
+* one product per row (our layout, ``shard_format.py``): the image column is a list of images, or a list of structs
+  with an ``image`` field (and optional ``source``, ``kind``, ``boxes``, ``box_product_ids`` fields);
+* one image per row, like most public product datasets: the image column is an ``Image`` (or bytes, or a path), and
+  consecutive rows with the same product id form one product. Rows of a product must be consecutive within a data
+  file (sort or group the dataset by product id); a product id met again later in the file is still read, as a
+  second product, and flagged ``noncontiguous`` (the training stream counts these).
+
+:meth:`CatalogueSource.products` streams every product of a split in one normalised form (``PRODUCT_FEATURES``: image
+bytes, names of kinds) through ``datasets``, so the training stream shuffles and splits it by node with ``datasets``'
+own tools, and a Hub dataset and a local one take the same code path. The schema is checked when a split is opened
+(:class:`CatalogueSchemaError` names the column, its type and the option to set); bad rows (no title, a missing or
+undecodable image) are left to the consumers, which skip and count them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .shard_format import list_shards, migration_hint, old_layout_splits
+
+# Every product as the consumers see it. The image is `image` (encoded bytes) or, for datasets that store paths or
+# URLs, `path`; `kind` is a name (or None); boxes are empty when the dataset has none.
+PRODUCT_FEATURES = datasets.Features(
+    {
+        "product_id": datasets.Value("string"),
+        "title": datasets.Value("string"),
+        "category": datasets.Value("string"),
+        "images": datasets.List(
+            {
+                "image": datasets.Value("binary"),
+                "path": datasets.Value("string"),
+                "source": datasets.Value("string"),
+                "kind": datasets.Value("string"),
+                "boxes": datasets.List(datasets.List(datasets.Value("float32"))),
+                "box_product_ids": datasets.List(datasets.Value("string")),
+            }
+        ),
+        "noncontiguous": datasets.Value("bool"),
+    }
+)
+
+
+class CatalogueSchemaError(ValueError):
+    """The dataset's columns cannot be read as a product catalogue (missing column, wrong type)."""
+
+
+@dataclass(frozen=True)
+class CatalogueColumns:
+    """Which column holds what. The defaults are our layout's names; set them for a dataset laid out differently.
+
+    ``image`` is the image column (a list per product, or one image per row); ``source``, ``kind``, ``boxes`` and
+    ``box_product_ids`` name fields of the image structs in a product-per-row dataset, and columns in an
+    image-per-row one; a name the dataset lacks is simply not read (``category`` too, but evaluation needs it).
+    """
+
+    product_id: str = "product_id"
+    title: str = "title"
+    image: str = "images"
+    category: str = "category"
+    source: str = "source"
+    kind: str = "kind"
+    boxes: str = "boxes"
+    box_product_ids: str = "box_product_ids"
+
+    @classmethod
+    def option_names(cls) -> dict[str, str]:
+        """``{field: command-line option}``, e.g. ``{"image": "--image_column"}``."""
+        return {f.name: f"--{f.name}_column" for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the schema check found: how to read each field of a split."""
+
+    image_per_row: bool
+    image_field: str | None  # the image's field inside a struct (product per row), else None
+    image_type: str  # "image", "binary" or "path"
+    subfields: tuple[str, ...]  # optional fields present: in the struct (product per row) or as columns
+    kind_names: tuple[str, ...] | None  # ClassLabel names of the kind, None when it is a string
+    category_names: tuple[str, ...] | None  # ClassLabel names of the category
+    has_category: bool
+
+
+@dataclass(frozen=True)
+class CatalogueSource:
+    """A product dataset: ``load_dataset(name_or_path, config, revision=revision)`` and its column mapping.
+
+    Args:
+        name_or_path: a Hub dataset id (``org/name``) or a local folder (a dataset repository as is, e.g. a
+            catalogue written by ``processing/catalogue_to_shards.py``).
+        config: the dataset configuration (``load_dataset``'s ``name``); None: the default one.
+        revision: a branch, tag or commit of a Hub dataset; None: the main branch.
+        columns: the column mapping.
+    """
+
+    name_or_path: str
+    config: str | None = None
+    revision: str | None = None
+    columns: CatalogueColumns = field(default_factory=CatalogueColumns)
+
+    def __post_init__(self) -> None:
+        path = Path(self.name_or_path)
+        if path.is_dir() and not list_shards(path, "*") and old_layout_splits(path):
+            raise FileNotFoundError(migration_hint(path))
+        if str(self.name_or_path).startswith(("./", "../", "/")) and not path.is_dir():
+            raise FileNotFoundError(f"dataset {self.name_or_path} is not a folder")
+
+    @property
+    def local_path(self) -> Path | None:
+        """The folder of a local dataset, None for a Hub id."""
+        path = Path(self.name_or_path)
+        return path if path.is_dir() else None
+
+    def describe(self) -> str:
+        """``name[config]@revision`` for messages."""
+        config = f"[{self.config}]" if self.config else ""
+        revision = f"@{self.revision}" if self.revision else ""
+        return f"{self.name_or_path}{config}{revision}"
+
+    # ---------------------------------------------------------------------------------------------- raw access
+    def load(self, split: str) -> datasets.IterableDataset:
+        """The split as ``datasets`` streams it, images not decoded (``decode(False)``), features resolved."""
+        try:
+            stream = datasets.load_dataset(
+                str(self.name_or_path), self.config, revision=self.revision, split=split, streaming=True
+            )
+        except ValueError as error:
+            if "Unknown split" in str(error) or "Bad split" in str(error):
+                raise FileNotFoundError(f"dataset {self.describe()} has no split {split!r} ({error})") from error
+            raise
+        if stream.features is None:
+            stream = stream._resolve_features()
+        return stream.decode(False)
+
+    def builder(self) -> datasets.DatasetBuilder:
+        """The dataset's builder (data files and the card's split sizes, nothing downloaded)."""
+        return datasets.load_dataset_builder(str(self.name_or_path), self.config, revision=self.revision)
+
+    def layout(self, split: str, need_category: bool = False) -> _Layout:
+        """Check the schema of ``split`` (:class:`CatalogueSchemaError` naming the problem) and return how to read it."""
+        return _check_schema(self.load(split).features, self.columns, self.describe(), need_category)
+
+    # ----------------------------------------------------------------------------------------------- products
+    def products(self, split: str, need_category: bool = False) -> datasets.IterableDataset:
+        """Every product of ``split`` in the form of ``PRODUCT_FEATURES``, as a ``datasets.IterableDataset`` with one
+        shard per data file of the split (so ``shuffle`` shuffles the file order and ``split_dataset_by_node`` can
+        give each rank its own files). The schema is checked here, before any row is read."""
+        base = self.load(split)
+        layout = _check_schema(base.features, self.columns, self.describe(), need_category)
+        return datasets.IterableDataset.from_generator(
+            _products_of_shards,
+            features=PRODUCT_FEATURES,
+            gen_kwargs={"shards": list(range(base.n_shards)), "source": self, "split": split, "layout": layout},
+        )
+
+    def iter_products(self, split: str, need_category: bool = False) -> Iterator[dict[str, Any]]:
+        """:meth:`products` as plain dicts, in dataset order (for evaluation and other full passes)."""
+        for rows in self.products(split, need_category).iter(batch_size=256):
+            for i in range(len(rows["product_id"])):
+                yield {name: rows[name][i] for name in rows}
+
+    def split_names(self) -> list[str]:
+        """The dataset's splits (those with data files)."""
+        return sorted((self.builder().config.data_files or {}).keys())
+
+    def num_products(self, split: str) -> int | None:
+        """Products of ``split`` when they can be known without reading the data (product per row: the card's
+        split size, or the parquet footers of a local dataset); None otherwise."""
+        if self.layout(split).image_per_row:
+            return None
+        builder = self.builder()
+        if builder.info.splits and split in builder.info.splits and builder.info.splits[split].num_examples:
+            return builder.info.splits[split].num_examples
+        files = (builder.config.data_files or {}).get(split, [])
+        if files and all(str(f).endswith(".parquet") and Path(str(f)).is_file() for f in files):
+            import pyarrow.parquet as pq
+
+            return sum(pq.ParquetFile(str(f)).metadata.num_rows for f in files)
+        return None
+
+    def fingerprint(self, split: str) -> list[Any]:
+        """What identifies the split's data for an exact resume: its data files (names and sizes of local ones, the
+        resolved URLs, with the commit, of Hub ones)."""
+        files = (self.builder().config.data_files or {}).get(split, [])
+        return [
+            [Path(str(f)).name, os.path.getsize(str(f))] if Path(str(f)).is_file() else str(f) for f in sorted(files)
+        ]
+
+
+# ---------------------------------------------------------------------------------------------------- schema
+def _feature_type(feature: Any) -> str:
+    """``image``, ``binary``, ``string``, ``class_label``, ``int``, ``list``, ``struct`` or the feature's repr."""
+    if isinstance(feature, datasets.Image):
+        return "image"
+    if isinstance(feature, datasets.ClassLabel):
+        return "class_label"
+    if isinstance(feature, datasets.Value):
+        if feature.dtype in ("binary", "large_binary"):
+            return "binary"
+        if feature.dtype in ("string", "large_string"):
+            return "string"
+        if feature.dtype.startswith(("int", "uint")):
+            return "int"
+        return feature.dtype
+    if isinstance(feature, (datasets.List, datasets.LargeList)):
+        return "list"
+    if isinstance(feature, dict):
+        return "struct"
+    return type(feature).__name__
+
+
+_IMAGE_TYPES = {"image": "image", "binary": "binary", "string": "path"}
+
+
+def _check_schema(features: datasets.Features, columns: CatalogueColumns, where: str, need_category: bool) -> _Layout:
+    options = CatalogueColumns.option_names()
+    available = ", ".join(f"{name} ({_feature_type(feature)})" for name, feature in features.items())
+
+    def missing(name: str) -> CatalogueSchemaError:
+        return CatalogueSchemaError(
+            f"dataset {where} has no column {getattr(columns, name)!r} for the product {name.replace('_', ' ')}; "
+            f"its columns: {available}. Name the right one with {options[name]}"
+        )
+
+    def wrong(name: str, feature: Any, expected: str) -> CatalogueSchemaError:
+        return CatalogueSchemaError(
+            f"dataset {where}: column {getattr(columns, name)!r} ({options[name]}) is {_feature_type(feature)}, "
+            f"expected {expected}"
+        )
+
+    for name in ("product_id", "title", "image"):
+        if getattr(columns, name) not in features:
+            raise missing(name)
+    if _feature_type(features[columns.title]) != "string":
+        raise wrong("title", features[columns.title], "string")
+    if _feature_type(features[columns.product_id]) not in ("string", "int"):
+        raise wrong("product_id", features[columns.product_id], "string or integer")
+    has_category = columns.category in features
+    if need_category and not has_category:
+        raise missing("category")
+    category_names = None
+    if has_category:
+        category_type = _feature_type(features[columns.category])
+        if category_type not in ("string", "class_label"):
+            raise wrong("category", features[columns.category], "string or ClassLabel")
+        if category_type == "class_label":
+            category_names = tuple(features[columns.category].names)
+
+    image = features[columns.image]
+    image_type = _feature_type(image)
+    if image_type in _IMAGE_TYPES:  # one image per row
+        fields = {name: features[getattr(columns, name)] for name in ("source", "kind") if getattr(columns, name) in features}
+        return _Layout(
+            image_per_row=True,
+            image_field=None,
+            image_type=_IMAGE_TYPES[image_type],
+            subfields=tuple(fields),
+            kind_names=_kind_names(fields, columns, where),
+            category_names=category_names,
+            has_category=has_category,
+        )
+    if image_type != "list":
+        raise wrong("image", image, "an Image (one image per row) or a list of images (one product per row)")
+    item = image.feature
+    item_type = _feature_type(item)
+    if item_type in _IMAGE_TYPES:
+        return _Layout(False, None, _IMAGE_TYPES[item_type], (), None, category_names, has_category)
+    if item_type != "struct":
+        raise wrong("image", image, "a list of images or of structs with an image field")
+    image_fields = [name for name, sub in item.items() if _feature_type(sub) == "image"]
+    image_field = "image" if "image" in item else (image_fields[0] if len(image_fields) == 1 else None)
+    if image_field is None or _feature_type(item[image_field]) not in _IMAGE_TYPES:
+        raise wrong("image", image, "structs with an 'image' field (Image, bytes or a path)")
+    fields = {
+        name: item[getattr(columns, name)]
+        for name in ("source", "kind", "boxes", "box_product_ids")
+        if getattr(columns, name) in item
+    }
+    return _Layout(
+        image_per_row=False,
+        image_field=image_field,
+        image_type=_IMAGE_TYPES[_feature_type(item[image_field])],
+        subfields=tuple(fields),
+        kind_names=_kind_names(fields, columns, where),
+        category_names=category_names,
+        has_category=has_category,
+    )
+
+
+def _kind_names(fields: dict[str, Any], columns: CatalogueColumns, where: str) -> tuple[str, ...] | None:
+    if "kind" not in fields:
+        return None
+    kind_type = _feature_type(fields["kind"])
+    if kind_type == "class_label":
+        return tuple(fields["kind"].names)
+    if kind_type != "string":
+        raise CatalogueSchemaError(
+            f"dataset {where}: the image kind {columns.kind!r} (--kind_column) is {kind_type}, "
+            "expected string or ClassLabel"
+        )
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------ rows
+def _label(value: Any, names: tuple[str, ...] | None) -> str | None:
+    if value is None:
+        return None
+    return names[value] if names is not None and 0 <= value < len(names) else str(value)
+
+
+def _image_entry(value: Any, image_type: str, extra: dict[str, Any], layout: _Layout) -> dict[str, Any]:
+    """One image of ``PRODUCT_FEATURES`` from a raw image value and its optional fields."""
+    data, path = None, None
+    if image_type == "image" and value is not None:
+        data, path = value.get("bytes"), value.get("path")
+    elif image_type == "binary":
+        data = value
+    elif image_type == "path":
+        path = value
+    return {
+        "image": data,
+        "path": None if data is not None else path,
+        "source": None if extra.get("source") is None else str(extra["source"]),
+        "kind": _label(extra.get("kind"), layout.kind_names),
+        "boxes": extra.get("boxes") or [],
+        "box_product_ids": extra.get("box_product_ids") or [],
+    }
+
+
+def _products_of_shards(
+    shards: list[int], source: CatalogueSource, split: str, layout: _Layout
+) -> Iterator[dict[str, Any]]:
+    """The generator behind :meth:`CatalogueSource.products`: the products of the given data files, in order."""
+    base = source.load(split)
+    columns = source.columns
+    for index in shards:
+        rows = base.shard(num_shards=base.n_shards, index=index)
+        if layout.image_per_row:
+            yield from _group_image_rows(rows, columns, layout)
+            continue
+        for row in rows:
+            images = []
+            for item in row[columns.image] or []:
+                if layout.image_field is None:
+                    images.append(_image_entry(item, layout.image_type, {}, layout))
+                elif item is None:
+                    images.append(_image_entry(None, layout.image_type, {}, layout))
+                else:
+                    extra = {name: item.get(getattr(columns, name)) for name in layout.subfields}
+                    images.append(_image_entry(item[layout.image_field], layout.image_type, extra, layout))
+            yield _product(row, columns, layout, images, noncontiguous=False)
+
+
+def _product(
+    row: dict[str, Any], columns: CatalogueColumns, layout: _Layout, images: list[dict[str, Any]], noncontiguous: bool
+) -> dict[str, Any]:
+    product_id = row[columns.product_id]
+    return {
+        "product_id": None if product_id is None else str(product_id),
+        "title": row[columns.title],
+        "category": _label(row[columns.category], layout.category_names) if layout.has_category else None,
+        "images": images,
+        "noncontiguous": noncontiguous,
+    }
+
+
+def _group_image_rows(
+    rows: datasets.IterableDataset, columns: CatalogueColumns, layout: _Layout
+) -> Iterator[dict[str, Any]]:
+    """Consecutive rows with the same product id as one product (one data file)."""
+    seen: set[str] = set()
+    first: dict[str, Any] | None = None
+    images: list[dict[str, Any]] = []
+    for row in rows:
+        key = row[columns.product_id]
+        key = None if key is None else str(key)
+        if first is not None and key != first["key"]:
+            yield _product(first["row"], columns, layout, images, noncontiguous=first["key"] in seen)
+            seen.add(first["key"])
+            first, images = None, []
+        if first is None:
+            first = {"key": key, "row": row}
+        extra = {name: row[getattr(columns, name)] for name in layout.subfields}
+        images.append(_image_entry(row[columns.image], layout.image_type, extra, layout))
+    if first is not None:
+        yield _product(first["row"], columns, layout, images, noncontiguous=first["key"] in seen)
+
+
+def image_input(image: dict[str, Any]) -> bytes | str | None:
+    """What to decode for one image of ``PRODUCT_FEATURES``: its bytes, else its path or URL (None when neither)."""
+    return image["image"] if image.get("image") is not None else image.get("path")
+
+
+def read_split(source: CatalogueSource | str | os.PathLike, split: str) -> list[dict[str, Any]]:
+    """Every product of ``split`` of a catalogue (a :class:`CatalogueSource`, or a local folder or Hub id in our
+    layout) as ``PRODUCT_FEATURES`` dicts."""
+    if not isinstance(source, CatalogueSource):
+        source = CatalogueSource(str(source))
+    return list(source.iter_products(split))
+
+
+@dataclass
+class DatasetArguments:
+    """The dataset options that pretraining, evaluation and the benchmark share (``HfArgumentParser`` fields; each is
+    also a command-line flag, ``--dataset_name`` or ``--dataset-name``)."""
+
+    dataset_name: str = field(
+        default="data/demo",
+        metadata={
+            "help": "The product dataset: a Hub dataset id (org/name) or a local folder (a catalogue written by "
+            "processing/catalogue_to_shards.py, or any dataset load_dataset reads). Streamed with "
+            "load_dataset(..., streaming=True)."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub dataset (pin it for reproducible runs)."}
+    )
+    product_id_column: str = field(
+        default="product_id", metadata={"help": "Column of the product id (rows of one image are grouped by it)."}
+    )
+    title_column: str = field(default="title", metadata={"help": "Column of the product title."})
+    image_column: str = field(
+        default="images",
+        metadata={"help": "Column of the images: a list per product, or one Image per row (grouped by product id)."},
+    )
+    category_column: str = field(default="category", metadata={"help": "Column of the category (evaluation)."})
+    source_column: str = field(
+        default="source", metadata={"help": "Field or column of who took each image (optional)."}
+    )
+    kind_column: str = field(
+        default="kind", metadata={"help": "Field or column of each image's kind: catalog, customer, ad (optional)."}
+    )
+
+    def catalogue_source(self) -> CatalogueSource:
+        """The :class:`CatalogueSource` these options name."""
+        return CatalogueSource(
+            self.dataset_name,
+            config=self.dataset_config,
+            revision=self.dataset_revision,
+            columns=CatalogueColumns(
+                product_id=self.product_id_column,
+                title=self.title_column,
+                image=self.image_column,
+                category=self.category_column,
+                source=self.source_column,
+                kind=self.kind_column,
+            ),
+        )
+
+
+DATASET_ARGUMENT_NAMES = tuple(f.name for f in dataclasses.fields(DatasetArguments))
