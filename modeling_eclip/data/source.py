@@ -96,7 +96,8 @@ class _Layout:
 
 @dataclass(frozen=True)
 class CatalogueSource:
-    """A product dataset: ``load_dataset(name_or_path, config, revision=revision)`` and its column mapping.
+    """A product dataset: ``load_dataset(name_or_path, config, revision=revision, data_files=data_files)`` and its
+    column mapping.
 
     Args:
         name_or_path: a Hub dataset id (``org/name``) or a local folder (a dataset repository as is, e.g. a
@@ -104,12 +105,16 @@ class CatalogueSource:
         config: the dataset configuration (``load_dataset``'s ``name``); None: the default one.
         revision: a branch, tag or commit of a Hub dataset; None: the main branch.
         columns: the column mapping.
+        data_files: ``{split: path or glob (or a list of them)}``, for data kept elsewhere, e.g. in an object store:
+            ``CatalogueSource("parquet", data_files={"train": "s3://bucket/shop/data/train-*.parquet"})`` (with
+            ``name_or_path`` the file format, as ``load_dataset`` takes it).
     """
 
     name_or_path: str
     config: str | None = None
     revision: str | None = None
     columns: CatalogueColumns = field(default_factory=CatalogueColumns)
+    data_files: dict[str, str | list[str]] | None = None
 
     def __post_init__(self) -> None:
         path = Path(self.name_or_path)
@@ -135,7 +140,12 @@ class CatalogueSource:
         """The split as ``datasets`` streams it, images not decoded (``decode(False)``), features resolved."""
         try:
             stream = datasets.load_dataset(
-                str(self.name_or_path), self.config, revision=self.revision, split=split, streaming=True
+                str(self.name_or_path),
+                self.config,
+                revision=self.revision,
+                data_files=self.data_files,
+                split=split,
+                streaming=True,
             )
         except ValueError as error:
             if "Unknown split" in str(error) or "Bad split" in str(error):
@@ -147,7 +157,9 @@ class CatalogueSource:
 
     def builder(self) -> datasets.DatasetBuilder:
         """The dataset's builder (data files and the card's split sizes, nothing downloaded)."""
-        return datasets.load_dataset_builder(str(self.name_or_path), self.config, revision=self.revision)
+        return datasets.load_dataset_builder(
+            str(self.name_or_path), self.config, revision=self.revision, data_files=self.data_files
+        )
 
     def layout(self, split: str, need_category: bool = False) -> _Layout:
         """Check the schema of ``split`` (:class:`CatalogueSchemaError` naming the problem) and return how to read it."""
@@ -444,6 +456,14 @@ class DatasetArguments:
     kind_column: str = field(
         default="kind", metadata={"help": "Field or column of each image's kind: catalog, customer, ad (optional)."}
     )
+    dataset_data_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "SPLIT=PATH_OR_GLOB entries (several per split allowed) for data outside a dataset repository, "
+            "e.g. in an object store: --dataset_name parquet --dataset_data_files "
+            "'train=s3://bucket/shop/data/train-*.parquet' (load_dataset's data_files)."
+        },
+    )
 
     def catalogue_source(self) -> CatalogueSource:
         """The :class:`CatalogueSource` these options name."""
@@ -459,7 +479,21 @@ class DatasetArguments:
                 source=self.source_column,
                 kind=self.kind_column,
             ),
+            data_files=parse_data_files(self.dataset_data_files),
         )
+
+
+def parse_data_files(entries: list[str] | None) -> dict[str, list[str]] | None:
+    """``["train=a/*.parquet", "test=b.parquet"]`` as ``{"train": ["a/*.parquet"], "test": ["b.parquet"]}``."""
+    if not entries:
+        return None
+    data_files: dict[str, list[str]] = {}
+    for entry in entries:
+        split, sep, pattern = entry.partition("=")
+        if not sep or not split.strip() or not pattern.strip():
+            raise ValueError(f"--dataset_data_files takes SPLIT=PATH_OR_GLOB entries, got {entry!r}")
+        data_files.setdefault(split.strip(), []).append(pattern.strip())
+    return data_files
 
 
 DATASET_ARGUMENT_NAMES = tuple(f.name for f in dataclasses.fields(DatasetArguments))
