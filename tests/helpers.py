@@ -405,7 +405,7 @@ def tiny_run_arguments(config_file: pathlib.Path, data: pathlib.Path, output: pa
         "model_config": config_file,
         "text_model_name_or_path": "none",
         "tokenizer_name_or_path": MINILM_DIR,
-        "data_dir": data,
+        "dataset_name": data,
         "output_dir": output,
         "per_device_train_batch_size": TINY_BATCH,
         "max_steps": 8,

@@ -13,6 +13,7 @@ from helpers import tiny_config
 
 from modeling_eclip import EclipForPreTraining
 from modeling_eclip.data import shard_format as sf
+from modeling_eclip.data.source import read_split
 from modeling_eclip.data.stream import (
     ProductPairStream,
     choose_pair_order,
@@ -33,9 +34,9 @@ def _no_parquet_shutdown_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def duplicated(demo_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards where the first products appear three times each, so the batcher must hold duplicates over."""
-    rows = sf.read_split(demo_catalogue, "train")
+    rows = read_split(demo_catalogue, "train")
     root = tmp_path_factory.mktemp("duplicated")
-    with sf.ShardWriter(root / "train") as writer:
+    with sf.ShardWriter(root, "train") as writer:
         for index, row in enumerate(rows):
             for _ in range(3 if index < 4 else 1):
                 writer.write(row)
@@ -44,7 +45,7 @@ def duplicated(demo_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 def _stream(processor, root: Path, *, seed: int = 0, buffer: int = 16, workers: int = 0, **kwargs):
     rank_kwargs = {key: kwargs.pop(key) for key in ("rank", "world_size") if key in kwargs}
-    stream = load_product_stream(data_dir=root, shuffle_buffer=buffer, seed=seed, **rank_kwargs)
+    stream = load_product_stream(root, shuffle_buffer=buffer, seed=seed, **rank_kwargs)
     return ProductPairStream(
         stream, processor, batch_size=kwargs.pop("batch_size", BATCH), num_workers=workers, **kwargs
     )
@@ -127,10 +128,10 @@ def test_worker_processes_and_dataloader_give_the_same_batches(processor, demo_c
 
 
 def test_two_ranks_split_without_overlap(processor, demo_catalogue: Path) -> None:
-    everything = {row["product_id"] for row in sf.read_split(demo_catalogue, "train")}
+    everything = {row["product_id"] for row in read_split(demo_catalogue, "train")}
     seen = []
     for rank in range(2):
-        rows = load_product_stream(data_dir=demo_catalogue, shuffle_buffer=16, seed=0, rank=rank, world_size=2)
+        rows = load_product_stream(demo_catalogue, shuffle_buffer=16, seed=0, rank=rank, world_size=2)
         seen.append({row["product_id"] for row in rows})
     assert not seen[0] & seen[1]
     assert seen[0] | seen[1] == everything
@@ -145,13 +146,13 @@ def test_two_ranks_split_without_overlap(processor, demo_catalogue: Path) -> Non
 def test_corrupt_images_single_image_products_and_blank_titles_are_skipped_and_counted(
     processor, demo_catalogue: Path, tmp_path: Path
 ):
-    rows = sf.read_split(demo_catalogue, "train")
+    rows = read_split(demo_catalogue, "train")
     corrupt = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40  # a PNG signature followed by garbage: passes the writer's checks
     broken = dict(rows[0], images=[dict(rows[0]["images"][0], image=corrupt), rows[0]["images"][1]])
     single = dict(rows[1], images=rows[1]["images"][:1])
     # Nothing to read (the processor would refuse it mid-run): zero-width and ideographic spaces.
     blank = [dict(rows[2], title="\u200b"), dict(rows[3], title="\u3000 ")]
-    with sf.ShardWriter(tmp_path / "train") as writer:
+    with sf.ShardWriter(tmp_path, "train") as writer:
         for row in [broken, single, *blank, *rows[4:]]:
             writer.write(row)
     stream = _stream(processor, tmp_path, drop_last=False)
@@ -160,6 +161,8 @@ def test_corrupt_images_single_image_products_and_blank_titles_are_skipped_and_c
         "skipped_corrupt_images": 1,
         "skipped_single_image_products": 2,  # the one left with a single decodable image, and the one with one
         "skipped_blank_title_products": 2,
+        "skipped_no_product_id_products": 0,
+        "noncontiguous_products": 0,
         "deferred_duplicates": 0,
     }
     assert ids == {product_id_to_int(row["product_id"]) for row in rows[4:]}
@@ -193,4 +196,4 @@ def test_anchor_kind_probability_mixes_preferred_and_any_anchors(processor, demo
     always = [list(choose_pair_order(images, np.random.default_rng(s), "catalog", 1.0)) for s in range(5)]
     assert always == [list(choose_pair_order(images, np.random.default_rng(s), "catalog")) for s in range(5)]
     with pytest.raises(ValueError, match="anchor_kind_probability"):
-        ProductPairStream(load_product_stream(data_dir=demo_catalogue), processor, anchor_kind_probability=1.5)
+        ProductPairStream(load_product_stream(demo_catalogue), processor, anchor_kind_probability=1.5)

@@ -33,7 +33,7 @@ def test_load_catalogue_split(demo_catalogue):
     # Titles of every product of the catalogue, so distractors from the train split can be named.
     assert set(split.product_ids) < set(split.all_titles)
     assert len(load_catalogue_split(demo_catalogue, "test", max_products=2).product_ids) == 2
-    with pytest.raises(FileNotFoundError, match="shards"):
+    with pytest.raises(FileNotFoundError, match="has no split 'validation'"):
         load_catalogue_split(demo_catalogue, "validation")
 
 

@@ -77,7 +77,7 @@ def test_flags_override_the_recipe() -> None:
         ({"model_config": "eclip-huge"}, "unknown model preset 'eclip-huge'"),
         ({"per_device_train_batch_size": 32}, "larger than queue_size"),
         ({"per_device_train_batch_size": 3}, "must be a multiple of the global batch size"),
-        ({"data_dir": "/nonexistent/catalogue"}, "data_dir /nonexistent/catalogue has no train/ split"),
+        ({"dataset_name": "/nonexistent/catalogue"}, "dataset /nonexistent/catalogue is not a folder"),
         ({"warmup_steps": 8}, "warmup_steps (8) must be smaller than max_steps (8)"),
         ({"push_to_hub": True}, "push_to_hub needs hub_model_id"),
         ({"resume": "/nonexistent/checkpoint-3"}, "is not a complete checkpoint"),

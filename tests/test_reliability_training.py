@@ -30,6 +30,7 @@ from helpers import (
 from PIL import Image
 
 from modeling_eclip.data import shard_format as sf
+from modeling_eclip.data.source import read_split
 from modeling_eclip.evaluation import cli as evaluation_cli
 from modeling_eclip.evaluation.embedding import load_catalogue_split
 from modeling_eclip.evaluation.tables import quick_evaluate
@@ -289,7 +290,7 @@ def test_resuming_an_older_checkpoint_refuses_to_mix_with_later_ones(
 
 def _write_catalogue(root: Path, rows: list[dict], splits: tuple[str, ...] = ("train",)) -> Path:
     for split in splits:
-        with sf.ShardWriter(root / split) as writer:
+        with sf.ShardWriter(root, split) as writer:
             for row in rows:
                 writer.write({**row, "split": split})
     return root
@@ -299,7 +300,7 @@ def test_an_epoch_without_a_full_batch_stops_with_the_counts(
     model_config: Path, demo_catalogue: Path, tmp_path: Path
 ) -> None:
     # Enough products, but every one has a single readable image: no pair, no batch, ever.
-    rows = sf.read_split(demo_catalogue, "train")[: 2 * TINY_BATCH]
+    rows = read_split(demo_catalogue, "train")[: 2 * TINY_BATCH]
     for row in rows:
         row["images"] = [row["images"][0], {**row["images"][1], "image": truncated_jpeg()}]
     data = _write_catalogue(tmp_path / "catalogue", rows)
@@ -314,13 +315,15 @@ def test_an_epoch_without_a_full_batch_stops_with_the_counts(
     assert process.returncode != 0
     assert "EmptyEpochError: epoch 0 of the train split gave no full batch" in process.stderr
     assert f"{2 * TINY_BATCH} products read, {2 * TINY_BATCH} of them skipped" in process.stderr
-    assert f"({2 * TINY_BATCH} unreadable images), 0 with a blank title, 0 usable" in process.stderr
+    assert f"({2 * TINY_BATCH} unreadable images), 0 with a blank title, 0 without a product id, 0 usable" in (
+        process.stderr
+    )
 
 
 def test_too_few_products_for_one_batch_fail_before_the_model_is_built(
     model_config: Path, demo_catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows = sf.read_split(demo_catalogue, "train")[: TINY_BATCH - 1]
+    rows = read_split(demo_catalogue, "train")[: TINY_BATCH - 1]
     data = _write_catalogue(tmp_path / "catalogue", rows, ("train", "test"))
     monkeypatch.setattr(training_loop, "build_model_and_processor", pytest.fail)
     with pytest.raises(ValueError, match=f"has {TINY_BATCH - 1} products; one batch needs {TINY_BATCH}"):
@@ -330,9 +333,9 @@ def test_too_few_products_for_one_batch_fail_before_the_model_is_built(
 def test_a_missing_eval_split_fails_before_training(
     model_config: Path, demo_catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = _write_catalogue(tmp_path / "catalogue", sf.read_split(demo_catalogue, "train"))
+    data = _write_catalogue(tmp_path / "catalogue", read_split(demo_catalogue, "train"))
     monkeypatch.setattr(training_loop, "build_model_and_processor", pytest.fail)
-    with pytest.raises(FileNotFoundError, match="eval_split 'test': .* has no products to evaluate on"):
+    with pytest.raises(FileNotFoundError, match="eval_split 'test': dataset .* has no such split"):
         pretrain(parse_arguments(_arguments(model_config, data, tmp_path / "out", evaluate_at_end=True)))
 
 
@@ -359,7 +362,7 @@ def test_the_export_is_written_before_a_failing_evaluation(
 
 
 def test_evaluation_decodes_like_training_and_skips_unreadable_images(demo_catalogue: Path, tmp_path: Path) -> None:
-    rows = sf.read_split(demo_catalogue, "test")
+    rows = read_split(demo_catalogue, "test")
     customer = next(i for i, image in enumerate(rows[0]["images"]) if image["kind"] == "customer")
     rows[0]["images"][customer]["image"] = png_bomb()
     rows[1]["images"][0]["image"] = truncated_jpeg()
@@ -432,8 +435,8 @@ def test_the_stream_checks_its_numbers(demo_catalogue: Path) -> None:
     from modeling_eclip.data.stream import ProductPairStream, load_product_stream
 
     with pytest.raises(ValueError, match="shuffle_buffer must be an integer >= 0"):
-        load_product_stream(data_dir=demo_catalogue, shuffle_buffer=-1)  # before: silently no shuffling
-    rows = load_product_stream(data_dir=demo_catalogue)
+        load_product_stream(demo_catalogue, shuffle_buffer=-1)  # before: silently no shuffling
+    rows = load_product_stream(demo_catalogue)
     with pytest.raises(ValueError, match="num_workers must be >= 0"):
         ProductPairStream(rows, make_processor(), batch_size=4, num_workers=-1)
 

@@ -53,7 +53,7 @@ def catalogue_dir(tmp_path_factory):
             }
         )
     root = tmp_path_factory.mktemp("catalogue")
-    shard_format.write_shards(rows, root / "test")
+    shard_format.write_shards(rows, root, "test")
     return root
 
 
@@ -75,7 +75,7 @@ def test_load_catalogue_picks_one_image_per_product_and_reports_the_rest(catalog
     assert catalogue[0]["image"] == png("red") and catalogue[0]["box"] == [1.0, 2.0, 20.0, 18.0]
     customers = load_catalogue(catalogue_dir, "test", kind="customer", source="shop")
     assert len(customers) == 6 and customers[5]["image"] == png("white", spot=(2, 2, 8, 8))
-    with pytest.raises(FileNotFoundError, match="No shards"):
+    with pytest.raises(FileNotFoundError, match="has no split 'train'"):
         load_catalogue(catalogue_dir, "train")
 
 

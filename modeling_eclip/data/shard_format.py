@@ -304,11 +304,19 @@ def write_dataset_card(
     if not splits:
         raise FileNotFoundError(f"{root / DATA_FOLDER} holds no <split>-*.parquet files to describe")
     info = datasets.DatasetInfo(features=CATALOGUE_FEATURES)._to_yaml_dict()
-    info["splits"] = [
-        {"name": split, "num_examples": sum(pq.ParquetFile(path).metadata.num_rows for path in list_shards(root, split))}
-        for split in splits
-    ]
+    info["splits"] = []
+    for split in splits:
+        footers = [pq.ParquetFile(path).metadata for path in list_shards(root, split)]
+        info["splits"].append(
+            {
+                "name": split,
+                # As `datasets` counts it: the data's size uncompressed.
+                "num_bytes": sum(f.row_group(g).total_byte_size for f in footers for g in range(f.num_row_groups)),
+                "num_examples": sum(f.num_rows for f in footers),
+            }
+        )
     info["download_size"] = sum(path.stat().st_size for split in splits for path in list_shards(root, split))
+    info["dataset_size"] = sum(split["num_bytes"] for split in info["splits"])
     data = DatasetCardData(
         pretty_name=pretty_name,
         license=license,

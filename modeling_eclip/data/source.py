@@ -53,6 +53,10 @@ PRODUCT_FEATURES = datasets.Features(
 )
 
 
+# Rows converted from arrow at once (cheaper than one by one).
+_READ_BATCH = 64
+
+
 class CatalogueSchemaError(ValueError):
     """The dataset's columns cannot be read as a product catalogue (missing column, wrong type)."""
 
@@ -359,7 +363,7 @@ def _products_of_shards(
     base = source.load(split)
     columns = source.columns
     for index in shards:
-        rows = base.shard(num_shards=base.n_shards, index=index)
+        rows = _rows(base.shard(num_shards=base.n_shards, index=index), columns, layout)
         if layout.image_per_row:
             yield from _group_image_rows(rows, columns, layout)
             continue
@@ -376,6 +380,20 @@ def _products_of_shards(
             yield _product(row, columns, layout, images, noncontiguous=False)
 
 
+def _rows(shard: datasets.IterableDataset, columns: CatalogueColumns, layout: _Layout) -> Iterator[dict[str, Any]]:
+    """The rows of one data file with only the mapped columns. ``iter`` rather than ``for row in shard``: inside a
+    DataLoader worker, ``__iter__`` would give this worker only its share of the files (the training stream's loader
+    workers each read the whole stream; see ``ProductPairStream``)."""
+    names = [columns.product_id, columns.title, columns.image]
+    if layout.has_category:
+        names.append(columns.category)
+    if layout.image_per_row:
+        names += [getattr(columns, name) for name in layout.subfields]
+    for batch in shard.select_columns(names).iter(batch_size=_READ_BATCH):
+        for i in range(len(batch[columns.product_id])):
+            yield {name: batch[name][i] for name in names}
+
+
 def _product(
     row: dict[str, Any], columns: CatalogueColumns, layout: _Layout, images: list[dict[str, Any]], noncontiguous: bool
 ) -> dict[str, Any]:
@@ -390,7 +408,7 @@ def _product(
 
 
 def _group_image_rows(
-    rows: datasets.IterableDataset, columns: CatalogueColumns, layout: _Layout
+    rows: Iterator[dict[str, Any]], columns: CatalogueColumns, layout: _Layout
 ) -> Iterator[dict[str, Any]]:
     """Consecutive rows with the same product id as one product (one data file)."""
     seen: set[str] = set()

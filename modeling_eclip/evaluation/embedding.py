@@ -110,14 +110,19 @@ def load_catalogue_split(
         check_positive_int("max_products", max_products)
     if not isinstance(dataset, CatalogueSource):
         dataset = CatalogueSource(str(dataset))
-    rows, all_titles = [], {}
+    rows = []
     for row in dataset.iter_products(split, need_category=True):
-        # Titles of the whole split: the grounding control prompts name the other products in an image.
-        all_titles[row["product_id"]] = row["title"]
-        if max_products is None or len(rows) < max_products:
-            rows.append(row)
+        if max_products is not None and len(rows) == max_products:
+            break
+        rows.append(row)
     if not rows:
         raise ValueError(f"split {split!r} of {dataset.describe()} has no products")
+    # Titles of every product of the dataset: the grounding control prompts name the other products in an image.
+    columns = dataset.columns
+    all_titles = {}
+    for name in dataset.split_names():
+        for row in dataset.load(name).select_columns([columns.product_id, columns.title]):
+            all_titles[str(row[columns.product_id])] = row[columns.title]
     images, unreadable = [], []
     for index, row in enumerate(rows):
         for number, image in enumerate(row["images"]):

@@ -100,7 +100,7 @@ def ensure_demo_catalogue(args: PretrainingArguments) -> None:
         from ..data.demo_catalogue import build_catalogue
 
         logger.warning("building the demo catalogue in %s (first use)", args.dataset_name)
-        build_catalogue(Path(args.dataset_name), seed=0, overwrite=True)
+        build_catalogue(Path(args.dataset_name), seed=0)
 
 
 def check_catalogue(args: PretrainingArguments, world_size: int) -> dict[str, int | None]:
