@@ -450,6 +450,7 @@ class DatasetArguments:
     dataset_name: str = field(
         default="data/demo",
         metadata={
+            "aliases": ["--data"],
             "help": "The product dataset: a Hub dataset id (org/name) or a local folder (a catalogue written by "
             "processing/catalogue_to_shards.py, or any dataset load_dataset reads). Streamed with "
             "load_dataset(..., streaming=True)."

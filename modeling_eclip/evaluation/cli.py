@@ -1,9 +1,14 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Zero-shot evaluation of an exported checkpoint on a catalogue split, printed as the paper's Tables 1-4.
 
-    python -m modeling_eclip.evaluation --model outputs/eclip-demo --data data/demo
-    python -m modeling_eclip.evaluation --model outputs/eclip-demo --data data/demo --compare outputs/clip-demo \\
-        --output results.json --tsne tsne.png
+    python -m modeling_eclip.evaluation --model outputs/eclip-demo --dataset_name data/demo
+    python -m modeling_eclip.evaluation --model outputs/eclip-demo --dataset_name data/demo \\
+        --compare outputs/clip-demo --output results.json --tsne tsne.png
+    python -m modeling_eclip.evaluation --model outputs/eclip-demo --dataset_name org/shop --dataset_revision v2 \\
+        --image_column image --title_column name --category_column label
+
+The dataset options are pretraining's (`--dataset_name` (alias `--data`), `--dataset_config`, `--dataset_revision`,
+`--dataset_data_files`, the `--*_column` mapping): a Hub id or a local folder, in our layout or one image per row.
 
 The model folder holds an `EclipModel` (or pretraining) checkpoint and its processor (`save_pretrained`). ECLIP
 checkpoints are evaluated with instance embeddings, ITC-only checkpoints (a CLIP baseline) with global embeddings
@@ -19,8 +24,9 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoModel, AutoProcessor, HfArgumentParser
 
+from ..data.source import DatasetArguments
 from .report import format_results
 from .tables import evaluate_model
 
@@ -37,9 +43,11 @@ def positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options, with the dataset's as a `DatasetArguments` in `args.dataset`."""
+    parser = HfArgumentParser(
+        DatasetArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="exported checkpoint folder (model + processor)")
-    parser.add_argument("--data", required=True, help="catalogue folder in the demo catalogue's shard format")
     parser.add_argument("--split", default="test")
     parser.add_argument(
         "--compare", nargs="+", default=[],
@@ -58,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-products", type=positive_int, help="evaluate only the first N products of the split")
     parser.add_argument("--no-grounding", action="store_true", help="skip Table 4")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    dataset, args = parser.parse_args_into_dataclasses(argv)
+    args.dataset = dataset
+    return args
 
 
 def evaluate_checkpoint(path: str, args: argparse.Namespace, tsne: str | None) -> dict:
@@ -68,7 +78,7 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, tsne: str | None) -
     results = evaluate_model(
         model,
         processor,
-        args.data,
+        args.dataset.catalogue_source(),
         split=args.split,
         batch_size=args.batch_size,
         embedding=args.embedding,

@@ -91,7 +91,9 @@ def positive_map_diagnostics(
     / log N (1 = uniform, 0 = one token)."""
     from .tables import mass_in_box_over_area, score_maps
 
-    boxed = [i for kind in ("customer", "ad") for i in split.image_indices(kind)][:max_images]
+    boxed = [i for kind in ("customer", "ad") for i in split.image_indices(kind) if split.images[i].boxes][:max_images]
+    if not boxed:  # a dataset without boxes
+        return {"num_images": 0}
     images = [split.images[i].to_pil() for i in boxed]
     titles = [split.titles[split.images[i].product] for i in boxed]
     if mode == "instance":

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.source import CatalogueSource
 from ..grounding_eclip import (
     DEFAULT_WINDOW_FRACTIONS,
     box_iou,
@@ -175,8 +176,10 @@ def instance_level_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = 
     product_index = {product_id: i for i, product_id in enumerate(split.product_ids)}
     relevance, outside = [], 0
     for i in embedded.indices["ad"]:
-        in_ad = {product_index[p] for p in split.images[i].box_product_ids if p in product_index}
-        outside += len(set(split.images[i].box_product_ids)) - len(in_ad)
+        # The ad's own product is in it even where a dataset lists no boxes.
+        pictured = {split.product_ids[split.images[i].product], *split.images[i].box_product_ids}
+        in_ad = {product_index[p] for p in pictured if p in product_index}
+        outside += len(pictured) - len(in_ad)
         relevance.append([p in in_ad for p in gallery_products.tolist()])
     _, query_sources = _products_and_sources(embedded, "ad")
     valid = _other_source_mask(query_sources, gallery_sources)
@@ -258,7 +261,7 @@ def visual_grounding(
     much of the title prompt's score map lies in the product's box, over the box's share of the image (1 = no better
     than uniform), as the mean ``mass_in_box_over_area``."""
     generator = torch.Generator().manual_seed(seed)
-    samples = [i for kind in kinds for i in split.image_indices(kind)]
+    samples = [i for kind in kinds for i in split.image_indices(kind) if split.images[i].boxes]  # boxed images only
     images = [split.images[i].to_pil() for i in samples]
     candidates = []
     for index, image in zip(samples, images):
@@ -329,7 +332,7 @@ def mass_in_box_over_area(score_map: torch.Tensor, box: Sequence[float]) -> floa
 
 
 def quick_evaluate(
-    model: EclipModel, processor: EclipProcessor, data_dir: str | os.PathLike, **kwargs: Any
+    model: EclipModel, processor: EclipProcessor, dataset: CatalogueSource | str | os.PathLike, **kwargs: Any
 ) -> dict[str, float]:
     """The two headline numbers, for periodic evaluation during training and the model card.
 
@@ -339,13 +342,13 @@ def quick_evaluate(
     ``map_entropy_over_log_n``): `instances.positive_map_diagnostics` on the first `diagnostic_images` held-out
     customer and ad images. Keyword arguments (`split`, `batch_size`, `max_products`, `embedding`,
     `hypothesis_template`, `diagnostic_images`) are those of `quick_evaluate_with_figures`."""
-    return quick_evaluate_with_figures(model, processor, data_dir, num_overlays=0, tsne=False, **kwargs)[0]
+    return quick_evaluate_with_figures(model, processor, dataset, num_overlays=0, tsne=False, **kwargs)[0]
 
 
 def quick_evaluate_with_figures(
     model: EclipModel,
     processor: EclipProcessor,
-    data_dir: str | os.PathLike,
+    dataset: CatalogueSource | str | os.PathLike,
     split: str = "test",
     batch_size: int = 32,
     max_products: int | None = None,
@@ -361,7 +364,7 @@ def quick_evaluate_with_figures(
     from .instances import positive_map_diagnostics
 
     check_positive_int("batch_size", batch_size)
-    catalogue = load_catalogue_split(data_dir, split, max_products)
+    catalogue = load_catalogue_split(dataset, split, max_products)
     figures = {}
     with evaluation_of(model) as model:
         mode = resolve_embedding_mode(model, embedding)
@@ -389,8 +392,9 @@ def quick_evaluate_with_figures(
         "zero_shot_acc@1": classification["acc@1 (image+title)"],
         "fine_grained_r@1": fine["r@1"],
         "fine_grained_map@10": fine["map@10"],
-        "map_mass_in_box_over_area": diagnostics["mass_in_box_over_area"],
     }
+    if "mass_in_box_over_area" in diagnostics:  # not for a dataset without boxes
+        metrics["map_mass_in_box_over_area"] = diagnostics["mass_in_box_over_area"]
     if "entropy_over_log_n" in diagnostics:
         metrics["map_entropy_over_log_n"] = diagnostics["entropy_over_log_n"]
     if catalogue.unreadable_images:  # counted like the training stream's skipped_corrupt_images
@@ -401,7 +405,7 @@ def quick_evaluate_with_figures(
 def evaluate_model(
     model: EclipModel,
     processor: EclipProcessor,
-    data_dir: str | os.PathLike,
+    dataset: CatalogueSource | str | os.PathLike,
     split: str = "test",
     batch_size: int = 32,
     embedding: EmbeddingMode = "auto",
@@ -429,7 +433,7 @@ def evaluate_model(
     from .instances import new_scene_retrieval, positive_map_diagnostics, title_leakage
 
     check_positive_int("batch_size", batch_size)
-    catalogue = load_catalogue_split(data_dir, split, max_products)
+    catalogue = load_catalogue_split(dataset, split, max_products)
     with evaluation_of(model) as model:
         mode = resolve_embedding_mode(model, embedding)
         embedded = embed_split(model, processor, catalogue, mode, FULL_VIEWS, batch_size, hypothesis_template, bf16)

@@ -257,9 +257,10 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
         if args.overwrite_output_dir and args.resume is None:
             clear_previous_run(args, accelerator)
         ensure_demo_catalogue(args)
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     catalogue_products = check_catalogue(args, accelerator.num_processes)
+    if accelerator.is_main_process:  # only for a dataset that can be read
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
     # datasets sleeps 5 s whenever a parquet stream ends (a workaround for an arrow crash at interpreter shutdown);
     # training re-reads its shards every epoch in a long-lived process, where that sleep only stalls the loop.
