@@ -55,14 +55,15 @@ DEMO_RUN := outputs/eclip-tiny-demo
 BASELINE_RUN := outputs/eclip-tiny-demo-itc-only
 ABLATION_RUNS := outputs/eclip-tiny-demo-inter outputs/eclip-tiny-demo-intra
 PACKAGE := $(shell find modeling_eclip -name '*.py')
-EVALUATE := $(BIN)/python examples/evaluate_eclip.py --data $(DEMO_DATA) --new-scenes $(NEW_SCENES) \
+EVALUATE := $(BIN)/python examples/evaluate_eclip.py --dataset_name $(DEMO_DATA) --new-scenes $(NEW_SCENES) \
 	--new-scenes-max-products 120
 
-# These run only while dataset_info.json is missing (no complete catalogue there), so a leftover is replaced.
-$(DEMO_DATA)/dataset_info.json: | $(STAMP)
+# These run only while the dataset card README.md is missing (no complete catalogue of format 2 there), so a leftover
+# (or a catalogue of the old format 1) is replaced.
+$(DEMO_DATA)/README.md: | $(STAMP)
 	$(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(DEMO_DATA) --overwrite
 
-$(NEW_SCENES)/dataset_info.json: | $(STAMP)
+$(NEW_SCENES)/README.md: | $(STAMP)
 	$(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(NEW_SCENES) --scene-seed 1 --overwrite
 
 $(TOWER_DATA)/build_info.json: modeling_eclip/data/image_pretraining_set.py modeling_eclip/data/demo_images.py | $(STAMP)
@@ -74,27 +75,27 @@ $(TOWER)/tower_info.json: $(TOWER_DATA)/build_info.json modeling_eclip/training/
 
 # One recipe run: outputs/<run>/model is the export; the recipe and the package are its inputs.
 outputs/eclip-tiny-demo-%/model/config.json: configuration/recipe-demo-%.yaml configuration/recipe-demo.yaml \
-		$(TOWER)/tower_info.json $(DEMO_DATA)/dataset_info.json $(PACKAGE)
+		$(TOWER)/tower_info.json $(DEMO_DATA)/README.md $(PACKAGE)
 	rm -rf outputs/eclip-tiny-demo-$*
 	$(BIN)/python examples/pretrain.py --config configuration/recipe-demo-$*.yaml
 
 demo-baseline: $(BASELINE_RUN)/model/config.json
 
-demo: $(BASELINE_RUN)/model/config.json $(NEW_SCENES)/dataset_info.json
+demo: $(BASELINE_RUN)/model/config.json $(NEW_SCENES)/README.md
 	rm -rf $(DEMO_RUN)
 	$(BIN)/python examples/pretrain.py --config configuration/recipe-demo.yaml
 	$(EVALUATE) --model $(DEMO_RUN)/model --compare $(BASELINE_RUN)/model --output $(DEMO_RUN)/results.json
 
 # Table 5 in the spirit of the paper: ITC only, + inter-product (L_inter, L_itm), + intra-product (L_intra, L_R), all.
 demo-ablation: $(BASELINE_RUN)/model/config.json $(addsuffix /model/config.json,$(ABLATION_RUNS)) \
-		$(NEW_SCENES)/dataset_info.json
+		$(NEW_SCENES)/README.md
 	@test -f $(DEMO_RUN)/model/config.json || $(MAKE) demo
 	$(EVALUATE) --model $(BASELINE_RUN)/model --compare $(addsuffix /model,$(ABLATION_RUNS)) $(DEMO_RUN)/model \
 		--output outputs/ablation.json
 
 # The Gradio demo app on the `make demo` model and catalogue, at http://127.0.0.1:7860 (see README, "Demo app").
 APP_MODEL ?= $(DEMO_RUN)/model
-app: $(DEMO_DATA)/dataset_info.json | $(STAMP)
+app: $(DEMO_DATA)/README.md | $(STAMP)
 	@test -f $(APP_MODEL)/config.json || (echo "no model at $(APP_MODEL): run make demo first, or make app APP_MODEL=dir"; exit 1)
 	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python examples/app.py --model $(APP_MODEL) --data $(DEMO_DATA)
 
