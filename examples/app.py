@@ -34,6 +34,7 @@ from transformers import AutoModel, AutoProcessor
 
 import modeling_eclip  # noqa: F401  (registers ECLIP with the Auto classes)
 from modeling_eclip import ZeroShotProductClassificationPipeline
+from modeling_eclip.data.shard_format import list_shards
 from modeling_eclip.evaluation.search import EMBEDDING_COLUMN, ProductSearchIndex, load_catalogue
 from modeling_eclip.grounding_eclip import candidate_boxes, grounding_score_maps, overlay_heatmap, score_boxes
 from modeling_eclip.pipeline_eclip import PIPELINE_TASK
@@ -72,9 +73,9 @@ class EclipDemo:
 
     def _build_index(self, model_dir: str, data_dir: str, split: str, cache_dir: str | None) -> ProductSearchIndex:
         """The catalogue's image+title embeddings, from the cache when this model and catalogue were embedded
-        before (keyed by the weights' and shards' sizes and times), else embedded now and cached."""
+        before (keyed by the weights' and the split's data files' sizes and times), else embedded now and cached."""
         key = hashlib.sha256()
-        for path in sorted([*pathlib.Path(model_dir).glob("*.safetensors"), *pathlib.Path(data_dir, split).glob("*")]):
+        for path in sorted([*pathlib.Path(model_dir).glob("*.safetensors"), *list_shards(data_dir, split)]):
             stat = path.stat()
             key.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         cache_file = None if cache_dir is None else pathlib.Path(cache_dir) / f"catalogue-{key.hexdigest()[:16]}.npy"
@@ -239,7 +240,7 @@ def build_app(demo: EclipDemo) -> gr.Blocks:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="an exported ECLIP checkpoint folder")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="the search catalogue (shard format); 'none' for none")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="the search catalogue (our layout); 'none': none")
     parser.add_argument("--split", default="test")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where catalogue embeddings are cached")
     parser.add_argument("--host", default="127.0.0.1")

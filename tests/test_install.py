@@ -74,7 +74,7 @@ def test_a_non_editable_install_builds_the_demo_catalogue_and_pretrains_by_prese
     options = {"seed": 0, "image-size": DEMO_CATALOGUE["image_size"], "max-products": 20, "workers": 1}
     flags = [item for name, value in options.items() for item in (f"--{name}", str(value))]
     run([sys.executable, "-m", "modeling_eclip.data.demo_catalogue", "--output", "demo", *flags], work, site)
-    assert (work / "demo" / "train").is_dir() and (work / "demo" / "dataset_info.json").is_file()
+    assert list((work / "demo" / "data").glob("train-*.parquet")) and (work / "demo" / "README.md").is_file()
 
     arguments = {
         "config": "recipe-demo",  # a shipped recipe, by name; its model_config is the preset eclip-tiny
@@ -83,7 +83,7 @@ def test_a_non_editable_install_builds_the_demo_catalogue_and_pretrains_by_prese
         "text_model_name_or_path": "none",
         "vision_model_name_or_path": "none",  # the recipe's pretrained tower is built by `make demo`, not here
         "tokenizer_name_or_path": MINILM_DIR,
-        "data_dir": "demo",
+        "dataset_name": "demo",
         "output_dir": "out",
         "per_device_train_batch_size": TINY_BATCH,
         "max_steps": 2,
