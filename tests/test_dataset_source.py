@@ -288,3 +288,24 @@ def test_data_files_read_catalogues_outside_a_repository(demo_catalogue: Path) -
     assert [row["product_id"] for row in source.iter_products("test")] == [
         row["product_id"] for row in read_split(demo_catalogue, "test")
     ]
+
+
+def test_evaluation_leaves_out_and_counts_products_without_title_or_category(
+    demo_catalogue: Path, tmp_path: Path
+) -> None:
+    from modeling_eclip.evaluation.embedding import load_catalogue_split
+
+    products = read_split(demo_catalogue, "test")
+    rows = image_rows(products)
+    for row in rows:
+        if row["sku"] == products[0]["product_id"]:
+            row["label"] = None
+        if row["sku"] == products[1]["product_id"]:
+            row["name"] = " "
+    (tmp_path / "data").mkdir()
+    table = datasets.Dataset.from_list(rows).cast_column("photo", datasets.Image())
+    table.to_parquet(tmp_path / "data" / "test-00000-of-00001.parquet")
+    split = load_catalogue_split(CatalogueSource(str(tmp_path), columns=COLUMNS), "test")
+    assert split.skipped_products == 2
+    assert split.product_ids == [p["product_id"] for p in products[2:]]
+    assert None not in split.categories

@@ -36,7 +36,7 @@ from transformers.utils import ModelOutput
 
 from ..data.source import CatalogueSource, image_input
 from ..modeling_eclip import IMAGE_PROMPT, TEXT_PROMPT, EclipModel
-from ..processing_eclip import EclipProcessor, to_rgb_image
+from ..processing_eclip import EclipProcessor, is_blank_text, to_rgb_image
 
 PRODUCT_VIEWS = ("image+title", "image", "title", "instance (title prompt)")
 # Image kind -> instance views each evaluation needs (the decoder runs once per view).
@@ -81,6 +81,8 @@ class CatalogueSplit:
     images: list[CatalogueImage]
     all_titles: dict[str, str] = field(default_factory=dict)
     unreadable_images: list[str] = field(default_factory=list)  # names of the images skipped (see load_catalogue_split)
+    # Products left out: no product id, no title or no category (see load_catalogue_split).
+    skipped_products: int = 0
 
     @property
     def category_names(self) -> list[str]:
@@ -105,16 +107,27 @@ def load_catalogue_split(
 
     Every image is decoded once here, as training decodes it (`processing_eclip.to_rgb_image`); an unreadable one
     (corrupt, truncated, a decompression bomb, missing) is skipped and named in `unreadable_images`, as the training
-    stream skips and counts it, so one bad file does not stop an evaluation."""
+    stream skips and counts it, so one bad file does not stop an evaluation; a product without a product id, a title or
+    a category is left out and counted in `skipped_products`."""
     if max_products is not None:
         check_positive_int("max_products", max_products)
     if not isinstance(dataset, CatalogueSource):
         dataset = CatalogueSource(str(dataset))
-    rows = []
+    rows, skipped_products = [], 0
     for row in dataset.iter_products(split, need_category=True):
         if max_products is not None and len(rows) == max_products:
             break
+        if not row["product_id"] or is_blank_text(row["title"] or "") or is_blank_text(row["category"] or ""):
+            skipped_products += 1  # as training skips them; a product without a category cannot be classified
+            continue
         rows.append(row)
+    if skipped_products:
+        logger.warning(
+            "split %r of %s: left out %d product(s) without a product id, a title or a category",
+            split,
+            dataset.describe(),
+            skipped_products,
+        )
     if not rows:
         raise ValueError(f"split {split!r} of {dataset.describe()} has no products")
     # Titles of every product of the dataset: the grounding control prompts name the other products in an image.
@@ -158,6 +171,7 @@ def load_catalogue_split(
         images=images,
         all_titles=all_titles,
         unreadable_images=unreadable,
+        skipped_products=skipped_products,
     )
 
 

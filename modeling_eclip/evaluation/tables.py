@@ -399,6 +399,8 @@ def quick_evaluate_with_figures(
         metrics["map_entropy_over_log_n"] = diagnostics["entropy_over_log_n"]
     if catalogue.unreadable_images:  # counted like the training stream's skipped_corrupt_images
         metrics["skipped_unreadable_images"] = len(catalogue.unreadable_images)
+    if catalogue.skipped_products:
+        metrics["skipped_products"] = catalogue.skipped_products
     return metrics, figures
 
 
@@ -456,6 +458,7 @@ def evaluate_model(
         "num_products": len(catalogue.product_ids),
         "num_images": {kind: len(indices) for kind, indices in embedded.indices.items()},
         "skipped_unreadable_images": len(catalogue.unreadable_images),
+        "skipped_products": catalogue.skipped_products,
         "table1": {"classification": zero_shot_classification(embedded), **image_text_retrieval(embedded)},
         "table2": product_retrieval(embedded),
         "table3": instance_level_retrieval(embedded),
