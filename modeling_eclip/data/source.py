@@ -127,12 +127,6 @@ class CatalogueSource:
         if str(self.name_or_path).startswith(("./", "../", "/")) and not path.is_dir():
             raise FileNotFoundError(f"dataset {self.name_or_path} is not a folder")
 
-    @property
-    def local_path(self) -> Path | None:
-        """The folder of a local dataset, None for a Hub id."""
-        path = Path(self.name_or_path)
-        return path if path.is_dir() else None
-
     def describe(self) -> str:
         """``name[config]@revision`` for messages."""
         config = f"[{self.config}]" if self.config else ""
