@@ -11,6 +11,9 @@ With no arguments: the `eclip-tiny` preset (text tower from the offline all-Mini
     torchrun --nproc_per_node 2 examples/pretrain.py --config ...                 # N processes on one machine (CPU too)
     accelerate launch --config_file configuration/accelerate-multi-gpu.yaml examples/pretrain.py --config ...
     python examples/pretrain.py --config ... --resume latest                      # continue exactly after a stop
+    python examples/pretrain.py --config ... --dataset_name org/shop-catalogue    # a Hub dataset, streamed
+    python examples/pretrain.py --config ... --dataset_name org/photos --image_column image --product_id_column sku \
+        --title_column name                                                       # one image per row, mapped columns
 """
 
 from modeling_eclip.training import main
