@@ -545,5 +545,5 @@ class HubApiStandIn:
         target = self.root / f"commit-{len(self.commits)}"
         shutil.copytree(folder_path, target)
         self.commits.append((commit_message, target))
-        self.uploads.append({"repo_id": repo_id, **kwargs})
+        self.uploads.append({"repo_id": repo_id, "folder_path": folder_path, **kwargs})
         return Future()
