@@ -22,6 +22,7 @@ from helpers import DEMO_CATALOGUE, HubApiStandIn, can_build_catalogue
 from huggingface_hub import DatasetCard
 
 from modeling_eclip.data import demo_catalogue as dc
+from modeling_eclip.data import hub
 from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.hub import check_complete_catalogue, push_catalogue
 from modeling_eclip.data.source import CatalogueSource, read_split
@@ -158,6 +159,10 @@ def test_push_catalogue_uploads_the_finished_folder_as_a_dataset(demo_catalogue:
     url = push_catalogue(demo_catalogue, "org/demo", private=True, commit_message="First upload", api=api)
     assert url == "https://huggingface.co/datasets/org/demo"
     _assert_pushed(api, demo_catalogue, "org/demo", True, "First upload")
+    # Pushing an existing folder again, from the command line.
+    again = HubApiStandIn(tmp_path / "hub-again")
+    assert hub.main([str(demo_catalogue), "--push_to_hub", "org/demo"], hub_api=again) == 0
+    _assert_pushed(again, demo_catalogue, "org/demo", False, hub.DEFAULT_COMMIT_MESSAGE)
 
 
 def test_an_unfinished_folder_is_never_pushed(demo_catalogue: Path, tmp_path: Path) -> None:
@@ -178,6 +183,7 @@ def test_an_unfinished_folder_is_never_pushed(demo_catalogue: Path, tmp_path: Pa
             push_catalogue(root, "org/demo", api=api)
     with pytest.raises(ValueError, match="not a Hub repository id"):
         push_catalogue(demo_catalogue, "org/two/slashes", api=api)
+    assert hub.main([str(tmp_path / "not-named"), "--push_to_hub", "org/demo"], hub_api=api) == 2
     assert check_complete_catalogue(demo_catalogue) == demo_catalogue
     assert api.repos == [] and api.commits == []
 
@@ -194,6 +200,16 @@ def test_the_converter_pushes_after_the_swap(tmp_path: Path, capsys: pytest.Capt
     _assert_pushed(api, output, "org/shop", False, "v1")
     assert "rejections.json" in _files(api.commits[0][1])
 
+    class Offline(HubApiStandIn):
+        def upload_folder(self, **kwargs):
+            raise ConnectionError("no network")
+
+    # A failed upload keeps the converted folder and says how to upload it alone.
+    with pytest.raises(ConnectionError):
+        c2s.main([*arguments, "--overwrite"], hub_api=Offline(tmp_path / "offline"))
+    assert f"python -m modeling_eclip.data.hub {output} --push_to_hub org/shop" in capsys.readouterr().err
+    check_complete_catalogue(output)
+
 
 def test_the_demo_builder_pushes(tmp_path: Path) -> None:
     if not can_build_catalogue():
@@ -203,7 +219,7 @@ def test_the_demo_builder_pushes(tmp_path: Path) -> None:
     arguments = ["--output", str(output), "--max-products", "4", "--image-size", "32", "--workers", "1"]
     assert dc.main([*arguments, "--push-to-hub", "org/two/slashes"], hub_api=api) == 2 and not output.exists()
     assert dc.main([*arguments, "--push-to-hub", "org/demo", "--private"], hub_api=api) == 0
-    _assert_pushed(api, output, "org/demo", True, "Upload ECLIP product catalogue")
+    _assert_pushed(api, output, "org/demo", True, hub.DEFAULT_COMMIT_MESSAGE)
 
 
 # ------------------------------------------------------------------------------------------- format-1 shards
@@ -289,7 +305,7 @@ def test_format_1_shards_migrate_with_every_row(tmp_path: Path, capsys: pytest.C
         "train/shard-00000.parquet",
         "train/shard-00001.parquet",
     ], "the old folder must only be read"
-    _assert_pushed(api, new, "org/shop", False, "Upload ECLIP product catalogue")
+    _assert_pushed(api, new, "org/shop", False, hub.DEFAULT_COMMIT_MESSAGE)
 
     # A non-empty output needs --overwrite; a folder without old shards has nothing to migrate.
     assert migrate_shards.main([str(old), "--output", str(new)]) == 2

@@ -117,12 +117,14 @@ def push_from_arguments(folder: str | os.PathLike, args: argparse.Namespace, api
     prints where the catalogue went."""
     if not args.push_to_hub:
         return
+    check_complete_catalogue(folder)
     try:
         url = push_catalogue(folder, args.push_to_hub, args.private, args.commit_message, api=api)
-    except Exception as error:  # network, token, permissions: the folder is fine, say how to retry the upload alone
-        error.add_note(
-            f"The catalogue {folder} is complete; upload it again with "
-            f"`python -m modeling_eclip.data.hub {folder} --push_to_hub {args.push_to_hub}`"
+    except Exception:  # network, token, permissions: the folder is fine, say how to retry the upload alone
+        print(
+            f"error: the upload failed; the catalogue {folder} is complete, upload it again with "
+            f"`python -m modeling_eclip.data.hub {folder} --push_to_hub {args.push_to_hub}`",
+            file=sys.stderr,
         )
         raise
     print(f"pushed {folder} to {url}")
