@@ -51,7 +51,13 @@ from tqdm.auto import tqdm
 
 from modeling_eclip.data.hub import add_push_arguments, check_repo_id, push_from_arguments
 from modeling_eclip.data.output_folder import check_output_folder, replacing_output_folder
-from modeling_eclip.data.shard_format import IMAGE_KINDS, SPLITS, ShardWriter, write_dataset_card
+from modeling_eclip.data.shard_format import (
+    IMAGE_KINDS,
+    SPLITS,
+    ShardWriter,
+    check_card_licence,
+    write_dataset_card,
+)
 from modeling_eclip.processing_eclip import is_blank_text, to_rgb_image
 
 REJECTION_REASONS = (
@@ -287,6 +293,7 @@ def convert(
     output folder's name) and ``description`` (default: where the data came from and what was rejected).
     """
     check_options(test_fraction, image_size, seed)
+    check_card_licence(license, license_name, license_link)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if image_format not in ("auto", "png", "jpeg"):
@@ -461,6 +468,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         check_options(args.test_fraction, args.image_size, args.seed)
+        check_card_licence(args.license, args.license_name, args.license_link)
         check_repo_id(args.push_to_hub)
     except ValueError as error:
         parser.error(str(error))

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from modeling_eclip.data.hub import add_push_arguments, check_repo_id, push_from_arguments
 from modeling_eclip.data.output_folder import replacing_output_folder
-from modeling_eclip.data.shard_format import ShardWriter, old_layout_splits, write_dataset_card
+from modeling_eclip.data.shard_format import ShardWriter, check_card_licence, old_layout_splits, write_dataset_card
 
 # Files of an old catalogue folder that travel with the data.
 CARRIED_FILES = ("LICENSE-DATA.md", "ATTRIBUTION.md", "dataset_info.json", "rejections.json")
@@ -38,6 +38,7 @@ def migrate(
     """Write the format-2 catalogue of the format-1 catalogue ``old`` into ``output``; returns products per split.
 
     The card's licence is ``license``; with ``other`` and a ``LICENSE-DATA.md`` in ``old``, the card links to it."""
+    check_card_licence(license)
     old = Path(old)
     if not old.is_dir():
         raise FileNotFoundError(f"{old} is not a folder")

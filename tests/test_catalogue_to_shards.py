@@ -173,6 +173,16 @@ def test_the_dataset_card_states_licence_name_and_description(rows: list[dict], 
     assert "license_name" not in card and "license_link" not in card
     assert "# My shop\n\nShoes and socks.\n" in (tmp_path / "named" / "README.md").read_text()
 
+    # A licence name or link describes "other" only; refused with another licence before anything is converted.
+    mixed = [str(catalogue), "--output", str(tmp_path / "mixed"), "--license", "mit", "--license-name", "x"]
+    with pytest.raises(SystemExit):
+        c2s.main(mixed)
+    with pytest.raises(ValueError, match="license_name, license_link"):
+        c2s.convert(catalogue, tmp_path / "mixed", license="mit", license_link="LICENSE")
+    with pytest.raises(ValueError, match="licence id"):
+        c2s.convert(catalogue, tmp_path / "mixed", license=" ")
+    assert not (tmp_path / "mixed").exists()
+
     custom = ["--license-name", "shop-terms-1.0", "--license-link", "https://shop.example/terms"]
     assert c2s.main([str(catalogue), "--output", str(tmp_path / "custom"), *custom]) == 0
     card = sf.read_card_metadata(tmp_path / "custom")

@@ -283,6 +283,17 @@ def write_shards(
     return writer.paths
 
 
+def check_card_licence(license: str, license_name: str = "", license_link: str = "") -> None:
+    """Raise ``ValueError`` naming the option when the card's licence fields do not go together: a licence id is
+    required, and a licence name or link only describe ``other`` (the Hub ignores them otherwise)."""
+    if not license or not license.strip():
+        raise ValueError("--license (license) must be a Hub licence id, e.g. apache-2.0, cc-by-4.0 or other")
+    if license != "other" and (license_name or license_link):
+        raise ValueError(
+            f"--license-name and --license-link (license_name, license_link) describe --license other, not {license!r}"
+        )
+
+
 def write_dataset_card(
     root: str | os.PathLike,
     pretty_name: str,
@@ -302,6 +313,7 @@ def write_dataset_card(
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    check_card_licence(license, license_name, license_link)
     root = Path(root)
     splits = _splits_on_disk(root)
     if not splits:
