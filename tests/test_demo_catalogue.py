@@ -300,7 +300,7 @@ def test_the_dataset_card_links_the_mixed_licence(demo_catalogue: Path, rows: di
     assert splits == {split: len(rows[split]) for split in sf.SPLITS}
     body = (demo_catalogue / "README.md").read_text(encoding="utf-8").split("\n---\n", 1)[1]
     for source in di.discover_sources():
-        assert f"`{source.name}` ({source.title}, {source.license})" in body
+        assert f"- `{source.name}`: {source.title}. Licence: {source.license}." in body
     assert "load_dataset(" in body and "[LICENSE-DATA.md](LICENSE-DATA.md)" in body
 
 

@@ -429,14 +429,14 @@ def _card_description(info: dict[str, Any]) -> str:
     """The body of the dataset card (README.md): what the data is, how to load it, its fields and licences."""
     splits = ", ".join(f"{name}: {v['products']} products, {v['images']} images" for name, v in info["splits"].items())
     arguments = info["build_arguments"]
-    sources = ", ".join(f"`{s['name']}` ({s['title']}, {s['license']})" for s in info["sources"])
+    sources = "\n".join(f"- `{s['name']}`: {s['title']}. Licence: {s['license']}." for s in info["sources"])
     return f"""{info["description"]}
 
-Built by `python -m modeling_eclip.data.demo_catalogue` (ECLIP for transformers) with seed {arguments["seed"]},
-scene seed {arguments["scene_seed"]}, {arguments["image_size"]} px images and
-{arguments["images_per_source"]} images per artwork source; the same arguments give byte-identical files
-(`dataset_info.json` records them). Splits: {splits}. Test products are held out per category, and images only ever
-show products of their own split.
+Built by `python -m modeling_eclip.data.demo_catalogue` (ECLIP for transformers) with seed {arguments["seed"]}, \
+scene seed {arguments["scene_seed"]}, {arguments["image_size"]} px images and {arguments["images_per_source"]} images \
+per artwork source; the same arguments give byte-identical files (`dataset_info.json` records them).
+
+Splits: {splits}. Test products are held out per category, and images only ever show products of their own split.
 
 ## Loading
 
@@ -459,8 +459,11 @@ product drawn in the image, the product itself first) and `box_product_ids` (the
 
 ## Licence
 
-Mixed, per image: the licence of an image is that of its `source` artwork set: {sources}. Background photos are
-scikit-image sample data (CC0 / public domain); product names come from Unicode's emoji data (Unicode License v3).
+Mixed, per image: each image has the licence of its `source` artwork set.
+
+{sources}
+
+Background photos are scikit-image sample data (CC0 / public domain); product names come from Unicode's emoji data (Unicode License v3).
 [LICENSE-DATA.md](LICENSE-DATA.md) has the details and [ATTRIBUTION.md](ATTRIBUTION.md) the attributions; keep both
 when redistributing the data.
 """
