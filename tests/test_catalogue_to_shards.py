@@ -1,5 +1,6 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Tests of the catalogue-to-shards converter (processing/catalogue_to_shards.py)."""
+"""Tests of the catalogue converter (processing/catalogue_to_shards.py): what it accepts and rejects, and the dataset
+folder it writes (data files, dataset card, report)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from modeling_eclip.data import shard_format as sf
+from modeling_eclip.data.source import read_split
 from processing import catalogue_to_shards as c2s
 
 EXPECTED = {
@@ -85,12 +87,14 @@ def _check_output(output: Path, report: dict, image_size: int | None = None, mis
     assert report["input_rows"] == 12 + missing
     assert report["accepted_rows"] == 8  # the 8 images of the 4 good products, whatever else was rejected
     assert json.loads((output / "rejections.json").read_text()) == report
-    assert not [p for p in output.rglob("*") if ".tmp" in p.name]
-    products = sf.read_split(output, "train")
+    assert not [p for p in output.rglob("*") if p.name.startswith(".")], "temporary or partial files left behind"
+    assert [p.name for p in sf.list_shards(output, "train")] == ["train-00000-of-00001.parquet"]
+    assert sf.read_card_metadata(output)["dataset_info"]["splits"][0]["num_examples"] == len(GOOD_PRODUCTS)
+    products = read_split(output, "train")
     assert {row["product_id"] for row in products} == GOOD_PRODUCTS
     for row in products:
         sf.validate_row(row)
-        assert row["split"] == "train" and len(row["images"]) >= 2
+        assert len(row["images"]) >= 2
         for image in row["images"]:
             decoded = Image.open(io.BytesIO(image["image"]))
             assert decoded.mode == "RGB"  # CMYK and 16-bit sources were converted
@@ -147,7 +151,43 @@ def test_test_fraction_splits_by_product(rows: list[dict], tmp_path: Path) -> No
     catalogue = _write_jsonl(rows, tmp_path / "catalogue")
     report = c2s.convert(catalogue, tmp_path / "out", test_fraction=0.5, seed=3)
     assert report["splits"]["train"]["products"] == report["splits"]["test"]["products"] == 2
-    train = {row["product_id"] for row in sf.read_split(tmp_path / "out", "train")}
-    test = {row["product_id"] for row in sf.read_split(tmp_path / "out", "test")}
+    train = {row["product_id"] for row in read_split(tmp_path / "out", "train")}
+    test = {row["product_id"] for row in read_split(tmp_path / "out", "test")}
     assert not train & test and train | test == GOOD_PRODUCTS
-    assert all(row["split"] == "test" for row in sf.read_split(tmp_path / "out", "test"))
+    splits = sf.read_card_metadata(tmp_path / "out")["dataset_info"]["splits"]
+    assert {split["name"]: split["num_examples"] for split in splits} == {"train": 2, "test": 2}
+
+
+def test_the_dataset_card_states_licence_name_and_description(rows: list[dict], tmp_path: Path) -> None:
+    catalogue = _write_jsonl(rows, tmp_path / "catalogue")
+    assert c2s.main([str(catalogue), "--output", str(tmp_path / "default")]) == 0
+    card = sf.read_card_metadata(tmp_path / "default")
+    assert card["license"] == "other" and card["pretty_name"] == "default"
+    body = (tmp_path / "default" / "README.md").read_text()
+    assert "catalogue.jsonl" in body and "rejections.json" in body  # the default description: source and report
+
+    options = ["--license", "cc-by-4.0", "--pretty-name", "My shop", "--description", "Shoes and socks."]
+    assert c2s.main([str(catalogue), "--output", str(tmp_path / "named"), *options]) == 0
+    card = sf.read_card_metadata(tmp_path / "named")
+    assert (card["license"], card["pretty_name"]) == ("cc-by-4.0", "My shop")
+    assert "license_name" not in card and "license_link" not in card
+    assert "# My shop\n\nShoes and socks.\n" in (tmp_path / "named" / "README.md").read_text()
+
+    # A licence name or link describes "other" only; refused with another licence before anything is converted.
+    mixed = [str(catalogue), "--output", str(tmp_path / "mixed"), "--license", "mit", "--license-name", "x"]
+    with pytest.raises(SystemExit):
+        c2s.main(mixed)
+    with pytest.raises(ValueError, match="license_name, license_link"):
+        c2s.convert(catalogue, tmp_path / "mixed", license="mit", license_link="LICENSE")
+    with pytest.raises(ValueError, match="licence id"):
+        c2s.convert(catalogue, tmp_path / "mixed", license=" ")
+    assert not (tmp_path / "mixed").exists()
+
+    custom = ["--license-name", "shop-terms-1.0", "--license-link", "https://shop.example/terms"]
+    assert c2s.main([str(catalogue), "--output", str(tmp_path / "custom"), *custom]) == 0
+    card = sf.read_card_metadata(tmp_path / "custom")
+    assert (card["license"], card["license_name"], card["license_link"]) == (
+        "other",
+        "shop-terms-1.0",
+        "https://shop.example/terms",
+    )

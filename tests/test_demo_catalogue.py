@@ -1,6 +1,6 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Tests of the offline demo catalogue builder (modeling_eclip/data/demo_catalogue.py, demo_images.py,
-demo_products.py) and the shard format."""
+demo_products.py), its dataset card, and the shard writer of the catalogue format."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -20,6 +21,7 @@ from modeling_eclip.data import demo_catalogue as dc
 from modeling_eclip.data import demo_images as di
 from modeling_eclip.data import demo_products as dp
 from modeling_eclip.data import shard_format as sf
+from modeling_eclip.data.source import read_split
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES_PER_SOURCE = 4  # the builder's default, which the shared catalogue uses
@@ -34,7 +36,7 @@ def _require_inputs() -> None:
 
 @pytest.fixture(scope="session")
 def rows(demo_catalogue: Path) -> dict[str, list[dict]]:
-    return {split: sf.read_split(demo_catalogue, split) for split in sf.SPLITS}
+    return {split: read_split(demo_catalogue, split) for split in sf.SPLITS}
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +72,7 @@ def test_scene_seed_gives_new_photos_of_the_same_products(demo_catalogue: Path, 
     info = dc.build_catalogue(scenes, workers=1, scene_seed=1, **DEMO_CATALOGUE)
     assert info["build_arguments"]["scene_seed"] == 1
     for split in sf.SPLITS:
-        mine, theirs = sf.read_split(demo_catalogue, split), sf.read_split(scenes, split)
+        mine, theirs = read_split(demo_catalogue, split), read_split(scenes, split)
         assert [(r["product_id"], r["title"], r["category"]) for r in mine] == [
             (r["product_id"], r["title"], r["category"]) for r in theirs
         ]
@@ -86,17 +88,24 @@ def test_scene_seed_gives_new_photos_of_the_same_products(demo_catalogue: Path, 
 def test_layout_schema_and_rows_are_valid(demo_catalogue: Path, rows: dict[str, list[dict]]) -> None:
     for split in sf.SPLITS:
         shards = sf.list_shards(demo_catalogue, split)
-        assert [p.name for p in shards] == [sf.shard_name(i) for i in range(len(shards))]
+        assert [p.name for p in shards] == [sf.shard_name(split, i, len(shards)) for i in range(len(shards))]
         for shard in shards:
             schema = pq.read_schema(shard)
-            assert schema.equals(sf.SHARD_SCHEMA)
-            assert schema.metadata[b"eclip_shard_format_version"] == sf.SHARD_FORMAT_VERSION.encode()
+            assert schema.equals(sf.CATALOGUE_SCHEMA)
+            # The features travel in the file itself, so `datasets` reads images and class labels from any copy of it.
+            assert datasets.Features.from_arrow_schema(schema) == sf.CATALOGUE_FEATURES
         assert rows[split], f"empty split {split}"
         for row in rows[split]:
             sf.validate_row(row)
-            assert row["split"] == split
             assert row["product_id"].startswith("emoji-")
-    assert not list(demo_catalogue.rglob(".*tmp*")), "temporary shard files left behind"
+    assert sorted(p.relative_to(demo_catalogue).as_posix() for p in demo_catalogue.rglob("*")) == [
+        "ATTRIBUTION.md",
+        "LICENSE-DATA.md",
+        "README.md",
+        "data",
+        *sorted(f"data/{p.name}" for split in sf.SPLITS for p in sf.list_shards(demo_catalogue, split)),
+        "dataset_info.json",
+    ], "a file of an unfinished build (temporary or partial) was left behind"
     ids = [row["product_id"] for split in sf.SPLITS for row in rows[split]]
     assert len(ids) == len(set(ids)) == DEMO_CATALOGUE["max_products"]
 
@@ -278,6 +287,23 @@ def test_licence_files_and_dataset_info(demo_catalogue: Path, rows: dict[str, li
         assert total == info["splits"][split]["images"]
 
 
+def test_the_dataset_card_links_the_mixed_licence(demo_catalogue: Path, rows: dict[str, list[dict]]) -> None:
+    card = sf.read_card_metadata(demo_catalogue)
+    # A licence the Hub has no id for: "other", named, and linked to the file in the repository.
+    assert (card["license"], card["license_name"], card["license_link"]) == (
+        "other",
+        dc.LICENSE_NAME,
+        "LICENSE-DATA.md",
+    )
+    assert card["pretty_name"] == dc.DATASET_NAME
+    splits = {split["name"]: split["num_examples"] for split in card["dataset_info"]["splits"]}
+    assert splits == {split: len(rows[split]) for split in sf.SPLITS}
+    body = (demo_catalogue / "README.md").read_text(encoding="utf-8").split("\n---\n", 1)[1]
+    for source in di.discover_sources():
+        assert f"- `{source.name}`: {source.title}. Licence: {source.license}." in body
+    assert "load_dataset(" in body and "[LICENSE-DATA.md](LICENSE-DATA.md)" in body
+
+
 def test_missing_sources_error_names_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -303,7 +329,7 @@ def test_missing_sources_error_names_what_to_install(
 def test_command_line_help(command: list[str]) -> None:
     result = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for option in ("--output", "--seed", "--image-size", "--images-per-source", "--max-products"):
+    for option in ("--output", "--seed", "--image-size", "--images-per-source", "--max-products", "--push_to_hub"):
         assert option in result.stdout
 
 
@@ -318,16 +344,20 @@ def _row(product_id: str, payload: bytes) -> dict:
         "boxes": [[0.0, 0.0, 4.0, 4.0]],
         "box_product_ids": [product_id],
     }
-    return {"product_id": product_id, "title": "Thing", "category": "things", "split": "train", "images": [image]}
+    return {"product_id": product_id, "title": "Thing", "category": "things", "images": [image]}
 
 
 def test_shard_writer_rolls_over_and_round_trips(tmp_path: Path) -> None:
     rows = [_row(f"p{i}", bytes(3000)) for i in range(10)]
-    paths = sf.write_shards(rows, tmp_path / "train", max_bytes=10_000)
-    assert [p.name for p in paths] == [sf.shard_name(i) for i in range(len(paths))] and len(paths) > 1
-    assert sf.list_shards(tmp_path, "train") == paths
-    assert sf.read_split(tmp_path, "train") == rows
-    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [p.name for p in paths]
+    paths = sf.write_shards(rows, tmp_path, "train", max_bytes=10_000)
+    assert [p.name for p in paths] == [sf.shard_name("train", i, len(paths)) for i in range(len(paths))]
+    assert len(paths) > 1 and sf.list_shards(tmp_path, "train") == paths
+    # Read back as `source.read_split` normalises products: image bytes (no path), names of kinds.
+    expected = [
+        {**row, "images": [{**im, "path": None} for im in row["images"]], "noncontiguous": False} for row in rows
+    ]
+    assert read_split(tmp_path, "train") == expected
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [p.name for p in paths]
 
 
 def test_validate_row_rejects_malformed_rows() -> None:
@@ -352,7 +382,7 @@ def test_failed_write_leaves_no_partial_shard(tmp_path: Path, monkeypatch: pytes
         raise OSError("disk full")
 
     monkeypatch.setattr(sf.pq, "write_table", explode)
-    with pytest.raises(OSError), sf.ShardWriter(tmp_path / "train") as writer:
+    with pytest.raises(OSError), sf.ShardWriter(tmp_path, "train") as writer:
         writer.write(_row("p0", b""))
         writer.flush()
-    assert list((tmp_path / "train").iterdir()) == []
+    assert list((tmp_path / "data").iterdir()) == []

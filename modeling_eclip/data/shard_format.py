@@ -283,44 +283,59 @@ def write_shards(
     return writer.paths
 
 
+def check_card_licence(license: str, license_name: str = "", license_link: str = "") -> None:
+    """Raise ``ValueError`` naming the option when the card's licence fields do not go together: a licence id is
+    required, and a licence name or link only describe ``other`` (the Hub ignores them otherwise)."""
+    if not license or not license.strip():
+        raise ValueError("--license (license) must be a Hub licence id, e.g. apache-2.0, cc-by-4.0 or other")
+    if license != "other" and (license_name or license_link):
+        raise ValueError(
+            f"--license-name and --license-link (license_name, license_link) describe --license other, not {license!r}"
+        )
+
+
 def write_dataset_card(
     root: str | os.PathLike,
     pretty_name: str,
     description: str,
     license: str,
-    license_details: str = "",
+    license_name: str = "",
+    license_link: str = "",
     extra_metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``<root>/README.md``: the dataset card a Hub dataset repository needs, for the splits written there.
 
     Its YAML header maps each split to its files (``configs``), lists the features and split sizes (``dataset_info``,
-    read from the parquet footers, and the files' size) and the ``license`` (an id of https://hf.co/docs/hub/repositories-licenses, e.g.
-    ``apache-2.0`` or ``other``); ``license_details`` explains a mixed licence. The body is ``description``.
+    read from the parquet footers: rows, uncompressed bytes, and the files' size) and the ``license``: an id of
+    https://hf.co/docs/hub/repositories-licenses (e.g. ``apache-2.0``), or ``other`` with ``license_name`` (an id of
+    your own, e.g. ``my-licence-1.0``) and ``license_link`` (a file of the repository, e.g. ``LICENSE-DATA.md``, or a
+    URL), as the Hub documents them. The body is ``description``.
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    check_card_licence(license, license_name, license_link)
     root = Path(root)
     splits = _splits_on_disk(root)
     if not splits:
         raise FileNotFoundError(f"{root / DATA_FOLDER} holds no <split>-*.parquet files to describe")
     info = datasets.DatasetInfo(features=CATALOGUE_FEATURES)._to_yaml_dict()
-    info["splits"] = []
-    for split in splits:
-        footers = [pq.ParquetFile(path).metadata for path in list_shards(root, split)]
-        info["splits"].append(
-            {
-                "name": split,
-                # As `datasets` counts it: the data's size uncompressed.
-                "num_bytes": sum(f.row_group(g).total_byte_size for f in footers for g in range(f.num_row_groups)),
-                "num_examples": sum(f.num_rows for f in footers),
-            }
-        )
+    # `datasets` ignores a split entry without num_bytes (its size in memory; the uncompressed size stands in for it).
+    footers = {split: [pq.ParquetFile(path).metadata for path in list_shards(root, split)] for split in splits}
+    info["splits"] = [
+        {
+            "name": split,
+            "num_bytes": sum(m.row_group(i).total_byte_size for m in footers[split] for i in range(m.num_row_groups)),
+            "num_examples": sum(m.num_rows for m in footers[split]),
+        }
+        for split in splits
+    ]
     info["download_size"] = sum(path.stat().st_size for split in splits for path in list_shards(root, split))
     info["dataset_size"] = sum(split["num_bytes"] for split in info["splits"])
     data = DatasetCardData(
         pretty_name=pretty_name,
         license=license,
-        license_details=license_details or None,
+        license_name=license_name or None,
+        license_link=license_link or None,
         task_categories=["zero-shot-image-classification", "image-feature-extraction"],
         tags=["e-commerce", "products", "eclip"],
         configs=[
@@ -353,4 +368,3 @@ def _splits_on_disk(root: Path) -> list[str]:
     """Split names of the files in ``<root>/data``, the standard ones first."""
     names = {path.name.rsplit("-", 3)[0] for path in (root / DATA_FOLDER).glob("*-*-of-*.parquet")}
     return [s for s in SPLITS if s in names] + sorted(names - set(SPLITS))
-
