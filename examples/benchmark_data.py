@@ -22,24 +22,25 @@ training). Everything is built once into ``--work-dir`` (reused while the build 
 
     .venv/bin/python examples/benchmark_data.py --catalogue data/demo --work-dir /tmp/eclip-benchmark-data
 
-Which streams faster, one product per row (b) or one image per row (c), and why. Both reach the stream as the same
-product records (``CatalogueSource.products``), and the decode workers then do identical work, so the difference lies
-in the reading, which runs in the training process beside batching and the processor:
+Which streams faster, one product per row (b) or one image per row (c), and why. Neither, measurably: their pairs/s
+are within run-to-run noise. Both reach the stream as the same product records (``CatalogueSource.products``) and the
+decode workers then do identical work (decoding, augmentation), which dominates; only the reading differs, and it runs
+in the training process beside batching and the processor, 3-25x faster than the pairs it feeds:
 
-* Row count: (c) has one row per image, 8 times as many rows for the demo's 8 images per product. ``datasets``
-  streams parquet row by row (an arrow -> python dict per row, then our grouping), so the per-row work is paid 8
-  times; (b) pays it once per product and receives the images as one list.
-* Grouping: (c) must compare each row's product id with the previous one and rebuild the product's image list in
-  python; (b) has it ready. The bytes read are the same (every image of a product is read, though only two are
-  decoded), so with large images, where decoding dominates, the gap is small; with small ones it shows.
+* Row count: (c) has one row per image, 8 times as many rows for the demo's 8 images per product, which
+  ``CatalogueSource`` streams row by row and regroups in python (compare each row's product id with the previous one,
+  rebuild the image list); (b) converts one nested list per product, with boxes. ``datasets``' own iteration of (c)'s
+  flat rows is faster per product, the regrouped products somewhat slower (1.2-1.7x in an alternating best-of-5 read
+  on shared cores), and the bytes read are the same: every image of a product is read, though only two are decoded.
 * Shuffle buffer: ``load_product_stream`` shuffles the *grouped* products, so a buffer of N holds N products in both
-  layouts (and N times the images of a product in memory). Shuffling the raw rows instead, as
-  ``load_dataset(...).shuffle(buffer_size=N)`` on (c) would, holds N *images* (N / 8 products' worth of mixing) and,
-  worse, scatters a product's images so the consecutive-rows grouping no longer finds them: an image-per-row dataset
-  must be shuffled after grouping, which is what the stream does. The file order is shuffled too (one
-  ``datasets`` shard per data file); (c) has the same number of files for the same bytes.
+  layouts, with all their image bytes (1000 products of 8 photos of ~250 KB: ~2 GB per process). Shuffling the raw
+  rows instead, as ``load_dataset(...).shuffle(buffer_size=N)`` on (c) would, holds N *images* (N / 8 products' worth
+  of mixing) and, worse, scatters a product's images so the consecutive-rows grouping no longer finds them: an
+  image-per-row dataset must be shuffled after grouping, which is what the stream does. The file order is shuffled
+  too (one ``datasets`` shard per data file); (c) has the same number of files for the same bytes.
 * Resume and sharding: positions and ``split_dataset_by_node`` count products in both, since both work on the grouped
-  stream; (c) cannot tell its product count from the parquet footers (``CatalogueSource.num_products`` is None).
+  stream; (c) cannot tell its product count from the parquet footers (``CatalogueSource.num_products`` is None) and
+  needs its rows ordered by product.
 
 The measured table and the read-only rates (products/s through ``load_product_stream`` without decoding) are in the
 README. For a quick check (a test runs this)::
