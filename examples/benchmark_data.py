@@ -25,13 +25,14 @@ training). Everything is built once into ``--work-dir`` (reused while the build 
 Which streams faster, one product per row (b) or one image per row (c), and why. Neither, measurably: their pairs/s
 are within run-to-run noise. Both reach the stream as the same product records (``CatalogueSource.products``) and the
 decode workers then do identical work (decoding, augmentation), which dominates; only the reading differs, and it runs
-in the training process beside batching and the processor, 3-25x faster than the pairs it feeds:
+in the training process beside batching and the processor, 5-19x faster than the pairs it feeds:
 
 * Row count: (c) has one row per image, 8 times as many rows for the demo's 8 images per product, which
   ``CatalogueSource`` streams row by row and regroups in python (compare each row's product id with the previous one,
   rebuild the image list); (b) converts one nested list per product, with boxes. ``datasets``' own iteration of (c)'s
-  flat rows is faster per product, the regrouped products somewhat slower (1.2-1.7x in an alternating best-of-5 read
-  on shared cores), and the bytes read are the same: every image of a product is read, though only two are decoded.
+  flat rows is faster per product, the regrouped products slower (1.4-1.8x with 224 and 128 px images; equal with
+  photos, where the bytes dominate), and the bytes read are the same: every image of a product is read, though only
+  two are decoded.
 * Shuffle buffer: ``load_product_stream`` shuffles the *grouped* products, so a buffer of N holds N products in both
   layouts, with all their image bytes (1000 products of 8 photos of ~250 KB: ~2 GB per process). Shuffling the raw
   rows instead, as ``load_dataset(...).shuffle(buffer_size=N)`` on (c) would, holds N *images* (N / 8 products' worth
