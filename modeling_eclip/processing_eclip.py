@@ -27,7 +27,7 @@ DEFAULT_MAX_TEXT_LENGTH = 55
 DEFAULT_URL_TIMEOUT = 30.0
 
 
-def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
+def to_rgb_image(image: Any, name: str = "image", min_size: int | None = None) -> Image.Image:
     """Decodes a PIL image, path, URL, base64 string, bytes, array or tensor into an RGB PIL image: THE image decoder.
 
     Every path that reads an image (processor, pipeline, grounding, search, training, evaluation) decodes through it:
@@ -45,8 +45,17 @@ def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
       [-1, 1] or 0-255 data in a float array; rescale or cast it yourself), NaN or infinite values, integers outside
       [0, 255], an empty array, 1-D, 4-D (a batch: pass a list) or 5-channel arrays, object or boolean arrays.
 
+    `min_size` (an int >= 1; None: full resolution) lets an encoded JPEG (bytes, path, URL, base64) be decoded at a
+    reduced scale, 1/2, 1/4 or 1/8, the smallest one that still leaves both sides at least `min_size` pixels
+    (`Image.draft`: libjpeg skips the fine DCT coefficients, several times faster than a full decode on large photos).
+    Images smaller than that, other formats and images passed decoded are returned at full resolution. Everything
+    else above holds as it is: the decompression-bomb guard reads the header's full size, and orientation, alpha and
+    modes are handled after the reduced decode.
+
     Errors are ValueErrors that name `name` (the argument and position, e.g. `images[3]`) and the file, if any.
     """
+    if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1):
+        raise ValueError(f"min_size must be an integer >= 1 or None, got {min_size!r}")
     try:
         source = None
         if isinstance(image, str) and not os.path.exists(image) and _is_url_or_base64(image):
@@ -56,10 +65,10 @@ def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
         if isinstance(image, (str, os.PathLike)):
             source = os.fspath(image)
             with Image.open(image) as opened:
-                image = opened.copy()
+                image = _decode(opened, min_size)
         elif isinstance(image, (bytes, bytearray)):
             with Image.open(io.BytesIO(image)) as opened:
-                image = opened.copy()
+                image = _decode(opened, min_size)
         elif isinstance(image, torch.Tensor):
             image = _array_to_image(image.detach().cpu().numpy())
         elif isinstance(image, np.ndarray):
@@ -76,6 +85,14 @@ def to_rgb_image(image: Any, name: str = "image") -> Image.Image:
         # DecompressionBombError (a header claiming a huge image) is not an OSError; it is just as unreadable.
         where = name if source is None or source == name else f"{name} ({source})"
         raise ValueError(f"Cannot decode {where}: {error}") from error
+
+
+def _decode(opened: Image.Image, min_size: int | None) -> Image.Image:
+    """The pixels of an opened image file; a JPEG at the smallest draft scale whose sides stay >= `min_size`."""
+    if min_size is not None and opened.format in ("JPEG", "MPO"):
+        # A square request keeps both sides >= min_size whatever the EXIF orientation turns them into.
+        opened.draft(None, (min_size, min_size))
+    return opened.copy()
 
 
 def _is_url_or_base64(text: str) -> bool:

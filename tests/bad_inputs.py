@@ -81,6 +81,26 @@ def exif_rotated_jpeg() -> bytes:
     return _encoded(Image.new("RGB", ORIENTED_SIZE, (0, 128, 255)), "JPEG", exif=exif.tobytes())
 
 
+def photo_jpeg(width: int, height: int, seed: int = 0, orientation: int | None = None) -> bytes:
+    """A photo-like JPEG (quality 90): smooth colour gradients, a few sharp-edged blocks and mild sensor noise, with an
+    EXIF ``orientation`` when given (6: rotate 90 CW to view, so it shows ``height`` wide and ``width`` tall)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    pixels = np.stack([127 + 90 * np.sin(x / width * 3 + y / height * 2 + p) for p in phase], axis=-1)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, width * 3 // 4)), int(rng.integers(0, height * 3 // 4))
+        pixels[y0 : y0 + height // 5, x0 : x0 + width // 5] = rng.integers(0, 256, 3)
+    pixels += rng.normal(0, 6, pixels.shape)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    save = {"quality": 90}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        save["exif"] = exif.tobytes()
+    return _encoded(image, "JPEG", **save)
+
+
 def transparent_rgba_png() -> bytes:
     """Fully transparent black RGBA: white when composited as it must be."""
     return _png(Image.new("RGBA", (16, 16), (0, 0, 0, 0)))

@@ -90,6 +90,36 @@ def test_benchmark_fp32_and_bad_preset(tmp_path):
     assert result.returncode != 0 and "no-such-preset" in result.stderr and "eclip-tiny" in result.stderr
 
 
+def test_data_benchmark_reports_every_layout_and_size(tmp_path, demo_catalogue):
+    config_path = tmp_path / "tiny.json"
+    tiny_config().to_json_file(str(config_path))  # queue_size 8: a multiple of the batch of 4
+    output = tmp_path / "data.json"
+    command = [sys.executable, str(REPO / "examples" / "benchmark_data.py"), "--catalogue", str(demo_catalogue)]
+    command += ["--work-dir", str(tmp_path / "work"), "--num-products", "10", "--image-sizes", "24"]
+    command += ["--photo-size", "200", "--input-size", "32", "--config", str(config_path), "--batch-size", "4"]
+    command += ["--loader-batches", "2", "--read-repeats", "1", "--steps", "1", "--num-workers", "1"]
+    command += ["--output", str(output)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report, table = json.loads(output.read_text()), result.stdout
+    layouts = ("(a) format 1", "(b) format 2", "(c) image per row")
+    sizes = ("24 px PNG", "200 px JPEG, full decoding", "200 px JPEG, reduced decoding")
+    assert [(row["layout"][:12], row["image_size"]) for row in report["rows"]] == [
+        (layout[:12], size) for size in sizes for layout in layouts
+    ]
+    for row in report["rows"]:
+        assert row["pairs_per_s"] > 0 and row["ratio_to_step"] == row["pairs_per_s"] / report["step_samples_per_s"]
+        assert f"| {row['layout']} | {row['image_size']} | {row['pairs_per_s']:.1f} |" in table
+    assert report["step_samples_per_s"] > 0 and "| EclipForPreTraining step" in table
+    # The same 10 products in every layout: one row each, or one row per image in (c).
+    reading = {(row["layout"][:3], row["image_size"]): row for row in report["reading"]}
+    assert len(reading) == 6 and all(row["products_per_s"] > 0 for row in reading.values())
+    for size in ("24 px PNG", "200 px JPEG"):
+        assert reading["(a)", size]["rows"] == reading["(b)", size]["rows"] == 10
+        assert reading["(c)", size]["rows"] > 10
+
+
 def test_search_benchmark_scores_every_setting_against_exact_search(tmp_path):
     output = tmp_path / "search.json"
     command = [sys.executable, str(REPO / "examples" / "benchmark_search.py"), "--num-products", "3000"]
