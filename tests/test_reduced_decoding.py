@@ -8,7 +8,7 @@ from bad_inputs import photo_jpeg, png_bomb, valid_png
 from PIL import Image
 
 from modeling_eclip import EclipImageProcessor
-from modeling_eclip.data.stream import ProductPairStream, make_pair, min_decode_size
+from modeling_eclip.data.stream import CropResize, ProductPairStream, augment_image, make_pair, min_decode_size
 from modeling_eclip.processing_eclip import to_rgb_image
 from modeling_eclip.training.builders import build_processor
 
@@ -90,3 +90,26 @@ def test_stream_decodes_at_the_model_resolution_after_the_crop(photo):
         sample = make_pair(example, seed=0, epoch=0, position=position, augment=True, min_size=334)
         # Every augmented crop still has at least the model's 224 px on both sides: no resolution is lost.
         assert min(sample["anchor"].size) >= 224 and min(sample["positive"].size) >= 224
+
+
+def test_large_crops_are_resized_to_the_model_input_before_the_colour_jitter(photo):
+    processor = build_processor(224)
+    resize = ProductPairStream([], processor, augment=True).crop_resize
+    assert resize == CropResize(224, 224, int(processor.image_processor.resample))
+    assert ProductPairStream([], processor, augment=True, reduced_decoding=False).crop_resize is None
+    decoded = to_rgb_image(photo, min_size=334)
+    for seed in range(6):
+        early = augment_image(decoded, np.random.default_rng(seed), resize)
+        late = augment_image(decoded, np.random.default_rng(seed))
+        assert early.size == (224, 224) and min(late.size) > 224  # the same crop, resized before the jitter
+        # What the model gets: the processor's resize of either; jitter and resize nearly commute.
+        ours = processor.image_processor(early, return_tensors="np")["pixel_values"]
+        theirs = processor.image_processor(late, return_tensors="np")["pixel_values"]
+        assert np.abs(ours - theirs).mean() < 0.02
+    # Crops no larger than the model's input (the demo's 128 px images at 128 px) are left to the processor: unchanged.
+    small = to_rgb_image(valid_png(0, size=128))
+    small_resize = CropResize(128, 128, int(processor.image_processor.resample))
+    for seed in range(6):
+        a = augment_image(small, np.random.default_rng(seed), small_resize)
+        b = augment_image(small, np.random.default_rng(seed))
+        assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -24,7 +24,7 @@ import hashlib
 import multiprocessing
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 import numpy as np
@@ -169,6 +169,30 @@ AUGMENT_CROP_RATIO = (3 / 4, 4 / 3)
 AUGMENT_COLOUR_JITTER = 0.2
 
 
+def processor_input_size(processor: Any) -> tuple[int, int] | None:
+    """The processor's fixed (height, width), None when it has none."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    # transformers v5 holds it in a SizeDict (attributes); a plain dict in older processors.
+    height, width = (size.get(k) if isinstance(size, Mapping) else getattr(size, k, None) for k in ("height", "width"))
+    return (int(height), int(width)) if height and width else None
+
+
+class CropResize(NamedTuple):
+    """The processor's resize (its size and resampling filter), applied by :func:`augment_image` right after the crop
+    to a crop larger than it on both sides: the processor would resize it so anyway, and the colour jitter then works
+    on the pixels the model gets rather than on a large photo's."""
+
+    height: int
+    width: int
+    resample: int
+
+    @classmethod
+    def of(cls, processor: Any) -> CropResize | None:
+        size = processor_input_size(processor)
+        resample = getattr(getattr(processor, "image_processor", None), "resample", None)
+        return None if size is None or resample is None else cls(*size, int(resample))
+
+
 def min_decode_size(processor: Any, augment: bool) -> int | None:
     """The shorter side an image must keep when decoded at a reduced scale (``to_rgb_image(min_size=...)``) so that the
     model never gets less resolution than from a full decode: the processor's input side, divided, with ``augment``,
@@ -176,22 +200,21 @@ def min_decode_size(processor: Any, augment: bool) -> int | None:
     ``AUGMENT_CROP_SCALE[0]`` at the most elongated aspect ``AUGMENT_CROP_RATIO``: sqrt(0.6 * 3/4) = 0.67, so 334 px
     for a 224 px model). None (decode in full) when the processor has no fixed ``height`` / ``width``.
     """
-    size = getattr(getattr(processor, "image_processor", None), "size", None)
-    # transformers v5 holds it in a SizeDict (attributes); a plain dict in older processors.
-    height, width = (size.get(k) if isinstance(size, Mapping) else getattr(size, k, None) for k in ("height", "width"))
-    if not height or not width:
+    size = processor_input_size(processor)
+    if size is None:
         return None
-    side = max(height, width)
+    side = max(size)
     if augment:
         narrowest = min(AUGMENT_CROP_RATIO[0], 1 / AUGMENT_CROP_RATIO[1])
         side = side / np.sqrt(AUGMENT_CROP_SCALE[0] * narrowest)
     return int(np.ceil(side - 1e-9))
 
 
-def augment_image(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+def augment_image(image: Image.Image, rng: np.random.Generator, resize: CropResize | None = None) -> Image.Image:
     """Random resized crop (area ``AUGMENT_CROP_SCALE``, aspect ``AUGMENT_CROP_RATIO``; the processor resizes it
-    afterwards), horizontal flip with probability 1/2, and brightness / contrast / saturation factors drawn from
-    ``1 +- AUGMENT_COLOUR_JITTER``. Every draw comes from ``rng``, so a sample's augmentation is reproducible."""
+    afterwards, or ``resize`` right away when the crop is larger than it on both sides), horizontal flip with
+    probability 1/2, and brightness / contrast / saturation factors drawn from ``1 +- AUGMENT_COLOUR_JITTER``. Every
+    draw comes from ``rng``, so a sample's augmentation is reproducible."""
     width, height = image.size
     area = width * height * rng.uniform(*AUGMENT_CROP_SCALE)
     aspect = float(np.exp(rng.uniform(*np.log(AUGMENT_CROP_RATIO))))
@@ -200,6 +223,8 @@ def augment_image(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     left = int(rng.integers(0, width - crop_width + 1))
     top = int(rng.integers(0, height - crop_height + 1))
     image = image.crop((left, top, left + crop_width, top + crop_height))
+    if resize is not None and crop_width > resize.width and crop_height > resize.height:
+        image = image.resize((resize.width, resize.height), resample=resize.resample)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
@@ -216,10 +241,12 @@ def make_pair(
     anchor_kind: str | None = None,
     anchor_kind_probability: float = 1.0,
     min_size: int | None = None,
+    crop_resize: CropResize | None = None,
 ) -> dict[str, Any]:
     """Pick and decode two different images of one product row (each augmented with :func:`augment_image` when
     ``augment``). ``min_size``: JPEGs are decoded at the smallest reduced scale that keeps both sides >= it
-    (``to_rgb_image``; :func:`min_decode_size` gives the one that costs the model no resolution).
+    (``to_rgb_image``; :func:`min_decode_size` gives the one that costs the model no resolution); ``crop_resize``:
+    the processor's resize, applied to large crops before the colour jitter (:func:`augment_image`).
 
     Returns a sample (``anchor``, ``positive`` RGB PIL images, ``title``, ``product_id`` int64, ``product_key``
     string) or, when fewer than two images decode, ``{"rejected": "single_image"}`` (``"blank_title"`` for a title with
@@ -257,7 +284,8 @@ def make_pair(
             if load(anchor) is not None and load(positive) is not None:
                 anchor_image, positive_image = decoded[anchor], decoded[positive]
                 if augment:
-                    anchor_image, positive_image = augment_image(anchor_image, rng), augment_image(positive_image, rng)
+                    anchor_image = augment_image(anchor_image, rng, crop_resize)
+                    positive_image = augment_image(positive_image, rng, crop_resize)
                 sample = {
                     "anchor": anchor_image,
                     "positive": positive_image,
@@ -272,10 +300,10 @@ def make_pair(
 
 
 def _make_pairs(
-    jobs: list[tuple[dict[str, Any], int, int, int, bool, str | None, float, int | None]],
+    jobs: list[tuple[dict[str, Any], int, int, int, bool, str | None, float, int | None, CropResize | None]],
 ) -> list[dict[str, Any]]:
     """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position, augment, anchor_kind,
-    anchor_kind_probability, min_size)."""
+    anchor_kind_probability, min_size, crop_resize)."""
     return [make_pair(*job) for job in jobs]
 
 
@@ -330,7 +358,8 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         anchor_kind: image kind preferred as the anchor (the image paired with the title), e.g. ``"catalog"``.
         anchor_kind_probability: the share of draws that prefer ``anchor_kind`` (the others take any image).
         reduced_decoding: decode JPEGs at a reduced scale that still leaves the model its full input resolution
-            (:func:`min_decode_size`); several times faster on large photos. False: always decode in full.
+            (:func:`min_decode_size`), and resize crops larger than the model's input before the colour jitter
+            (:class:`CropResize`); several times faster on large photos. False: always decode and jitter in full.
     """
 
     def __init__(
@@ -363,6 +392,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         self.anchor_kind = anchor_kind
         self.anchor_kind_probability = anchor_kind_probability
         self.min_size = min_decode_size(processor, augment) if reduced_decoding else None
+        self.crop_resize = CropResize.of(processor) if reduced_decoding else None
         self.epoch = 0
         self._consumed = 0  # examples of this epoch taken by the batcher (in a batch, held over or rejected)
         self._pending: list[int] = []  # positions of held-over examples, oldest first
@@ -424,7 +454,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                         "noncontiguous": noncontiguous,
                     }
                     job = (example, self.seed, epoch, position, self.augment, self.anchor_kind)
-                    yield position, (*job, self.anchor_kind_probability, self.min_size)
+                    yield position, (*job, self.anchor_kind_probability, self.min_size, self.crop_resize)
                 else:
                     yield position, None
                 position += 1
