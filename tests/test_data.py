@@ -197,3 +197,23 @@ def test_anchor_kind_probability_mixes_preferred_and_any_anchors(processor, demo
     assert always == [list(choose_pair_order(images, np.random.default_rng(s), "catalog")) for s in range(5)]
     with pytest.raises(ValueError, match="anchor_kind_probability"):
         ProductPairStream(load_product_stream(demo_catalogue), processor, anchor_kind_probability=1.5)
+
+
+def test_a_decode_process_that_dies_stops_the_stream_with_an_error(
+    processor, demo_catalogue: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from modeling_eclip.data import stream as stream_module
+
+    doomed = read_split(demo_catalogue, "train")[5]["product_id"]
+    make_pair = stream_module.make_pair
+
+    def dying(example, *args, **kwargs):  # a decoder crash or the kernel's OOM killer, as the worker sees it
+        if example["product_id"] == doomed:
+            os._exit(1)
+        return make_pair(example, *args, **kwargs)
+
+    monkeypatch.setattr(stream_module, "make_pair", dying)  # the forked decode processes inherit it
+    with pytest.raises(RuntimeError, match="an image-decoding process of the product stream died"):
+        list(_stream(processor, demo_catalogue, workers=2, buffer=0))  # before: waited forever for the lost chunk

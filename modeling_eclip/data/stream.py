@@ -24,6 +24,8 @@ import hashlib
 import multiprocessing
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
 
 import datasets
@@ -466,16 +468,28 @@ class ProductPairStream(torch.utils.data.IterableDataset):
             for position, job in jobs:
                 yield position, make_pair(*job)
             return
-        # fork keeps worker start-up cheap (no re-import); the workers only run make_pair on plain data.
+        # fork keeps worker start-up cheap (no re-import); the workers only run make_pair on plain data. An executor
+        # rather than multiprocessing.Pool: a worker that dies (killed for memory, a crash in a decoder) breaks the
+        # executor and every pending result raises, where a Pool waits forever for the lost chunk.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(workers)
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        in_flight: collections.deque = collections.deque()
         try:
-            in_flight: collections.deque = collections.deque()
             chunk: list[tuple[int, tuple]] = []
             max_in_flight = 4 * workers  # bounded read-ahead: a stream can be far larger than memory
 
             def submit(items: list[tuple[int, tuple]]) -> None:
-                in_flight.append(([p for p, _ in items], pool.apply_async(_make_pairs, ([j for _, j in items],))))
+                in_flight.append(([p for p, _ in items], executor.submit(_make_pairs, [j for _, j in items])))
+
+            def collect() -> list[tuple[int, dict]]:
+                positions, future = in_flight.popleft()
+                try:
+                    return list(zip(positions, future.result()))
+                except BrokenProcessPool as error:
+                    raise RuntimeError(
+                        f"an image-decoding process of the product stream died (epoch {epoch}, products at positions "
+                        f"{positions[0]}-{positions[-1]}); out of memory? Lower num_workers or the image size"
+                    ) from error
 
             for item in jobs:
                 chunk.append(item)
@@ -483,16 +497,15 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                     submit(chunk)
                     chunk = []
                 while len(in_flight) >= max_in_flight:
-                    positions, result = in_flight.popleft()
-                    yield from zip(positions, result.get())
+                    yield from collect()
             if chunk:
                 submit(chunk)
             while in_flight:
-                positions, result = in_flight.popleft()
-                yield from zip(positions, result.get())
+                yield from collect()
         finally:
-            pool.terminate()
-            pool.join()
+            # Chunks not started are dropped; the at most `workers` running ones finish (a stopped stream is not
+            # resumed from them: its position is the batcher's).
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = torch.utils.data.get_worker_info()
