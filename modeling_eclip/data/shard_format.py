@@ -31,7 +31,7 @@ PIL images and image kinds as class labels. One row per product (:data:`CATALOGU
 
 One product per row rather than one image per row (which the readers also take): a product's images arrive together,
 so readers need no grouping and no ordering of the rows, a split's product count is in the parquet footers, and
-reading is 1.4-1.8x faster; the pairs/s of the training stream are the same for both, since decoding dominates
+reading is up to 1.8x faster; the pairs/s of the training stream are the same for both, since decoding dominates
 (``examples/benchmark_data.py`` measures both and says why).
 
 Files are written under temporary names and renamed, and builders write into a staging folder swapped in whole
