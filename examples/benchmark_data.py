@@ -30,8 +30,8 @@ in the training process beside batching and the processor, 5-19x faster than the
 * Row count: (c) has one row per image, 8 times as many rows for the demo's 8 images per product, which
   ``CatalogueSource`` streams row by row and regroups in python (compare each row's product id with the previous one,
   rebuild the image list); (b) converts one nested list per product, with boxes. ``datasets``' own iteration of (c)'s
-  flat rows is faster per product, the regrouped products slower (up to 1.8x with 224 and 128 px images; about equal with
-  photos, where the bytes dominate), and the bytes read are the same: every image of a product is read, though only
+  flat rows is faster per product, the regrouped products slower (up to 1.8x with 224 and 128 px images; about as fast
+  with photos, where the bytes dominate), and the bytes read are the same: every image of a product is read, though only
   two are decoded.
 * Shuffle buffer: ``load_product_stream`` shuffles the *grouped* products, so a buffer of N holds N products in both
   layouts, with all their image bytes (1000 products of 8 photos of ~250 KB: ~2 GB per process). Shuffling the raw
