@@ -186,10 +186,24 @@ class CatalogueSource:
         """The dataset's splits (those with data files)."""
         return sorted((self.builder().config.data_files or {}).keys())
 
-    def num_products(self, split: str) -> int | None:
+    def product_values(self, field: str) -> dict[str, str]:
+        """``{product id: its title or category}`` over every split, read from those two columns only (no image
+        bytes), class labels as names."""
+        name = getattr(self.columns, field)
+        values = {}
+        for split in self.split_names():
+            base = self.load(split)
+            layout = _check_schema(base.features, self.columns, self.describe(), need_category=field == "category")
+            names = layout.category_names if field == "category" else None
+            for row in base.select_columns([self.columns.product_id, name]):
+                values[str(row[self.columns.product_id])] = _label(row[name], names)
+        return values
+
+    def num_products(self, split: str, layout: _Layout | None = None) -> int | None:
         """Products of ``split`` when they can be known without reading the data (product per row: the card's
-        split size, or the parquet footers of a local dataset); None otherwise."""
-        if self.layout(split).image_per_row:
+        split size, or the parquet footers of a local dataset); None otherwise. ``layout``: the split's, if already
+        checked (:meth:`layout`)."""
+        if (layout or self.layout(split)).image_per_row:
             return None
         builder = self.builder()
         if builder.info.splits and split in builder.info.splits and builder.info.splits[split].num_examples:

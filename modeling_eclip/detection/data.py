@@ -52,10 +52,7 @@ class DetectionSample:
 
 def category_labels(data_dir: str | os.PathLike) -> list[str]:
     """The label names: every category of the catalogue (all splits), sorted, so train and test share the ids."""
-    source = CatalogueSource(str(data_dir))
-    categories = set()
-    for split in source.split_names():
-        categories.update(row["category"] for row in source.iter_products(split, need_category=True))
+    categories = set(CatalogueSource(str(data_dir)).product_values("category").values())
     if not categories:
         raise FileNotFoundError(f"{data_dir} holds no products; is this a catalogue?")
     return sorted(categories)
@@ -95,9 +92,7 @@ def load_detection_samples(
     may be a product of the other split)."""
     source = CatalogueSource(str(data_dir))
     rows = list(source.iter_products(split, need_category=True))  # FileNotFoundError naming a missing split
-    category_of = {
-        row["product_id"]: row["category"] for name in source.split_names() for row in source.iter_products(name)
-    }
+    category_of = source.product_values("category")
     label_of = {name: index for index, name in enumerate(label_names)}
     samples: list[DetectionSample] = []
     skipped: Counter = Counter()

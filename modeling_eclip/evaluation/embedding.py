@@ -131,11 +131,7 @@ def load_catalogue_split(
     if not rows:
         raise ValueError(f"split {split!r} of {dataset.describe()} has no products")
     # Titles of every product of the dataset: the grounding control prompts name the other products in an image.
-    columns = dataset.columns
-    all_titles = {}
-    for name in dataset.split_names():
-        for row in dataset.load(name).select_columns([columns.product_id, columns.title]):
-            all_titles[str(row[columns.product_id])] = row[columns.title]
+    all_titles = dataset.product_values("title")
     images, unreadable = [], []
     for index, row in enumerate(rows):
         for number, image in enumerate(row["images"]):

@@ -109,8 +109,7 @@ def check_catalogue(args: PretrainingArguments, world_size: int) -> dict[str, in
     without reading it, and the split the run evaluates on exists, with a category column (an evaluation that fails at
     the end would come after all the compute). Returns the products per split checked (None: not known up front)."""
     source = args.catalogue_source()
-    source.layout(args.train_split)
-    products = {args.train_split: source.num_products(args.train_split)}
+    products = {args.train_split: source.num_products(args.train_split, source.layout(args.train_split))}
     needed = args.per_device_train_batch_size * world_size
     if products[args.train_split] is not None and products[args.train_split] < needed:
         raise ValueError(
@@ -119,14 +118,15 @@ def check_catalogue(args: PretrainingArguments, world_size: int) -> dict[str, in
             "process(es)), so training could never take a step: lower per_device_train_batch_size or add products"
         )
     if args.evaluate_at_end or args.eval_steps:
-        if args.eval_split not in source.split_names():
+        splits = source.split_names()
+        if args.eval_split not in splits:
             raise FileNotFoundError(
                 f"eval_split {args.eval_split!r}: dataset {source.describe()} has no such split (it has "
-                f"{', '.join(source.split_names())}); convert the catalogue with a test split, name another split, "
+                f"{', '.join(splits)}); convert the catalogue with a test split, name another split, "
                 "or pass --evaluate_at_end false (and --eval_steps 0)"
             )
-        source.layout(args.eval_split, need_category=True)
-        products[args.eval_split] = source.num_products(args.eval_split)
+        layout = source.layout(args.eval_split, need_category=True)
+        products[args.eval_split] = source.num_products(args.eval_split, layout)
         if products[args.eval_split] == 0:
             raise FileNotFoundError(f"eval_split {args.eval_split!r} of {source.describe()} has no products")
     return products
