@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 	# CPU build on this machine; GPU users install their CUDA torch into .venv first.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
-	# Inputs of the offline demo catalogue (modeling_eclip/data/demo_catalogue.py): emoji list, Noto emoji, a
+	# Inputs of the offline demo catalogue (modeling_eclip/demo/catalogue.py): emoji list, Noto emoji, a
 	# banner font. Installed only when missing, and only as root with apt-get; otherwise we say what to install.
 	@missing=""; \
 	for pkg in $(DEMO_APT_PACKAGES) $(BROWSER_APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -61,13 +61,13 @@ EVALUATE := $(BIN)/python examples/evaluate_eclip.py --dataset_name $(DEMO_DATA)
 # These run only while the dataset card README.md is missing (no complete catalogue of format 2 there), so a leftover
 # (or a catalogue of the old format 1) is replaced.
 $(DEMO_DATA)/README.md: | $(STAMP)
-	$(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(DEMO_DATA) --overwrite
+	$(BIN)/python -m modeling_eclip.demo.catalogue --output $(DEMO_DATA) --overwrite
 
 $(NEW_SCENES)/README.md: | $(STAMP)
-	$(BIN)/python -m modeling_eclip.data.demo_catalogue --output $(NEW_SCENES) --scene-seed 1 --overwrite
+	$(BIN)/python -m modeling_eclip.demo.catalogue --output $(NEW_SCENES) --scene-seed 1 --overwrite
 
-$(TOWER_DATA)/build_info.json: modeling_eclip/data/image_pretraining_set.py modeling_eclip/data/demo_images.py | $(STAMP)
-	$(BIN)/python -m modeling_eclip.data.image_pretraining_set --output $(TOWER_DATA) --overwrite
+$(TOWER_DATA)/build_info.json: modeling_eclip/demo/image_pretraining_set.py modeling_eclip/demo/images.py | $(STAMP)
+	$(BIN)/python -m modeling_eclip.demo.image_pretraining_set --output $(TOWER_DATA) --overwrite
 
 $(TOWER)/tower_info.json: $(TOWER_DATA)/build_info.json modeling_eclip/training/image_tower.py configuration/eclip-tiny.json
 	$(BIN)/python examples/pretrain_image_tower.py --dataset $(TOWER_DATA) --output_dir $(TOWER) \

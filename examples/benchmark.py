@@ -50,7 +50,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_eclip import EclipConfig, EclipForPreTraining
-from modeling_eclip.data.demo_products import BRANDS, COLOURS, GOODS_TEMPLATES, SIZES
+from modeling_eclip.demo.products import BRANDS, COLOURS, GOODS_TEMPLATES, SIZES
 from modeling_eclip.training.arguments import read_model_config
 from modeling_eclip.training.builders import build_processor
 

@@ -95,7 +95,7 @@ LAYOUTS = {
     "b": "(b) format 2: product per row, Image()",
     "c": "(c) image per row, column mapping",
 }
-# The format-1 schema (processing/migrate_shards.py reads it), kept here to write the old shards for comparison.
+# The format-1 schema (modeling_eclip/data/migrate.py reads it), kept here to write the old shards for comparison.
 FORMAT1_IMAGE = pa.struct(
     [
         pa.field("image", pa.binary(), nullable=False),

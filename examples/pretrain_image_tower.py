@@ -1,7 +1,7 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Pretrain ECLIP's image tower as an image classifier (the paper's ImageNet initialisation, built offline).
 
-    python -m modeling_eclip.data.image_pretraining_set --output data/emoji-pretraining
+    python -m modeling_eclip.demo.image_pretraining_set --output data/emoji-pretraining
     python examples/pretrain_image_tower.py --dataset data/emoji-pretraining --output_dir outputs/image-tower \\
         --max_train_minutes 9
     python examples/pretrain.py --config configuration/recipe-demo.yaml --vision_model_name_or_path outputs/image-tower

@@ -1,102 +1,14 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Convert a catalogue of the old shard format (1: ``<split>/shard-*.parquet``, raw image bytes) into the Hub dataset
-layout of ``modeling_eclip/data/shard_format.py`` (format 2), so no catalogue is stranded.
+"""Convert a catalogue of the old shard format 1 into the Hub dataset layout (format 2).
 
-Every product row is carried over unchanged (images as ``datasets.Image()`` bytes, kinds as class labels); the
-licence and attribution files and ``dataset_info.json`` are copied; a dataset card (``README.md``) is written. The
-old folder is only read. A non-empty ``--output`` is refused unless ``--overwrite``; ``--push_to_hub REPO_ID`` uploads
-the finished folder to a Hub dataset repository (``modeling_eclip/data/hub.py``)::
+    python processing/migrate_shards.py data/shop-v1 --output data/shop --license cc-by-4.0
 
-    .venv/bin/python processing/migrate_shards.py data/shop-v1 --output data/shop --license cc-by-4.0
-    .venv/bin/python processing/migrate_shards.py data/shop-v1 --output data/shop --push_to_hub my-org/shop --private
+The migration is `modeling_eclip/data/migrate.py` (`python -m modeling_eclip.data.migrate`).
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import shutil
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import pyarrow.parquet as pq
-
-from modeling_eclip.data.hub import add_push_arguments, check_repo_id, push_from_arguments
-from modeling_eclip.data.output_folder import replacing_output_folder
-from modeling_eclip.data.shard_format import ShardWriter, check_card_licence, old_layout_splits, write_dataset_card
-
-# Files of an old catalogue folder that travel with the data.
-CARRIED_FILES = ("LICENSE-DATA.md", "ATTRIBUTION.md", "dataset_info.json", "rejections.json")
-OLD_COLUMNS = ("product_id", "title", "category", "images")
-
-
-def migrate(
-    old: str | Path, output: str | Path, license: str = "other", overwrite: bool = False, validate: bool = True
-) -> dict[str, Any]:
-    """Write the format-2 catalogue of the format-1 catalogue ``old`` into ``output``; returns products per split.
-
-    The card's licence is ``license``; with ``other`` and a ``LICENSE-DATA.md`` in ``old``, the card links to it."""
-    check_card_licence(license)
-    old = Path(old)
-    if not old.is_dir():
-        raise FileNotFoundError(f"{old} is not a folder")
-    splits = old_layout_splits(old)
-    if not splits:
-        raise FileNotFoundError(f"{old} holds no <split>/shard-*.parquet files of the old format")
-    counts: dict[str, int] = {}
-    with replacing_output_folder(output, overwrite) as staging:
-        for split in splits:
-            with ShardWriter(staging, split, validate=validate) as writer:
-                for path in sorted((old / split).glob("shard-*.parquet")):
-                    parquet = pq.ParquetFile(path)
-                    missing = set(OLD_COLUMNS) - set(parquet.schema_arrow.names)
-                    if missing:
-                        raise ValueError(f"{path} is not an ECLIP shard: no column(s) {', '.join(sorted(missing))}")
-                    for group in range(parquet.num_row_groups):
-                        for row in parquet.read_row_group(group, columns=list(OLD_COLUMNS)).to_pylist():
-                            writer.write(row)
-            counts[split] = writer.num_rows
-        for name in CARRIED_FILES:
-            if (old / name).is_file():
-                shutil.copy2(old / name, staging / name)
-        info = json.loads((old / "dataset_info.json").read_text()) if (old / "dataset_info.json").is_file() else {}
-        linked = license == "other" and (old / "LICENSE-DATA.md").is_file()
-        write_dataset_card(
-            staging,
-            pretty_name=info.get("name") or old.resolve().name,
-            description=info.get("description") or f"Product catalogue migrated from {old.resolve().name}.",
-            license=license,
-            license_name=f"{old.resolve().name}-data-licence" if linked else "",
-            license_link="LICENSE-DATA.md" if linked else "",
-        )
-    return counts
-
-
-def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
-    """Run the migration and push with ``--push_to_hub`` (``hub_api``: the ``HfApi``, tests pass a stand-in); exit
-    status 2 with a message when there is nothing to migrate or the output is not empty."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("old", help="catalogue folder of the old format (<split>/shard-*.parquet)")
-    parser.add_argument("--output", required=True, help="new catalogue folder (data/<split>-*.parquet, README.md)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
-    parser.add_argument(
-        "--license", default="other", help="licence id for the dataset card (e.g. apache-2.0; default other)"
-    )
-    add_push_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        check_repo_id(args.push_to_hub)
-        counts = migrate(args.old, args.output, license=args.license, overwrite=args.overwrite)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for split, count in counts.items():
-        print(f"{split}: {count} products")
-    push_from_arguments(args.output, args, api=hub_api)
-    return 0
-
+from modeling_eclip.data.migrate import main
 
 if __name__ == "__main__":
     sys.exit(main())

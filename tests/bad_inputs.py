@@ -182,7 +182,7 @@ def write_files(folder, corpus: dict) -> dict[str, str]:
     return paths
 
 
-# ----- catalogue rows and files (processing/catalogue_to_shards.py) -----
+# ----- catalogue rows and files (modeling_eclip/data/convert.py) -----
 
 
 def valid_png(seed: int, size: int = 24) -> bytes:

@@ -121,14 +121,14 @@ DEMO_CATALOGUE = {"seed": 0, "image_size": 32, "max_products": 40}
 
 
 def can_build_catalogue() -> bool:
-    from modeling_eclip.data import demo_catalogue, demo_products
+    from modeling_eclip.demo import catalogue, products
 
-    return demo_products.find_emoji_test() is not None and bool(demo_catalogue.discover_sources())
+    return products.find_emoji_test() is not None and bool(catalogue.discover_sources())
 
 
 def build_demo_catalogue(root: pathlib.Path, workers: int = 1) -> pathlib.Path:
     """The tiny demo catalogue of `DEMO_CATALOGUE` (what the session fixture `demo_catalogue` holds)."""
-    from modeling_eclip.data.demo_catalogue import build_catalogue
+    from modeling_eclip.demo.catalogue import build_catalogue
 
     build_catalogue(root, workers=workers, **DEMO_CATALOGUE)
     return root

@@ -221,7 +221,7 @@ def test_pretraining_refuses_a_bad_dataset_before_any_compute(
     old = tmp_path / "old"
     (old / "train").mkdir(parents=True)
     (old / "train" / "shard-00000.parquet").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="old format 1 .* processing/migrate_shards.py"):
+    with pytest.raises(FileNotFoundError, match=r"old format 1 .* modeling_eclip\.data\.migrate"):
         pretrain(parse_arguments(tiny_run_arguments(model_config, old, tmp_path / "b")))
     # The evaluation split needs a category.
     no_category = {**MAPPING, "category_column": "department"}

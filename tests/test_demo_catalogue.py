@@ -1,5 +1,5 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Tests of the offline demo catalogue builder (modeling_eclip/data/demo_catalogue.py, demo_images.py,
+"""Tests of the offline demo catalogue builder (modeling_eclip/demo/catalogue.py, demo_images.py,
 demo_products.py), its dataset card, and the shard writer of the catalogue format."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import pytest
 from helpers import DEMO_CATALOGUE, build_demo_catalogue
 from PIL import Image
 
-from modeling_eclip.data import demo_catalogue as dc
-from modeling_eclip.data import demo_images as di
-from modeling_eclip.data import demo_products as dp
 from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.source import read_split
+from modeling_eclip.demo import catalogue as dc
+from modeling_eclip.demo import images as di
+from modeling_eclip.demo import products as dp
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES_PER_SOURCE = 4  # the builder's default, which the shared catalogue uses
@@ -323,7 +323,7 @@ def test_missing_sources_error_names_what_to_install(
 
 @pytest.mark.parametrize(
     "command",
-    [["-m", "modeling_eclip.data.demo_catalogue"], [str(REPO / "processing" / "build_demo_catalogue.py")]],
+    [["-m", "modeling_eclip.demo.catalogue"], [str(REPO / "processing" / "build_demo_catalogue.py")]],
     ids=["module", "script"],
 )
 def test_command_line_help(command: list[str]) -> None:

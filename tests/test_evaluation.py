@@ -156,7 +156,7 @@ def test_evaluate_model_tables_and_format(demo_catalogue, processor, tmp_path):
 def new_scenes(demo_catalogue, tmp_path_factory):
     from helpers import DEMO_CATALOGUE
 
-    from modeling_eclip.data.demo_catalogue import build_catalogue
+    from modeling_eclip.demo.catalogue import build_catalogue
 
     output = tmp_path_factory.mktemp("scenes") / "catalogue"
     build_catalogue(output, workers=1, scene_seed=1, **DEMO_CATALOGUE)

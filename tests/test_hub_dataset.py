@@ -21,13 +21,13 @@ import yaml
 from helpers import DEMO_CATALOGUE, HubApiStandIn, can_build_catalogue
 from huggingface_hub import DatasetCard
 
-from modeling_eclip.data import demo_catalogue as dc
+from modeling_eclip.data import convert as c2s
 from modeling_eclip.data import hub
+from modeling_eclip.data import migrate as migrate_shards
 from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.hub import check_complete_catalogue, push_catalogue
 from modeling_eclip.data.source import CatalogueSource, read_split
-from processing import catalogue_to_shards as c2s
-from processing import migrate_shards
+from modeling_eclip.demo import catalogue as dc
 
 # Run with `python -c` in a fresh process and cache: nothing of ours is imported, `datasets` alone reads the folders.
 PLAIN_DATASETS_READER = r"""
@@ -62,7 +62,7 @@ for path in sys.argv[1:]:
             "streamed_first": describe(streamed[0], kind),
         }
     result[path] = found
-result["imported"] = sorted({name.split(".")[0] for name in sys.modules} & {"modeling_eclip", "processing", "helpers"})
+result["imported"] = sorted({name.split(".")[0] for name in sys.modules} & {"modeling_eclip", "helpers"})
 print(json.dumps(result))
 """
 
@@ -84,7 +84,7 @@ def _catalogue_rows(folder: Path, products: int = 4) -> Path:
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A catalogue converted by processing/catalogue_to_shards.py, with both splits."""
+    """A catalogue converted by modeling_eclip/data/convert.py, with both splits."""
     root = tmp_path_factory.mktemp("converted")
     output = root / "shop"
     c2s.convert(_catalogue_rows(root / "catalogue"), output, test_fraction=0.5, license="cc-by-4.0")
@@ -282,7 +282,7 @@ def _write_format_1(root: Path) -> dict[str, list[dict]]:
 def test_format_1_shards_migrate_with_every_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
     rows = _write_format_1(old)
-    with pytest.raises(FileNotFoundError, match=r"old format 1.*processing/migrate_shards\.py"):
+    with pytest.raises(FileNotFoundError, match=r"old format 1.*modeling_eclip\.data\.migrate"):
         CatalogueSource(str(old))
 
     api = HubApiStandIn(tmp_path / "hub")

@@ -13,9 +13,9 @@ from helpers import MINILM_DIR
 from safetensors.torch import load_file
 
 from modeling_eclip import EclipModel
-from modeling_eclip.data.demo_images import discover_sources
-from modeling_eclip.data.demo_products import find_emoji_test, parse_emoji_test, read_emoji_test
-from modeling_eclip.data.image_pretraining_set import build_image_pretraining_set, image_pretraining_classes
+from modeling_eclip.demo.image_pretraining_set import build_image_pretraining_set, image_pretraining_classes
+from modeling_eclip.demo.images import discover_sources
+from modeling_eclip.demo.products import find_emoji_test, parse_emoji_test, read_emoji_test
 from modeling_eclip.training.image_tower import ImageTowerArguments, pretrain_image_tower
 
 needs_artwork = pytest.mark.skipif(

@@ -73,7 +73,7 @@ def test_a_non_editable_install_builds_the_demo_catalogue_and_pretrains_by_prese
 
     options = {"seed": 0, "image-size": DEMO_CATALOGUE["image_size"], "max-products": 20, "workers": 1}
     flags = [item for name, value in options.items() for item in (f"--{name}", str(value))]
-    run([sys.executable, "-m", "modeling_eclip.data.demo_catalogue", "--output", "demo", *flags], work, site)
+    run([sys.executable, "-m", "modeling_eclip.demo.catalogue", "--output", "demo", *flags], work, site)
     assert list((work / "demo" / "data").glob("train-*.parquet")) and (work / "demo" / "README.md").is_file()
 
     arguments = {

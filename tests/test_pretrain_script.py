@@ -25,7 +25,7 @@ from helpers import (
 )
 
 from modeling_eclip import EclipModel
-from modeling_eclip.data import demo_catalogue as demo_builder
+from modeling_eclip.demo import catalogue as demo_builder
 from modeling_eclip.modeling_eclip import EclipForPreTraining
 from modeling_eclip.training import (
     NonFiniteLossError,

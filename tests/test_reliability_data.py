@@ -13,11 +13,11 @@ import bad_inputs
 import numpy as np
 import pytest
 
+from modeling_eclip.data import convert as c2s
 from modeling_eclip.data import output_folder
 from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.source import read_split
 from modeling_eclip.data.stream import choose_pair_order
-from processing import catalogue_to_shards as c2s
 
 
 # ------------------------------------------------------------------------------------------- the pair order
@@ -321,7 +321,7 @@ def test_the_demo_builder_refuses_a_non_empty_output_and_replaces_it_whole(
 ) -> None:
     from helpers import can_build_catalogue
 
-    from modeling_eclip.data import demo_catalogue as dc
+    from modeling_eclip.demo import catalogue as dc
 
     if not can_build_catalogue():
         pytest.skip("needs Unicode's emoji-test.txt and emoji artwork")
@@ -369,7 +369,7 @@ def test_a_shard_writer_never_mixes_its_shards_with_earlier_ones(tmp_path: Path)
 def test_the_demo_builder_refuses_out_of_range_options_naming_them(
     tmp_path: Path, option: list[str], capsys: pytest.CaptureFixture
 ) -> None:
-    from modeling_eclip.data import demo_catalogue as dc
+    from modeling_eclip.demo import catalogue as dc
 
     assert dc.main(["--output", str(tmp_path / "demo"), *option]) == 2
     assert option[0] in capsys.readouterr().err
@@ -378,7 +378,7 @@ def test_the_demo_builder_refuses_out_of_range_options_naming_them(
 
 @pytest.mark.parametrize("arguments", [{"seed": -1}, {"max_classes": -1}, {"max_classes": 0}])
 def test_the_image_pretraining_set_refuses_out_of_range_options_naming_them(tmp_path: Path, arguments: dict) -> None:
-    from modeling_eclip.data.image_pretraining_set import build_image_pretraining_set
+    from modeling_eclip.demo.image_pretraining_set import build_image_pretraining_set
 
     with pytest.raises(ValueError, match=next(iter(arguments))):
         build_image_pretraining_set(tmp_path / "set", **arguments)

@@ -372,7 +372,7 @@ def test_long_commands_show_progress_bars(demo_catalogue: Path, tmp_path: Path, 
     catalogue_to_shards.main([str(rows), "--output", str(tmp_path / "shards")])
     assert "reading the catalogue:" in capsys.readouterr().err
 
-    from modeling_eclip.data import demo_catalogue as demo_builder
+    from modeling_eclip.demo import catalogue as demo_builder
 
     if demo_builder.discover_sources():
         demo_builder.build_catalogue(tmp_path / "demo", seed=0, image_size=32, max_products=4)

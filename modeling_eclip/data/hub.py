@@ -1,8 +1,8 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Publish a finished catalogue folder as a Hugging Face Hub dataset repository: the one upload of every producer.
 
-The catalogue converter (``processing/catalogue_to_shards.py``), the demo catalogue builder
-(``python -m modeling_eclip.data.demo_catalogue``) and the migration of old shards (``processing/migrate_shards.py``)
+The catalogue converter (``modeling_eclip/data/convert.py``), the demo catalogue builder
+(``python -m modeling_eclip.demo.catalogue``) and the migration of old shards (``modeling_eclip/data/migrate.py``)
 take ``--push_to_hub REPO_ID`` (with ``--private`` and ``--commit_message``) and call :func:`push_catalogue` once
 their output folder has been swapped in whole. The folder is a dataset repository as is (``shard_format.py``), so it
 is uploaded unchanged with ``huggingface_hub``; ``load_dataset(REPO_ID)`` then reads it like the local folder.

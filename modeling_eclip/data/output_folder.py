@@ -4,7 +4,7 @@ replace it whole.
 
 A dataset is built in a sibling staging folder and swapped in only once it is complete, so a crash or an error
 never leaves a half-written dataset, and nothing of an earlier build (stale shards, another split assignment)
-survives into the new one. Used by the catalogue converter (``processing/catalogue_to_shards.py``), the demo
+survives into the new one. Used by the catalogue converter (``modeling_eclip/data/convert.py``), the demo
 catalogue builder and the image-tower pretraining set builder.
 """
 

@@ -49,7 +49,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# 1: <split>/shard-*.parquet with raw binary images (processing/migrate_shards.py converts it); 2: this layout.
+# 1: <split>/shard-*.parquet with raw binary images (modeling_eclip/data/migrate.py converts it); 2: this layout.
 FORMAT_VERSION = "2"
 DATA_FOLDER = "data"
 CARD_NAME = "README.md"
@@ -104,7 +104,7 @@ def migration_hint(root: str | os.PathLike) -> str:
     """How to convert a format-1 catalogue at ``root``."""
     return (
         f"{root} holds catalogue shards of the old format 1 (<split>/shard-*.parquet); convert them with "
-        f"`python processing/migrate_shards.py {root} --output NEW_FOLDER`"
+        f"`python -m modeling_eclip.data.migrate {root} --output NEW_FOLDER`"
     )
 
 

@@ -105,7 +105,7 @@ class CatalogueSource:
 
     Args:
         name_or_path: a Hub dataset id (``org/name``) or a local folder (a dataset repository as is, e.g. a
-            catalogue written by ``processing/catalogue_to_shards.py``).
+            catalogue written by ``modeling_eclip/data/convert.py``).
         config: the dataset configuration (``load_dataset``'s ``name``); None: the default one.
         revision: a branch, tag or commit of a Hub dataset; None: the main branch.
         columns: the column mapping.
@@ -160,7 +160,7 @@ class CatalogueSource:
         )
 
     def layout(self, split: str, need_category: bool = False) -> _Layout:
-        """Check the schema of ``split`` (:class:`CatalogueSchemaError` naming the problem) and return how to read it."""
+        """Check the schema of ``split`` (:class:`CatalogueSchemaError` naming the problem); return how to read it."""
         return _check_schema(self.load(split).features, self.columns, self.describe(), need_category)
 
     # ----------------------------------------------------------------------------------------------- products
@@ -286,7 +286,9 @@ def _check_schema(features: datasets.Features, columns: CatalogueColumns, where:
     image = features[columns.image]
     image_type = _feature_type(image)
     if image_type in _IMAGE_TYPES:  # one image per row
-        fields = {name: features[getattr(columns, name)] for name in ("source", "kind") if getattr(columns, name) in features}
+        fields = {
+            name: features[getattr(columns, name)] for name in ("source", "kind") if getattr(columns, name) in features
+        }
         return _Layout(
             image_per_row=True,
             image_field=None,
@@ -460,8 +462,8 @@ class DatasetArguments:
         metadata={
             "aliases": ["--data"],
             "help": "The product dataset: a Hub dataset id (org/name) or a local folder (a catalogue written by "
-            "processing/catalogue_to_shards.py, or any dataset load_dataset reads). Streamed with "
-            "load_dataset(..., streaming=True)."
+            "modeling_eclip/data/convert.py, or any dataset load_dataset reads). Streamed with "
+            "load_dataset(..., streaming=True).",
         },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})

@@ -253,7 +253,8 @@ def make_pair(
     Returns a sample (``anchor``, ``positive`` RGB PIL images, ``title``, ``product_id`` int64, ``product_key``
     string) or, when fewer than two images decode, ``{"rejected": "single_image"}`` (``"blank_title"`` for a title with
     nothing to read, which the processor would refuse mid-run: see ``check_texts``; ``"no_product_id"`` for a missing
-    or empty id); ``corrupt`` counts the images that are missing or failed to decode. The choice depends only on (seed, epoch, position), which makes resumption exact.
+    or empty id); ``corrupt`` counts the images that are missing or failed to decode. The choice depends only on
+    (seed, epoch, position), which makes resumption exact.
     """
     # A product id met again later in its data file (image-per-row datasets): trained on, and counted.
     noncontiguous = bool(example.get("noncontiguous"))

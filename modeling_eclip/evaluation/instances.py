@@ -11,7 +11,7 @@
   embedding holds visual information only (Sec. 3.2), so anything above chance would be the title leaking through.
 
 Build the new scenes with the demo builder's `--scene-seed` (same products and titles, new photos):
-`python -m modeling_eclip.data.demo_catalogue --output data/demo-new-scenes --scene-seed 1`.
+`python -m modeling_eclip.demo.catalogue --output data/demo-new-scenes --scene-seed 1`.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def make_optimizer(groups: list[dict[str, Any]], args: PretrainingArguments) -> 
 def ensure_demo_catalogue(args: PretrainingArguments) -> None:
     """Builds the demo catalogue into `dataset_name` (a local folder) when the recipe asks for it and none is there."""
     if args.build_demo_catalogue and not list_shards(args.dataset_name, args.train_split):
-        from ..data.demo_catalogue import build_catalogue
+        from ..demo.catalogue import build_catalogue
 
         logger.warning("building the demo catalogue in %s (first use)", args.dataset_name)
         build_catalogue(Path(args.dataset_name), seed=0)

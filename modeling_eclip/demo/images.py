@@ -10,7 +10,7 @@ Each installed artwork set (OpenMoji, Noto Color Emoji) is a different "photogra
 
 Every composed image comes with the pixel box and product id of every object drawn in it, the product itself first.
 All randomness comes from the ``numpy`` generator passed in, so the same generator state gives the same pixels.
-``demo_catalogue.py`` builds the catalogue from these images.
+``catalogue.py`` builds the catalogue from these images.
 """
 
 from __future__ import annotations

