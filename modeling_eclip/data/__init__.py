@@ -4,6 +4,7 @@ imports them.
 
 - `shard_format.py`: the catalogue format, a Hugging Face dataset repository as is (parquet, one row per product);
 - `source.py`: read any dataset (Hub id or folder, product- or image-per-row, column mapping) as products;
+- `arguments.py`: `DatasetArguments`, the command-line options naming a dataset and its columns;
 - `convert.py`: your catalogue (JSONL, CSV, a saved dataset) -> that format (`python -m modeling_eclip.data.convert`);
 - `migrate.py`: old format-1 shards -> format 2 (`python -m modeling_eclip.data.migrate`);
 - `stream.py`: the training stream of product pairs (two images of a product and its title), exactly resumable;

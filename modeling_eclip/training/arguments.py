@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from ..configuration_eclip import EclipConfig
+from ..data.arguments import DATASET_ARGUMENT_NAMES, DatasetArguments
 from ..data.shard_format import IMAGE_KINDS
-from ..data.source import DATASET_ARGUMENT_NAMES, DatasetArguments
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
 from .tracking import check_report_to, parse_report_to
 
@@ -44,7 +44,7 @@ HUB_CHECKPOINT_DIR = "last-checkpoint"
 class PretrainingArguments(DatasetArguments):
     """The pretraining recipe. Every field is a `--flag` of `python -m modeling_eclip.training` and a key of a recipe
     YAML; the dataset fields (`dataset_name`, `dataset_config`, `dataset_revision`, the `*_column` mapping) come from
-    `modeling_eclip.data.source.DatasetArguments`."""
+    `modeling_eclip.data.arguments.DatasetArguments`."""
 
     # ----- model
     model_config: str = field(
