@@ -32,7 +32,7 @@ from ..processing_eclip import EclipImageProcessor
 from ..training.arguments import MIXED_PRECISIONS, check_output_dir, load_recipe
 from ..training.checkpoints import METRICS_FILE, CheckpointManager, append_metrics, remove_run_files, write_json
 from ..training.export import describe_dataset
-from ..training.loop import NonFiniteLossError, PretrainingResult
+from ..training.results import NonFiniteLossError, PretrainingResult
 from ..training.tracking import check_report_to, log_scalars, parse_report_to, tracker_init_kwargs
 from .data import DETECTION_KINDS, DetectionBatches, category_labels, load_detection_samples
 from .evaluate import evaluate_detection

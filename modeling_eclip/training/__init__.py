@@ -8,13 +8,15 @@ its command line. Training tools, not remote code: nothing a checkpoint ships im
 - `checkpoints.py`: `CheckpointManager` (atomic `checkpoint-<step>` directories that load no pickle but a
   `weights_only` optimiser state, checked before use, exact resumption), `metrics.jsonl`;
 - `export.py`: the `EclipModel` + `EclipProcessor` export with its model card, and the Hub uploads;
-- `loop.py`: `pretrain`, the loop.
+- `loop.py`: `pretrain`, the loop;
+- `results.py`: what a run returns or raises, shared with the detection fine-tuning.
 """
 
 from .arguments import PretrainingArguments, check_arguments, load_model_config, load_recipe, parse_arguments
 from .checkpoints import CheckpointManager
 from .export import HubPusher, export_pretrained, render_model_card
-from .loop import NonFiniteLossError, PretrainingResult, main, pretrain
+from .loop import main, pretrain
+from .results import NonFiniteLossError, PretrainingResult
 
 __all__ = [
     "CheckpointManager",

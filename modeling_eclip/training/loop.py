@@ -67,11 +67,8 @@ from .checkpoints import (
     write_json,
 )
 from .export import EXPORT_DIR, HubPusher, export_pretrained, render_model_card, stage_for_hub
+from .results import NonFiniteLossError, PretrainingResult
 from .tracking import log_images, log_scalars, tracker_init_kwargs
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised after `max_consecutive_nonfinite` non-finite losses in a row."""
 
 
 class EmptyEpochError(RuntimeError):
@@ -80,14 +77,6 @@ class EmptyEpochError(RuntimeError):
 
 # What a run writes into output_dir besides its checkpoints; --overwrite_output_dir deletes them before starting over.
 SUMMARY_FILE = "train_summary.json"
-
-
-@dataclass
-class PretrainingResult:
-    step: int
-    export_dir: Path | None
-    metrics: dict[str, float]
-    summary: dict[str, Any]
 
 
 @dataclass
