@@ -27,8 +27,9 @@ from huggingface_hub import ModelCard
 from transformers import get_scheduler
 
 from modeling_eclip.training import parse_arguments, pretrain
-from modeling_eclip.training.arguments import check_arguments, make_lr_scheduler
+from modeling_eclip.training.arguments import check_arguments
 from modeling_eclip.training.export import render_model_card
+from modeling_eclip.training.schedule import make_lr_scheduler
 from modeling_eclip.training.tracking import available_trackers, parse_report_to, tracker_init_kwargs
 
 
@@ -156,7 +157,8 @@ def test_lr_scheduler_type_and_warmup_ratio_go_through_get_scheduler(model_confi
     args = parse_arguments([*flags, "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.1"])
     assert args.num_warmup_steps == 2  # ceil(0.1 * 20), as TrainingArguments
     parameter = torch.nn.Parameter(torch.zeros(1))
-    ours = make_lr_scheduler(args, torch.optim.SGD([parameter], lr=1.0))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    ours = make_lr_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, args.max_steps)
     reference = get_scheduler("cosine", torch.optim.SGD([parameter], lr=1.0), 2, 20)
     for _ in range(20):
         assert ours.get_last_lr() == pytest.approx(reference.get_last_lr())

@@ -33,6 +33,7 @@ from ..training.arguments import MIXED_PRECISIONS, check_output_dir, load_recipe
 from ..training.checkpoints import METRICS_FILE, CheckpointManager, append_metrics, remove_run_files, write_json
 from ..training.export import describe_dataset
 from ..training.results import NonFiniteLossError, PretrainingResult
+from ..training.schedule import check_lr_scheduler, make_lr_scheduler
 from ..training.tracking import check_report_to, log_scalars, parse_report_to, tracker_init_kwargs
 from .data import DETECTION_KINDS, DetectionBatches, category_labels, load_detection_samples
 from .evaluate import evaluate_detection
@@ -119,6 +120,7 @@ def check_detection_arguments(args: DetectionArguments) -> list[str]:
             raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
     if args.warmup_steps >= args.max_steps:
         raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
+    check_lr_scheduler(args.lr_scheduler_type, args.warmup_steps, args.max_steps)
     if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {args.mixed_precision!r}")
     unknown_kinds = sorted(set(args.image_kinds) - {"catalog", *DETECTION_KINDS})
@@ -185,11 +187,7 @@ def finetune(args: DetectionArguments) -> DetectionResult:
         ],
         weight_decay=args.weight_decay,
     )
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler(
-        args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
-    )
+    scheduler = make_lr_scheduler(optimizer, args.lr_scheduler_type, args.warmup_steps, args.max_steps)
     # The schedule is stepped once per optimiser step here and saved as JSON by the checkpoint manager (as in
     # pretraining): Accelerate would pickle a prepared one.
     model, optimizer = accelerator.prepare(model, optimizer)

@@ -23,6 +23,7 @@ from ..configuration_eclip import EclipConfig
 from ..data.arguments import DATASET_ARGUMENT_NAMES, DatasetArguments
 from ..data.shard_format import IMAGE_KINDS
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
+from .schedule import check_lr_scheduler
 from .tracking import check_report_to, parse_report_to
 
 # configuration/ of the repository, shipped as package data: presets and recipes are found by name once installed.
@@ -379,7 +380,7 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
         raise ValueError(f"anchor_kind must be one of {IMAGE_KINDS} or None, got {args.anchor_kind!r}")
     if args.warmup_steps >= args.max_steps:
         raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
-    check_lr_scheduler(args)
+    check_lr_scheduler(args.lr_scheduler_type, args.num_warmup_steps, args.max_steps, args.lr_scheduler_kwargs)
     if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {args.mixed_precision!r}")
     args.report_to = parse_report_to(args.report_to)  # again: the field may have been set after __init__
@@ -538,34 +539,3 @@ def resume_changes(saved: Mapping[str, Any], args: PretrainingArguments) -> tupl
             continue
         (refused if name in RESUME_REFUSED else applied).append(f"{name}: {saved[name]!r} -> {value!r}")
     return refused, applied
-
-
-def make_lr_scheduler(args: PretrainingArguments, optimizer: Any) -> Any:
-    """The learning-rate schedule of the recipe, built by `transformers.get_scheduler` and stepped once per optimiser
-    step."""
-    from transformers import get_scheduler
-
-    return get_scheduler(
-        args.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=args.num_warmup_steps,
-        num_training_steps=args.max_steps,
-        scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
-    )
-
-
-def check_lr_scheduler(args: PretrainingArguments) -> None:
-    """Builds the schedule on a stand-in optimiser, so a bad name or argument fails before compute, naming the field."""
-    import torch
-    from transformers import SchedulerType
-
-    names = [kind.value for kind in SchedulerType if kind != SchedulerType.REDUCE_ON_PLATEAU]
-    if args.lr_scheduler_type not in names:
-        raise ValueError(f"lr_scheduler_type must be one of {names}, got {args.lr_scheduler_type!r}")
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    try:
-        make_lr_scheduler(args, optimizer)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"lr_scheduler_type={args.lr_scheduler_type!r} with lr_scheduler_kwargs={args.lr_scheduler_kwargs}: {error}"
-        ) from error

@@ -41,7 +41,6 @@ from .arguments import (
     RESUME_FROM_HUB,
     PretrainingArguments,
     check_arguments,
-    make_lr_scheduler,
     parse_arguments,
     resume_changes,
 )
@@ -68,6 +67,7 @@ from .checkpoints import (
 )
 from .export import EXPORT_DIR, HubPusher, export_pretrained, render_model_card, stage_for_hub
 from .results import NonFiniteLossError, PretrainingResult
+from .schedule import make_lr_scheduler
 from .tracking import log_images, log_scalars, tracker_init_kwargs
 
 
@@ -258,7 +258,9 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
     model, processor, pretrained_prefixes = build_model_and_processor(args, config)
     optimizer = make_optimizer(parameter_groups(model, args, pretrained_prefixes), args)
     # Stepped once per optimiser step by the loop (not prepared: Accelerate would step it once per process).
-    scheduler = make_lr_scheduler(args, optimizer)
+    scheduler = make_lr_scheduler(
+        optimizer, args.lr_scheduler_type, args.num_warmup_steps, args.max_steps, args.lr_scheduler_kwargs
+    )
     # The schedule is saved as JSON by the checkpoints (not registered with Accelerate, which pickles it).
     prepared, optimizer = accelerator.prepare(model, optimizer)
     pretrainer: EclipForPreTraining = accelerator.unwrap_model(prepared)
