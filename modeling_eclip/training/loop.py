@@ -41,6 +41,7 @@ from .arguments import (
     RESUME_FROM_HUB,
     PretrainingArguments,
     check_arguments,
+    check_global_batch,
     parse_arguments,
     resume_changes,
 )
@@ -240,8 +241,8 @@ def start_run(args: PretrainingArguments, hub_api: Any = None) -> Run:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     config = check_arguments(args, world_size)
     accelerator = make_accelerator(args, config)
-    if accelerator.num_processes != world_size:
-        check_arguments(args, accelerator.num_processes)
+    if accelerator.num_processes != world_size:  # a launcher that does not set WORLD_SIZE (e.g. MPI)
+        check_global_batch(args, config, accelerator.num_processes)
     if accelerator.is_main_process:
         if args.overwrite_output_dir and args.resume is None:
             clear_previous_run(args, accelerator)
