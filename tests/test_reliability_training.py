@@ -37,6 +37,7 @@ from modeling_eclip.evaluation.tables import quick_evaluate
 from modeling_eclip.processing_eclip import to_rgb_image
 from modeling_eclip.training import check_arguments, parse_arguments, pretrain
 from modeling_eclip.training import loop as training_loop
+from modeling_eclip.training import run as training_run
 from modeling_eclip.training.checkpoints import (
     MANIFEST_KEY,
     TRAINER_STATE,
@@ -325,7 +326,7 @@ def test_too_few_products_for_one_batch_fail_before_the_model_is_built(
 ) -> None:
     rows = read_split(demo_catalogue, "train")[: TINY_BATCH - 1]
     data = _write_catalogue(tmp_path / "catalogue", rows, ("train", "test"))
-    monkeypatch.setattr(training_loop, "build_model_and_processor", pytest.fail)
+    monkeypatch.setattr(training_run, "build_model_and_processor", pytest.fail)
     with pytest.raises(ValueError, match=f"has {TINY_BATCH - 1} products; one batch needs {TINY_BATCH}"):
         pretrain(parse_arguments(_arguments(model_config, data, tmp_path / "out")))
 
@@ -334,7 +335,7 @@ def test_a_missing_eval_split_fails_before_training(
     model_config: Path, demo_catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = _write_catalogue(tmp_path / "catalogue", read_split(demo_catalogue, "train"))
-    monkeypatch.setattr(training_loop, "build_model_and_processor", pytest.fail)
+    monkeypatch.setattr(training_run, "build_model_and_processor", pytest.fail)
     with pytest.raises(FileNotFoundError, match="eval_split 'test': dataset .* has no such split"):
         pretrain(parse_arguments(_arguments(model_config, data, tmp_path / "out", evaluate_at_end=True)))
 

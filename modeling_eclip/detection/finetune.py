@@ -180,8 +180,9 @@ def finetune(args: DetectionArguments) -> DetectionResult:
     # The schedule is stepped once per optimiser step here and saved as JSON by the checkpoint manager (as in
     # pretraining): Accelerate would pickle a prepared one.
     model, optimizer = accelerator.prepare(model, optimizer)
-    checkpoints = CheckpointManager(accelerator, output_dir, args.save_total_limit)
-    run_config = {"recipe": dataclasses.asdict(args)}  # what the run was, kept with each checkpoint
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, args.save_total_limit, {"recipe": dataclasses.asdict(args)}
+    )
     checkpoints.remove_incomplete()
     state = {"step": 0, "skipped_nonfinite": 0, "train_seconds": 0.0}
     if args.resume == "latest":
@@ -247,9 +248,9 @@ def finetune(args: DetectionArguments) -> DetectionResult:
             window_steps = 0
         if args.save_steps and state["step"] % args.save_steps == 0 and state["step"] < args.max_steps:
             state["train_seconds"] = time.perf_counter() - started
-            checkpoints.save(state["step"], batches, scheduler, state, run_config)
+            checkpoints.save(state["step"], batches, scheduler, state)
     state["train_seconds"] = time.perf_counter() - started
-    checkpoints.save(state["step"], batches, scheduler, state, run_config)
+    checkpoints.save(state["step"], batches, scheduler, state)
 
     unwrapped = accelerator.unwrap_model(model)
     metrics: dict[str, float] = {}

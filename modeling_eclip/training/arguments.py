@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import yaml
 
 from ..configuration_eclip import EclipConfig
-from ..data.arguments import DATASET_ARGUMENT_NAMES, DatasetArguments
+from ..data.arguments import DatasetArguments
 from ..data.shard_format import IMAGE_KINDS
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
 from .fields import (
@@ -448,56 +448,3 @@ def check_output_dir(output_dir: str | os.PathLike, resume: str | None, overwrit
                 "--overwrite_output_dir to start over (its checkpoints, metrics, summary, export and logs are "
                 "deleted), or another --output_dir"
             )
-
-
-# On resume, a value that differs from the checkpoint's is refused for these: the checkpoint's optimiser and schedule
-# would keep the old value silently (learning rates, AdamW, the schedule's kind), or the data stream and objectives
-# would no longer continue the run (batch, seed, shuffling, augmentation, anchors, the ITC-only phase). The model
-# config, catalogue and tokenizer are compared by content (`loop.run_config`), so moved files are fine.
-RESUME_REFUSED = (
-    "learning_rate",
-    "vision_learning_rate",
-    "new_parameters_learning_rate",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "lr_scheduler_type",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "seed",
-    "shuffle_buffer",
-    "augment",
-    "anchor_kind",
-    "anchor_kind_probability",
-    "instance_objectives_start_step",
-    "train_split",
-    *(name for name in DATASET_ARGUMENT_NAMES if name.endswith("_column")),
-)
-# Not compared: paths (compared by content instead) and how this start resumes.
-RESUME_NOT_COMPARED = (
-    "model_config",
-    "config_overrides",
-    "text_model_name_or_path",
-    "vision_model_name_or_path",
-    "tokenizer_name_or_path",
-    "dataset_name",
-    "build_demo_catalogue",
-    "output_dir",
-    "overwrite_output_dir",
-    "resume",
-)
-
-
-def resume_changes(saved: Mapping[str, Any], args: PretrainingArguments) -> tuple[list[str], list[str]]:
-    """(refused, applied): "name: saved -> now" for each field that differs from the checkpoint's recipe. Every
-    field outside `RESUME_REFUSED` and `RESUME_NOT_COMPARED` (max_steps, the schedule's warm-up and arguments, logging,
-    saving, evaluation, trackers, Hub, time budget, clipping, decode processes, mixed precision) applies from the
-    resumed step on."""
-    refused, applied = [], []
-    current = json.loads(json.dumps(dataclasses.asdict(args)))  # as saved: JSON types
-    for name, value in current.items():
-        if name in RESUME_NOT_COMPARED or name not in saved or saved[name] == value:
-            continue
-        (refused if name in RESUME_REFUSED else applied).append(f"{name}: {saved[name]!r} -> {value!r}")
-    return refused, applied
