@@ -20,10 +20,8 @@ from bad_inputs import WHITE, exif_rotated_jpeg, png_bomb, transparent_rgba_png,
 from helpers import (
     LOGGED_KEYS,
     TINY_BATCH,
-    make_processor,
     read_metrics,
     subprocess_env,
-    tiny_model,
     tiny_run_arguments,
     write_tiny_model_config,
 )
@@ -362,7 +360,9 @@ def test_the_export_is_written_before_a_failing_evaluation(
 # ----------------------------------------------------------------------------------------------- evaluation images
 
 
-def test_evaluation_decodes_like_training_and_skips_unreadable_images(demo_catalogue: Path, tmp_path: Path) -> None:
+def test_evaluation_decodes_like_training_and_skips_unreadable_images(
+    model, processor, demo_catalogue: Path, tmp_path: Path
+) -> None:
     rows = read_split(demo_catalogue, "test")
     customer = next(i for i, image in enumerate(rows[0]["images"]) if image["kind"] == "customer")
     rows[0]["images"][customer]["image"] = png_bomb()
@@ -377,7 +377,7 @@ def test_evaluation_decodes_like_training_and_skips_unreadable_images(demo_catal
     assert decoded.mode == "RGB" and decoded.getpixel((0, 0)) == WHITE  # on white, as training decodes it
     assert list(decoded.getdata()) == list(to_rgb_image(rows[2]["images"][0]["image"]).getdata())
 
-    metrics = quick_evaluate(tiny_model(), make_processor(), data, batch_size=8, diagnostic_images=4)
+    metrics = quick_evaluate(model, processor, data, batch_size=8, diagnostic_images=4)
     assert metrics["skipped_unreadable_images"] == 2
 
 
@@ -427,19 +427,19 @@ def test_numeric_evaluation_arguments_are_checked(flag: str, value: str, capsys:
 
 
 @pytest.mark.parametrize(("name", "value"), [("max_products", 0), ("max_products", -1), ("batch_size", 0)])
-def test_evaluation_api_checks_its_numbers(demo_catalogue: Path, name: str, value: int) -> None:
+def test_evaluation_api_checks_its_numbers(model, processor, demo_catalogue: Path, name: str, value: int) -> None:
     with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value}"):
-        quick_evaluate(tiny_model(), make_processor(), demo_catalogue, **{name: value})
+        quick_evaluate(model, processor, demo_catalogue, **{name: value})
 
 
-def test_the_stream_checks_its_numbers(demo_catalogue: Path) -> None:
+def test_the_stream_checks_its_numbers(processor, demo_catalogue: Path) -> None:
     from modeling_eclip.data.stream import ProductPairStream, load_product_stream
 
     with pytest.raises(ValueError, match="shuffle_buffer must be an integer >= 0"):
         load_product_stream(demo_catalogue, shuffle_buffer=-1)  # before: silently no shuffling
     rows = load_product_stream(demo_catalogue)
     with pytest.raises(ValueError, match="num_workers must be >= 0"):
-        ProductPairStream(rows, make_processor(), batch_size=4, num_workers=-1)
+        ProductPairStream(rows, processor, batch_size=4, num_workers=-1)
 
 
 def test_a_foreign_trainer_state_is_refused(
