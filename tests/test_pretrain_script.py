@@ -32,10 +32,10 @@ from modeling_eclip.training import (
     check_arguments,
     load_model_config,
     load_recipe,
-    loop,
     parse_arguments,
     pretrain,
 )
+from modeling_eclip.training import run as training_run
 from modeling_eclip.training.arguments import shipped_names
 from modeling_eclip.training.builders import build_model_and_processor, parameter_groups
 
@@ -344,7 +344,7 @@ def test_instance_objectives_start_after_the_itc_phase(
         )
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "build_model_and_processor", build_and_watch)
+        patch.setattr(training_run, "build_model_and_processor", build_and_watch)
         result = pretrain(args)
     metrics = read_metrics(output_dir)
     for step in (1, 2):  # L_itc alone: the decoder objectives are off and not logged

@@ -20,10 +20,8 @@ from bad_inputs import WHITE, exif_rotated_jpeg, png_bomb, transparent_rgba_png,
 from helpers import (
     LOGGED_KEYS,
     TINY_BATCH,
-    make_processor,
     read_metrics,
     subprocess_env,
-    tiny_model,
     tiny_run_arguments,
     write_tiny_model_config,
 )
@@ -37,6 +35,7 @@ from modeling_eclip.evaluation.tables import quick_evaluate
 from modeling_eclip.processing_eclip import to_rgb_image
 from modeling_eclip.training import check_arguments, parse_arguments, pretrain
 from modeling_eclip.training import loop as training_loop
+from modeling_eclip.training import run as training_run
 from modeling_eclip.training.checkpoints import (
     MANIFEST_KEY,
     TRAINER_STATE,
@@ -325,7 +324,7 @@ def test_too_few_products_for_one_batch_fail_before_the_model_is_built(
 ) -> None:
     rows = read_split(demo_catalogue, "train")[: TINY_BATCH - 1]
     data = _write_catalogue(tmp_path / "catalogue", rows, ("train", "test"))
-    monkeypatch.setattr(training_loop, "build_model_and_processor", pytest.fail)
+    monkeypatch.setattr(training_run, "build_model_and_processor", pytest.fail)
     with pytest.raises(ValueError, match=f"has {TINY_BATCH - 1} products; one batch needs {TINY_BATCH}"):
         pretrain(parse_arguments(_arguments(model_config, data, tmp_path / "out")))
 
@@ -334,7 +333,7 @@ def test_a_missing_eval_split_fails_before_training(
     model_config: Path, demo_catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = _write_catalogue(tmp_path / "catalogue", read_split(demo_catalogue, "train"))
-    monkeypatch.setattr(training_loop, "build_model_and_processor", pytest.fail)
+    monkeypatch.setattr(training_run, "build_model_and_processor", pytest.fail)
     with pytest.raises(FileNotFoundError, match="eval_split 'test': dataset .* has no such split"):
         pretrain(parse_arguments(_arguments(model_config, data, tmp_path / "out", evaluate_at_end=True)))
 
@@ -361,7 +360,9 @@ def test_the_export_is_written_before_a_failing_evaluation(
 # ----------------------------------------------------------------------------------------------- evaluation images
 
 
-def test_evaluation_decodes_like_training_and_skips_unreadable_images(demo_catalogue: Path, tmp_path: Path) -> None:
+def test_evaluation_decodes_like_training_and_skips_unreadable_images(
+    model, processor, demo_catalogue: Path, tmp_path: Path
+) -> None:
     rows = read_split(demo_catalogue, "test")
     customer = next(i for i, image in enumerate(rows[0]["images"]) if image["kind"] == "customer")
     rows[0]["images"][customer]["image"] = png_bomb()
@@ -376,7 +377,7 @@ def test_evaluation_decodes_like_training_and_skips_unreadable_images(demo_catal
     assert decoded.mode == "RGB" and decoded.getpixel((0, 0)) == WHITE  # on white, as training decodes it
     assert list(decoded.getdata()) == list(to_rgb_image(rows[2]["images"][0]["image"]).getdata())
 
-    metrics = quick_evaluate(tiny_model(), make_processor(), data, batch_size=8, diagnostic_images=4)
+    metrics = quick_evaluate(model, processor, data, batch_size=8, diagnostic_images=4)
     assert metrics["skipped_unreadable_images"] == 2
 
 
@@ -426,19 +427,19 @@ def test_numeric_evaluation_arguments_are_checked(flag: str, value: str, capsys:
 
 
 @pytest.mark.parametrize(("name", "value"), [("max_products", 0), ("max_products", -1), ("batch_size", 0)])
-def test_evaluation_api_checks_its_numbers(demo_catalogue: Path, name: str, value: int) -> None:
+def test_evaluation_api_checks_its_numbers(model, processor, demo_catalogue: Path, name: str, value: int) -> None:
     with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value}"):
-        quick_evaluate(tiny_model(), make_processor(), demo_catalogue, **{name: value})
+        quick_evaluate(model, processor, demo_catalogue, **{name: value})
 
 
-def test_the_stream_checks_its_numbers(demo_catalogue: Path) -> None:
+def test_the_stream_checks_its_numbers(processor, demo_catalogue: Path) -> None:
     from modeling_eclip.data.stream import ProductPairStream, load_product_stream
 
     with pytest.raises(ValueError, match="shuffle_buffer must be an integer >= 0"):
         load_product_stream(demo_catalogue, shuffle_buffer=-1)  # before: silently no shuffling
     rows = load_product_stream(demo_catalogue)
     with pytest.raises(ValueError, match="num_workers must be >= 0"):
-        ProductPairStream(rows, make_processor(), batch_size=4, num_workers=-1)
+        ProductPairStream(rows, processor, batch_size=4, num_workers=-1)
 
 
 def test_a_foreign_trainer_state_is_refused(

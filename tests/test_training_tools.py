@@ -15,30 +15,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import (
-    make_processor,
-    read_metrics,
-    subprocess_env,
-    tiny_model,
-    tiny_run_arguments,
-    write_tiny_model_config,
-)
+from helpers import read_metrics, subprocess_env, tiny_run_arguments, write_tiny_model_config
 from huggingface_hub import ModelCard
 from transformers import get_scheduler
 
 from modeling_eclip.training import parse_arguments, pretrain
-from modeling_eclip.training.arguments import check_arguments, make_lr_scheduler
+from modeling_eclip.training.arguments import check_arguments
 from modeling_eclip.training.export import render_model_card
+from modeling_eclip.training.schedule import make_lr_scheduler
 from modeling_eclip.training.tracking import available_trackers, parse_report_to, tracker_init_kwargs
 
 
 @pytest.fixture
 def model_config(tmp_path: Path) -> Path:
     return write_tiny_model_config(tmp_path / "tiny.json")
-
-
-def arguments(model_config: Path, data: Path, output: Path, **flags) -> list[str]:
-    return tiny_run_arguments(model_config, data, output, **flags)
 
 
 # ----------------------------------------------------------------------------------------------- report_to
@@ -56,7 +46,7 @@ def test_report_to_is_parsed_like_training_arguments(model_config: Path, tmp_pat
     with pytest.raises(ValueError, match="'all' cannot be combined"):
         parse_report_to(["all", "wandb"])
 
-    flags = arguments(model_config, tmp_path, tmp_path / "run-7", report_to="none")
+    flags = tiny_run_arguments(model_config, tmp_path, tmp_path / "run-7", report_to="none")
     flags = flags[: flags.index("--report_to")] + flags[flags.index("--report_to") + 2 :]
     args = parse_arguments([*flags, "--report_to", "tensorboard", "wandb", "--project_name", "shoes"])
     assert args.report_to == ["tensorboard", "wandb"] and args.project_name == "shoes"
@@ -76,7 +66,7 @@ def test_report_to_is_parsed_like_training_arguments(model_config: Path, tmp_pat
 def test_a_tracker_that_is_not_installed_fails_before_compute(model_config: Path, tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     missing = next(name for name in ("aim", "clearml", "dvclive", "swanlab") if name not in available_trackers())
-    args = parse_arguments(arguments(model_config, tmp_path, tmp_path / "out", report_to=missing))
+    args = parse_arguments(tiny_run_arguments(model_config, tmp_path, tmp_path / "out", report_to=missing))
     with pytest.raises(ValueError, match=f"report_to names \\['{missing}'\\], which are not installed"):
         check_arguments(args)
 
@@ -109,7 +99,7 @@ def test_trackers_get_scalars_and_evaluation_images_offline(
         "run_name": "tiny-run",
         "project_name": "eclip-tests",
     }
-    flags = [*arguments(model_config, demo_catalogue, output, **flags), "--report_to", "tensorboard", "wandb"]
+    flags = [*tiny_run_arguments(model_config, demo_catalogue, output, **flags), "--report_to", "tensorboard", "wandb"]
     command = [sys.executable, "-m", "modeling_eclip.training", *flags, "mlflow", "trackio"]
     run = subprocess.run(command, env=offline_environment(tmp_path), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -152,11 +142,12 @@ def test_trackers_get_scalars_and_evaluation_images_offline(
 
 @pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_lr_scheduler_type_and_warmup_ratio_go_through_get_scheduler(model_config: Path, tmp_path: Path) -> None:
-    flags = arguments(model_config, tmp_path, tmp_path / "out", max_steps=20, warmup_steps=0)
+    flags = tiny_run_arguments(model_config, tmp_path, tmp_path / "out", max_steps=20, warmup_steps=0)
     args = parse_arguments([*flags, "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.1"])
     assert args.num_warmup_steps == 2  # ceil(0.1 * 20), as TrainingArguments
     parameter = torch.nn.Parameter(torch.zeros(1))
-    ours = make_lr_scheduler(args, torch.optim.SGD([parameter], lr=1.0))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    ours = make_lr_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, args.max_steps)
     reference = get_scheduler("cosine", torch.optim.SGD([parameter], lr=1.0), 2, 20)
     for _ in range(20):
         assert ours.get_last_lr() == pytest.approx(reference.get_last_lr())
@@ -191,14 +182,14 @@ def test_lr_scheduler_type_and_warmup_ratio_go_through_get_scheduler(model_confi
 )
 def test_bad_settings_fail_before_compute(model_config: Path, tmp_path: Path, flags, message) -> None:
     (tmp_path / "train").mkdir()
-    args = parse_arguments([*arguments(model_config, tmp_path, tmp_path / "out"), *flags])
+    args = parse_arguments([*tiny_run_arguments(model_config, tmp_path, tmp_path / "out"), *flags])
     with pytest.raises(ValueError) as error:
         check_arguments(args)
     assert message in str(error.value)
 
 
 def test_optional_numbers_accept_none(model_config: Path, tmp_path: Path) -> None:
-    flags = arguments(model_config, tmp_path, tmp_path / "out")
+    flags = tiny_run_arguments(model_config, tmp_path, tmp_path / "out")
     args = parse_arguments(
         [
             *flags,
@@ -228,7 +219,7 @@ def test_last_good_checkpoint_never_names_a_rotated_checkpoint(
     demo_catalogue: Path, model_config: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "out"
-    pretrain(parse_arguments(arguments(model_config, demo_catalogue, output, max_steps=6, save_total_limit=1)))
+    pretrain(parse_arguments(tiny_run_arguments(model_config, demo_catalogue, output, max_steps=6, save_total_limit=1)))
     (checkpoint,) = output.glob("checkpoint-*")
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert Path(state["last_good_checkpoint"]) == checkpoint
@@ -238,10 +229,12 @@ def test_last_good_checkpoint_never_names_a_rotated_checkpoint(
 # ----------------------------------------------------------------------------------------------- model card
 
 
-def test_model_card_metadata_goes_through_model_card_data(demo_catalogue: Path, model_config: Path, tmp_path: Path):
+def test_model_card_metadata_goes_through_model_card_data(
+    model, demo_catalogue: Path, model_config: Path, tmp_path: Path
+) -> None:
     local_vit = tmp_path / "my-vit"
     local_vit.mkdir()
-    flags = arguments(model_config, demo_catalogue, tmp_path / "out")
+    flags = tiny_run_arguments(model_config, demo_catalogue, tmp_path / "out")
     args = parse_arguments(
         [
             *flags,
@@ -256,7 +249,7 @@ def test_model_card_metadata_goes_through_model_card_data(demo_catalogue: Path, 
         ]
     )
     metrics = {"zero_shot_acc@1": 0.25, "fine_grained_r@1": 0.125, "fine_grained_map@10": 0.5}
-    card = ModelCard(render_model_card(args, tiny_model().config, metrics, {"step": 8}))
+    card = ModelCard(render_model_card(args, model.config, metrics, {"step": 8}))
     data = card.data
     assert data.base_model == ["sentence-transformers/all-MiniLM-L6-v2"]  # a Hub id; the local ViT is left out
     assert data.pipeline_tag == "zero-shot-image-classification"
@@ -272,7 +265,7 @@ def test_model_card_metadata_goes_through_model_card_data(demo_catalogue: Path, 
     assert "model-index" in str(card)
 
     plain = parse_arguments(flags)  # random towers, a local catalogue: nothing that is not on the Hub is listed
-    data = ModelCard(render_model_card(plain, tiny_model().config, metrics, {"step": 8})).data
+    data = ModelCard(render_model_card(plain, model.config, metrics, {"step": 8})).data
     assert data.base_model is None and data.datasets is None
     assert data.eval_results[0].dataset_name == json.loads((demo_catalogue / "dataset_info.json").read_text())["name"]
 
@@ -326,7 +319,9 @@ def test_the_last_checkpoint_is_pushed_and_a_run_resumes_from_the_hub(
     hub = HubRepoStandIn(tmp_path / "hub")
     hub_flags = {"push_to_hub": True, "hub_model_id": "org/eclip-tiny", "hub_strategy": "checkpoint"}
     first = tmp_path / "first"
-    pretrain(parse_arguments(arguments(model_config, demo_catalogue, first, max_steps=4, **hub_flags)), hub_api=hub)
+    pretrain(
+        parse_arguments(tiny_run_arguments(model_config, demo_catalogue, first, max_steps=4, **hub_flags)), hub_api=hub
+    )
     assert hub.commits == ["Training in progress, step 2", "End of training"]
     pushed = json.loads((hub.root / "last-checkpoint" / "trainer_state.json").read_text())
     assert pushed["step"] == 4  # the final checkpoint replaced the one of step 2
@@ -334,7 +329,7 @@ def test_the_last_checkpoint_is_pushed_and_a_run_resumes_from_the_hub(
     assert not list(first.glob(".hub-push-*")), "a staging folder was left behind"
 
     resumed = tmp_path / "second"  # another machine: nothing on disk
-    flags = arguments(model_config, demo_catalogue, resumed, max_steps=6, resume="hub", **hub_flags)
+    flags = tiny_run_arguments(model_config, demo_catalogue, resumed, max_steps=6, resume="hub", **hub_flags)
     result = pretrain(parse_arguments(flags), hub_api=hub)
     assert result.step == 6
     assert sorted(read_metrics(resumed)) == [5, 6]  # continued after the pushed step 4
@@ -342,7 +337,9 @@ def test_the_last_checkpoint_is_pushed_and_a_run_resumes_from_the_hub(
     with pytest.raises(FileNotFoundError, match="has no complete last-checkpoint"):
         empty = HubRepoStandIn(tmp_path / "empty-hub")
         pretrain(
-            parse_arguments(arguments(model_config, demo_catalogue, tmp_path / "third", resume="hub", **hub_flags)),
+            parse_arguments(
+                tiny_run_arguments(model_config, demo_catalogue, tmp_path / "third", resume="hub", **hub_flags)
+            ),
             hub_api=empty,
         )
 
@@ -350,12 +347,14 @@ def test_the_last_checkpoint_is_pushed_and_a_run_resumes_from_the_hub(
 # ----------------------------------------------------------------------------------------------- progress bars
 
 
-def test_long_commands_show_progress_bars(demo_catalogue: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+def test_long_commands_show_progress_bars(
+    model, processor, demo_catalogue: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from modeling_eclip.evaluation.cli import main as evaluate_main
 
     model_dir = tmp_path / "model"
-    tiny_model().save_pretrained(model_dir)
-    make_processor().save_pretrained(model_dir)
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
     evaluate_main(["--model", str(model_dir), "--data", str(demo_catalogue), "--max-products", "4"])
     errors = capsys.readouterr().err
     for description in ("embedding texts", "embedding images", "grounding"):
@@ -380,5 +379,5 @@ def test_long_commands_show_progress_bars(demo_catalogue: Path, tmp_path: Path, 
 
     from modeling_eclip.evaluation.search import ProductSearchIndex, load_catalogue
 
-    ProductSearchIndex.build(tiny_model(), make_processor(), load_catalogue(demo_catalogue, "test"), batch_size=4)
+    ProductSearchIndex.build(model, processor, load_catalogue(demo_catalogue, "test"), batch_size=4)
     assert "Embedding the catalogue:" in capsys.readouterr().err

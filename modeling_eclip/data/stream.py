@@ -4,8 +4,10 @@
 Pipeline (one process per rank)::
 
     parquet shards --datasets streaming--> shuffle(seed, buffer) --split_dataset_by_node--> examples
-      --(worker pool) pick two different images of the product + decode--> samples
+      --(decode processes, PairJob) pick two different images of the product + decode--> samples
       --(main process) batcher: no product twice in a batch--> ProductPairCollator (EclipProcessor) --> batches
+
+The decode processes and the batcher are in ``batching.py``.
 
 Exact resume. ``datasets`` can checkpoint a streaming dataset, but its ``state_dict`` does not hold the content of a
 shuffle buffer ("examples from shuffle buffers are lost when resuming", see ``IterableDataset.state_dict``). The
@@ -19,13 +21,10 @@ This module is used by the training loop and evaluation; it is not part of the r
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import hashlib
-import multiprocessing
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
 
 import datasets
@@ -35,13 +34,12 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageEnhance
 
 from ..processing_eclip import is_blank_text, to_rgb_image
+from .batching import DistinctBatcher, decode_in_order
 from .source import CatalogueSource, image_input
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_NUM_WORKERS = 2
-# Examples handed to a decode worker at once: amortises inter-process overhead without delaying the first batch.
-_DECODE_CHUNK = 8
 # Rows read from the parquet stream at once (arrow -> python conversion is cheaper in batches).
 _READ_BATCH = 64
 COUNTER_NAMES = (
@@ -302,12 +300,28 @@ def make_pair(
     return sample
 
 
-def _make_pairs(
-    jobs: list[tuple[dict[str, Any], int, int, int, bool, str | None, float, int | None, CropResize | None]],
-) -> list[dict[str, Any]]:
-    """Worker-pool entry point: ``make_pair`` over a chunk of (example, seed, epoch, position, augment, anchor_kind,
-    anchor_kind_probability, min_size, crop_resize)."""
-    return [make_pair(*job) for job in jobs]
+class PairSettings(NamedTuple):
+    """How a stream picks and decodes the two images of every product (:func:`make_pair`'s arguments besides the
+    product and its place in the stream)."""
+
+    seed: int
+    augment: bool
+    anchor_kind: str | None
+    anchor_kind_probability: float
+    min_size: int | None
+    crop_resize: CropResize | None
+
+
+class PairJob(NamedTuple):
+    """One product to make a pair of: the example at ``position`` of ``epoch``. Crosses to a decode process."""
+
+    example: dict[str, Any]
+    epoch: int
+    position: int
+    settings: PairSettings
+
+    def decode(self) -> dict[str, Any]:
+        return make_pair(self.example, epoch=self.epoch, position=self.position, **self.settings._asdict())
 
 
 class ProductPairCollator:
@@ -388,20 +402,34 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         self.stream = stream
         self.collator = ProductPairCollator(processor)
         self.batch_size = batch_size
-        self.seed = seed
         self.num_workers = num_workers
         self.drop_last = drop_last
-        self.augment = augment
-        self.anchor_kind = anchor_kind
-        self.anchor_kind_probability = anchor_kind_probability
-        self.min_size = min_decode_size(processor, augment) if reduced_decoding else None
-        self.crop_resize = CropResize.of(processor) if reduced_decoding else None
+        self.settings = PairSettings(
+            seed=seed,
+            augment=augment,
+            anchor_kind=anchor_kind,
+            anchor_kind_probability=anchor_kind_probability,
+            min_size=min_decode_size(processor, augment) if reduced_decoding else None,
+            crop_resize=CropResize.of(processor) if reduced_decoding else None,
+        )
         self.epoch = 0
         self._consumed = 0  # examples of this epoch taken by the batcher (in a batch, held over or rejected)
         self._pending: list[int] = []  # positions of held-over examples, oldest first
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         # What the last epoch iterated to its end gave (see `_iterate`); None before the first.
         self.last_epoch: dict[str, Any] | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    @property
+    def min_size(self) -> int | None:
+        return self.settings.min_size
+
+    @property
+    def crop_resize(self) -> CropResize | None:
+        return self.settings.crop_resize
 
     # ------------------------------------------------------------------------------------------------ state
     @property
@@ -437,9 +465,37 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         self._counters = {name: int(state["counters"].get(name, 0)) for name in COUNTER_NAMES}
 
     # ------------------------------------------------------------------------------------------- iteration
-    def _jobs(self, epoch: int, start: int, replay: set[int]) -> Iterator[tuple[int, tuple | None]]:
-        """(position, job) for each example of ``epoch``: a job for positions >= ``start`` and those in ``replay``
-        (held-over examples of a restored state), ``None`` for the skipped ones (no image is decoded for them)."""
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = torch.utils.data.get_worker_info()
+        if worker is None:
+            yield from self._iterate(self.num_workers, owned=None)
+        else:
+            # Inside a DataLoader worker: a private copy of the stream; run the processor for every W-th batch only.
+            yield from self._iterate(0, owned=(worker.id, worker.num_workers))
+
+    def _iterate(self, workers: int, owned: tuple[int, int] | None) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches of the current epoch from the current position (of those ``owned``, (loader worker, loader
+        workers), only every workers-th), then on to the next epoch."""
+        epoch, start, replay = self.epoch, self._consumed, set(self._pending)
+        tally = _EpochTally(epoch, from_start=start == 0 and not replay, counters_at_start=dict(self._counters))
+        batcher = DistinctBatcher(self.batch_size)
+        samples = decode_in_order(self._jobs(epoch, start, replay), workers)
+        for batch in self._full_batches(samples, replay, batcher, tally):
+            if _is_owned(owned, tally.batches):
+                yield self.collator(batch)
+            tally.batches += 1
+        leftover = [] if self.drop_last else batcher.distinct_leftover()
+        if len(leftover) >= 2:
+            if _is_owned(owned, tally.batches):
+                yield self.collator(leftover)
+            tally.batches += 1
+        # The training loop stops on an epoch that started at its beginning and gave no batch (it would loop forever).
+        self.last_epoch = tally.summary(self._counters)
+        self.set_epoch(epoch + 1)
+
+    def _jobs(self, epoch: int, start: int, replay: set[int]) -> Iterator[PairJob]:
+        """A job for each example of ``epoch`` at a position >= ``start`` or in ``replay`` (held-over examples of a
+        restored state); the examples before are read but not decoded."""
         self.stream.set_epoch(epoch)
         position = 0
         # ``iter`` rather than ``__iter__``: inside a DataLoader worker ``__iter__`` would hand this worker only some
@@ -456,137 +512,65 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                         "images": [{k: im[k] for k in ("image", "path", "source", "kind")} for im in images],
                         "noncontiguous": noncontiguous,
                     }
-                    job = (example, self.seed, epoch, position, self.augment, self.anchor_kind)
-                    yield position, (*job, self.anchor_kind_probability, self.min_size, self.crop_resize)
-                else:
-                    yield position, None
+                    yield PairJob(example, epoch, position, self.settings)
                 position += 1
 
-    def _samples(self, epoch: int, start: int, replay: set[int], workers: int) -> Iterator[tuple[int, dict]]:
-        """(position, sample) in stream order for the positions that have a job, decoded by ``workers`` processes."""
-        jobs = ((position, job) for position, job in self._jobs(epoch, start, replay) if job is not None)
-        if workers <= 0:
-            for position, job in jobs:
-                yield position, make_pair(*job)
-            return
-        # fork keeps worker start-up cheap (no re-import); the workers only run make_pair on plain data. An executor
-        # rather than multiprocessing.Pool: a worker that dies (killed for memory, a crash in a decoder) breaks the
-        # executor and every pending result raises, where a Pool waits forever for the lost chunk.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-        in_flight: collections.deque = collections.deque()
-        try:
-            chunk: list[tuple[int, tuple]] = []
-            max_in_flight = 4 * workers  # bounded read-ahead: a stream can be far larger than memory
-
-            def submit(items: list[tuple[int, tuple]]) -> None:
-                in_flight.append(([p for p, _ in items], executor.submit(_make_pairs, [j for _, j in items])))
-
-            def collect() -> list[tuple[int, dict]]:
-                positions, future = in_flight.popleft()
-                try:
-                    return list(zip(positions, future.result()))
-                except BrokenProcessPool as error:
-                    raise RuntimeError(
-                        f"an image-decoding process of the product stream died (epoch {epoch}, products at positions "
-                        f"{positions[0]}-{positions[-1]}); out of memory? Lower num_workers or the image size"
-                    ) from error
-
-            for item in jobs:
-                chunk.append(item)
-                if len(chunk) == _DECODE_CHUNK:
-                    submit(chunk)
-                    chunk = []
-                while len(in_flight) >= max_in_flight:
-                    yield from collect()
-            if chunk:
-                submit(chunk)
-            while in_flight:
-                yield from collect()
-        finally:
-            # Chunks not started are dropped; the at most `workers` running ones finish (a stopped stream is not
-            # resumed from them: its position is the batcher's).
-            executor.shutdown(wait=True, cancel_futures=True)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        worker = torch.utils.data.get_worker_info()
-        if worker is None:
-            yield from self._iterate(self.num_workers, owned=None)
-        else:
-            # Inside a DataLoader worker: a private copy of the stream; run the processor for every W-th batch only.
-            yield from self._iterate(0, owned=(worker.id, worker.num_workers))
-
-    def _iterate(self, workers: int, owned: tuple[int, int] | None) -> Iterator[dict[str, torch.Tensor]]:
-        epoch, start = self.epoch, self._consumed
-        replay = set(self._pending)
-        counters = self._counters
-        held: collections.deque = collections.deque()  # (position, sample) held over, oldest first
-        batch: list[tuple[int, dict]] = []
-        ids: set[int] = set()
-        batch_index = 0
-        products_read = 0
-        counters_at_start = dict(counters)
-
-        def add(position: int, sample: dict) -> None:
-            if sample["product_id"] in ids:
-                held.append((position, sample))
-                counters["deferred_duplicates"] += 1
-            else:
-                batch.append((position, sample))
-                ids.add(sample["product_id"])
-
+    def _full_batches(
+        self, samples: Iterator[tuple[int, dict]], replay: set[int], batcher: DistinctBatcher, tally: _EpochTally
+    ) -> Iterator[list[dict]]:
+        """The full batches of the epoch's samples, keeping the position (``_consumed``, ``_pending``) and the
+        counters up to date before each is handed on. The held-over examples of a restored state (``replay``) start
+        the batch that follows, exactly as the uninterrupted run held them over after its last batch."""
         restored: list[tuple[int, dict]] = []
-
-        def start_batch() -> None:
-            """Held-over products start the next batch in stream order; one still clashing there is held again."""
-            nonlocal batch, ids
-            batch, ids = [], set()
-            for _ in range(len(held)):
-                held_position, held_sample = held.popleft()
-                if held_sample["product_id"] in ids or len(batch) == self.batch_size:
-                    held.append((held_position, held_sample))
-                else:
-                    batch.append((held_position, held_sample))
-                    ids.add(held_sample["product_id"])
-
-        for position, sample in self._samples(epoch, start, replay, workers):
+        for position, sample in samples:
             if position in replay:  # a held-over example of the restored state: already counted when deferred
                 restored.append((position, sample))
                 continue
-            if restored:  # rebuild the batch start exactly as the uninterrupted run did after its last batch
-                held.extend(sorted(restored, key=lambda item: item[0]))
+            if restored:
+                batcher.hold_over(restored)
                 restored = []
-                start_batch()
-            products_read += 1
-            counters["skipped_corrupt_images"] += sample["corrupt"]
-            counters["noncontiguous_products"] += sample["noncontiguous"]
-            if "rejected" in sample:
-                counters[REJECTION_COUNTERS[sample["rejected"]]] += 1
-            else:
-                add(position, sample)
-            self._consumed = position + 1
-            if len(batch) == self.batch_size:
-                samples = [s for _, s in batch]
-                start_batch()
-                self._pending = sorted(p for p, _ in [*batch, *held])
-                if owned is None or batch_index % owned[1] == owned[0]:
-                    yield self.collator(samples)
-                batch_index += 1
+            tally.products += 1
+            self._take(position, sample, batcher)
+            if batcher.is_full():
+                batch = batcher.start_next_batch()
+                self._pending = batcher.pending_positions()
+                yield batch
         if restored:  # the restored position was at the very end of the epoch
-            held.extend(sorted(restored, key=lambda item: item[0]))
-            start_batch()
-        leftover = [s for _, s in batch] + [s for _, s in held]
-        if not self.drop_last and leftover:
-            distinct = list({s["product_id"]: s for s in reversed(leftover)}.values())[::-1]
-            if len(distinct) >= 2 and (owned is None or batch_index % owned[1] == owned[0]):
-                yield self.collator(distinct)
-            batch_index += len(distinct) >= 2
-        # The training loop stops on an epoch that started at its beginning and gave no batch (it would loop forever).
-        self.last_epoch = {
-            "epoch": epoch,
-            "from_start": start == 0 and not replay,
-            "batches": batch_index,
-            "products": products_read,
-            **{name: counters[name] - counters_at_start[name] for name in COUNTER_NAMES},
+            batcher.hold_over(restored)
+
+    def _take(self, position: int, sample: dict, batcher: DistinctBatcher) -> None:
+        """Counts the sample's skipped images and its rejection or deferral, and batches it when it is usable."""
+        counters = self._counters
+        counters["skipped_corrupt_images"] += sample["corrupt"]
+        counters["noncontiguous_products"] += sample["noncontiguous"]
+        if "rejected" in sample:
+            counters[REJECTION_COUNTERS[sample["rejected"]]] += 1
+        elif not batcher.add(position, sample):
+            counters["deferred_duplicates"] += 1
+        self._consumed = position + 1
+
+
+def _is_owned(owned: tuple[int, int] | None, batch_index: int) -> bool:
+    """Whether this process runs the processor for batch ``batch_index``: (loader worker, loader workers) owns every
+    workers-th batch; None (direct use) owns them all."""
+    return owned is None or batch_index % owned[1] == owned[0]
+
+
+@dataclasses.dataclass
+class _EpochTally:
+    """What one pass over an epoch gave, for ``ProductPairStream.last_epoch``."""
+
+    epoch: int
+    from_start: bool
+    counters_at_start: dict[str, int]
+    products: int = 0  # examples read and taken (not those replayed from a restored state)
+    batches: int = 0
+
+    def summary(self, counters: Mapping[str, int]) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "from_start": self.from_start,
+            "batches": self.batches,
+            "products": self.products,
+            **{name: counters[name] - self.counters_at_start[name] for name in COUNTER_NAMES},
         }
-        self.set_epoch(epoch + 1)

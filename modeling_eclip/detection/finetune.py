@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import yaml
@@ -29,10 +29,12 @@ from ..data.shard_format import list_shards
 from ..data.source import CatalogueSource
 from ..modeling_eclip import EclipForObjectDetection
 from ..processing_eclip import EclipImageProcessor
-from ..training.arguments import MIXED_PRECISIONS, check_output_dir, load_recipe
+from ..training.arguments import MIXED_PRECISIONS, check_output_dir, load_recipe, parse_recipe_arguments
 from ..training.checkpoints import METRICS_FILE, CheckpointManager, append_metrics, remove_run_files, write_json
 from ..training.export import describe_dataset
-from ..training.loop import NonFiniteLossError, PretrainingResult
+from ..training.fields import NON_NEGATIVE, POSITIVE, check_ranges, clear_none_strings
+from ..training.results import NonFiniteLossError, PretrainingResult
+from ..training.schedule import check_lr_scheduler, make_lr_scheduler
 from ..training.tracking import check_report_to, log_scalars, parse_report_to, tracker_init_kwargs
 from .data import DETECTION_KINDS, DetectionBatches, category_labels, load_detection_samples
 from .evaluate import evaluate_detection
@@ -58,20 +60,24 @@ class DetectionArguments:
         default_factory=lambda: list(DETECTION_KINDS), metadata={"help": "Image kinds whose boxes are targets."}
     )
     seed: int = 0
-    max_steps: int = 300
-    per_device_train_batch_size: int = 16
-    learning_rate: float = field(default=1e-4, metadata={"help": "Decoder, projections, queries and the new heads."})
-    backbone_learning_rate: float = field(default=1e-5, metadata={"help": "The image tower (DETR's lr_backbone)."})
-    weight_decay: float = 1e-4
+    max_steps: Annotated[int, POSITIVE] = 300
+    per_device_train_batch_size: Annotated[int, POSITIVE] = 16
+    learning_rate: Annotated[float, POSITIVE] = field(
+        default=1e-4, metadata={"help": "Decoder, projections, queries and the new heads."}
+    )
+    backbone_learning_rate: Annotated[float, POSITIVE] = field(
+        default=1e-5, metadata={"help": "The image tower (DETR's lr_backbone)."}
+    )
+    weight_decay: Annotated[float, NON_NEGATIVE] = 1e-4
     lr_scheduler_type: str = "linear"
-    warmup_steps: int = 0
-    max_grad_norm: float = 0.1
+    warmup_steps: Annotated[int, NON_NEGATIVE] = 0
+    max_grad_norm: Annotated[float, NON_NEGATIVE] = 0.1
     auxiliary_loss: bool = field(default=True, metadata={"help": "The DETR loss after every decoder block too."})
     mixed_precision: str | None = field(default=None, metadata={"help": f"One of {MIXED_PRECISIONS} or none."})
-    logging_steps: int = 10
-    save_steps: int = 100
-    save_total_limit: int = 2
-    eval_batch_size: int = 32
+    logging_steps: Annotated[int, POSITIVE] = 10
+    save_steps: Annotated[int, NON_NEGATIVE] = 100
+    save_total_limit: Annotated[int, POSITIVE] = 2
+    eval_batch_size: Annotated[int, POSITIVE] = 32
     evaluate_at_end: bool = True
     resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint-<step> folder."})
     overwrite_output_dir: bool = field(
@@ -80,7 +86,10 @@ class DetectionArguments:
     report_to: str = field(default="none", metadata={"help": "Trackers, as TrainingArguments.report_to takes them."})
     run_name: str | None = None
     tracker_project: str = "eclip-detection"
-    max_consecutive_nonfinite: int = 5
+    max_consecutive_nonfinite: Annotated[int, POSITIVE] = 5
+
+    def __post_init__(self) -> None:
+        clear_none_strings(self)  # e.g. --resume none
 
 
 def load_detection_recipe(path: str | os.PathLike) -> dict[str, Any]:
@@ -91,34 +100,16 @@ def load_detection_recipe(path: str | os.PathLike) -> dict[str, Any]:
 
 def parse_detection_arguments(argv: list[str] | None = None) -> DetectionArguments:
     """`--config recipe.yaml` sets the defaults, every other flag overrides them."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(DetectionArguments, description="Fine-tune ECLIP for object detection.")
-    parser.add_argument("--config", default=None, help="A recipe: a YAML path or a shipped name.")
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**load_detection_recipe(known.config))
-    args = parser.parse_args_into_dataclasses(argv)[0]
-    for name in ("mixed_precision", "resume", "run_name"):
-        if isinstance(getattr(args, name), str) and getattr(args, name).lower() == "none":
-            setattr(args, name, None)
-    return args
+    return parse_recipe_arguments(DetectionArguments, argv, "Fine-tune ECLIP for object detection.")
 
 
 def check_detection_arguments(args: DetectionArguments) -> list[str]:
     """Every check that can fail before compute; returns the trackers. Raises naming the field."""
     check_output_dir(args.output_dir, args.resume, args.overwrite_output_dir)
-    for name in ("max_steps", "per_device_train_batch_size", "learning_rate", "backbone_learning_rate"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
-    for name in ("logging_steps", "save_total_limit", "eval_batch_size", "max_consecutive_nonfinite"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(args, name)}")
-    for name in ("weight_decay", "warmup_steps", "max_grad_norm", "save_steps"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
+    check_ranges(args)
     if args.warmup_steps >= args.max_steps:
         raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
+    check_lr_scheduler(args.lr_scheduler_type, args.warmup_steps, args.max_steps)
     if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {args.mixed_precision!r}")
     unknown_kinds = sorted(set(args.image_kinds) - {"catalog", *DETECTION_KINDS})
@@ -185,16 +176,13 @@ def finetune(args: DetectionArguments) -> DetectionResult:
         ],
         weight_decay=args.weight_decay,
     )
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler(
-        args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
-    )
+    scheduler = make_lr_scheduler(optimizer, args.lr_scheduler_type, args.warmup_steps, args.max_steps)
     # The schedule is stepped once per optimiser step here and saved as JSON by the checkpoint manager (as in
     # pretraining): Accelerate would pickle a prepared one.
     model, optimizer = accelerator.prepare(model, optimizer)
-    checkpoints = CheckpointManager(accelerator, output_dir, args.save_total_limit)
-    run_config = {"recipe": dataclasses.asdict(args)}  # what the run was, kept with each checkpoint
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, args.save_total_limit, {"recipe": dataclasses.asdict(args)}
+    )
     checkpoints.remove_incomplete()
     state = {"step": 0, "skipped_nonfinite": 0, "train_seconds": 0.0}
     if args.resume == "latest":
@@ -260,9 +248,9 @@ def finetune(args: DetectionArguments) -> DetectionResult:
             window_steps = 0
         if args.save_steps and state["step"] % args.save_steps == 0 and state["step"] < args.max_steps:
             state["train_seconds"] = time.perf_counter() - started
-            checkpoints.save(state["step"], batches, scheduler, state, run_config)
+            checkpoints.save(state["step"], batches, scheduler, state)
     state["train_seconds"] = time.perf_counter() - started
-    checkpoints.save(state["step"], batches, scheduler, state, run_config)
+    checkpoints.save(state["step"], batches, scheduler, state)
 
     unwrapped = accelerator.unwrap_model(model)
     metrics: dict[str, float] = {}

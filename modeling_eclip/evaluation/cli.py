@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoProcessor, HfArgumentParser
 
-from ..data.source import DatasetArguments
+from ..data.arguments import DatasetArguments
 from .report import format_results
 from .tables import evaluate_model
 

@@ -9,20 +9,30 @@ import dataclasses
 import json
 import math
 import os
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
 from ..configuration_eclip import EclipConfig
+from ..data.arguments import DatasetArguments
 from ..data.shard_format import IMAGE_KINDS
-from ..data.source import DATASET_ARGUMENT_NAMES, DatasetArguments
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
+from .fields import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    check_ranges,
+    clear_none_strings,
+    none_or,
+    optional_fields,
+)
+from .schedule import check_lr_scheduler
 from .tracking import check_report_to, parse_report_to
 
 # configuration/ of the repository, shipped as package data: presets and recipes are found by name once installed.
@@ -44,7 +54,7 @@ HUB_CHECKPOINT_DIR = "last-checkpoint"
 class PretrainingArguments(DatasetArguments):
     """The pretraining recipe. Every field is a `--flag` of `python -m modeling_eclip.training` and a key of a recipe
     YAML; the dataset fields (`dataset_name`, `dataset_config`, `dataset_revision`, the `*_column` mapping) come from
-    `modeling_eclip.data.source.DatasetArguments`."""
+    `modeling_eclip.data.arguments.DatasetArguments`."""
 
     # ----- model
     model_config: str = field(
@@ -81,8 +91,12 @@ class PretrainingArguments(DatasetArguments):
         default=False,
         metadata={"help": "Build the demo catalogue (~10 s) into dataset_name, a local folder, if it holds no data."},
     )
-    shuffle_buffer: int = field(default=1000, metadata={"help": "Products in the streaming shuffle buffer."})
-    num_workers: int = field(default=1, metadata={"help": "Image-decoding processes per rank (0: in the loop)."})
+    shuffle_buffer: Annotated[int, NON_NEGATIVE] = field(
+        default=1000, metadata={"help": "Products in the streaming shuffle buffer."}
+    )
+    num_workers: Annotated[int, NON_NEGATIVE] = field(
+        default=1, metadata={"help": "Image-decoding processes per rank (0: in the loop)."}
+    )
     augment: bool = field(default=True, metadata={"help": "Random resized crop, flip and colour jitter (Sec. 4.1)."})
     anchor_kind: str | None = field(
         default=None,
@@ -91,7 +105,7 @@ class PretrainingArguments(DatasetArguments):
             "listing photo the title was written for); x+ still comes from another source or kind. None: any image."
         },
     )
-    anchor_kind_probability: float = field(
+    anchor_kind_probability: Annotated[float, PROBABILITY] = field(
         default=1.0,
         metadata={
             "help": "Share of the pairs whose anchor is of anchor_kind; the others take any image of the product, so "
@@ -99,9 +113,15 @@ class PretrainingArguments(DatasetArguments):
         },
     )
     # ----- optimisation (Sec. 4.1)
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Products per process and micro-batch."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
-    max_steps: int = field(default=1000, metadata={"help": "Optimiser steps; the schedule decays to 0 at the end."})
+    per_device_train_batch_size: Annotated[int, AT_LEAST_ONE] = field(
+        default=32, metadata={"help": "Products per process and micro-batch."}
+    )
+    gradient_accumulation_steps: Annotated[int, AT_LEAST_ONE] = field(
+        default=1, metadata={"help": "Micro-batches per optimiser step."}
+    )
+    max_steps: Annotated[int, AT_LEAST_ONE] = field(
+        default=1000, metadata={"help": "Optimiser steps; the schedule decays to 0 at the end."}
+    )
     lr_scheduler_type: str = field(
         default="linear",
         metadata={
@@ -114,14 +134,14 @@ class PretrainingArguments(DatasetArguments):
         default=None,
         metadata={"help": "Extra arguments of the schedule, as a mapping or JSON, e.g. '{\"num_cycles\": 2}'."},
     )
-    warmup_steps: int = field(
+    warmup_steps: Annotated[int, NON_NEGATIVE] = field(
         default=100, metadata={"help": "Linear warm-up steps to the peak learning rate (wins over warmup_ratio)."}
     )
-    warmup_ratio: float = field(
+    warmup_ratio: Annotated[float, FRACTION] = field(
         default=0.0,
         metadata={"help": "Warm-up as a share of max_steps, used when warmup_steps is 0 (as in TrainingArguments)."},
     )
-    instance_objectives_start_step: int = field(
+    instance_objectives_start_step: Annotated[int, NON_NEGATIVE] = field(
         default=0,
         metadata={
             "help": "Optimiser steps trained with L_itc alone before L_inter, L_itm, L_intra and L_R switch on (the "
@@ -129,36 +149,40 @@ class PretrainingArguments(DatasetArguments):
             "decoder objectives have no image features to work with at first; 0: all objectives from the start."
         },
     )
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the pretrained towers."})
-    vision_learning_rate: float | None = field(
+    learning_rate: Annotated[float, POSITIVE] = field(
+        default=1e-4, metadata={"help": "Peak learning rate of the pretrained towers."}
+    )
+    vision_learning_rate: Annotated[float | None, POSITIVE] = field(
         default=None,
         metadata={
             "help": "Peak learning rate of a pretrained image tower, when it should move faster or slower than the "
             "text tower (e.g. a tower pretrained on far less data than the text tower). Defaults to learning_rate."
         },
     )
-    new_parameters_learning_rate: float | None = field(
+    new_parameters_learning_rate: Annotated[float | None, POSITIVE] = field(
         default=None,
         metadata={
             "help": "Peak learning rate of randomly initialised parameters (a tower without pretrained "
             "weights, projections, decoder, ITM head, temperature). Defaults to learning_rate."
         },
     )
-    weight_decay: float = field(
+    weight_decay: Annotated[float, NON_NEGATIVE] = field(
         default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, embeddings or the temperature)."}
     )
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    adam_epsilon: float = 1e-6
-    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 disables clipping."})
+    adam_beta1: Annotated[float, FRACTION] = 0.9
+    adam_beta2: Annotated[float, FRACTION] = 0.98
+    adam_epsilon: Annotated[float, POSITIVE] = 1e-6
+    max_grad_norm: Annotated[float, NON_NEGATIVE] = field(
+        default=0.0, metadata={"help": "Gradient clipping norm; 0 disables clipping."}
+    )
     mixed_precision: str | None = field(
         default=None, metadata={"help": f"One of {MIXED_PRECISIONS}; None keeps the accelerate launcher's choice."}
     )
-    seed: int = 0
-    max_consecutive_nonfinite: int = field(
+    seed: Annotated[int, NON_NEGATIVE] = 0
+    max_consecutive_nonfinite: Annotated[int, AT_LEAST_ONE] = field(
         default=5, metadata={"help": "Consecutive non-finite losses (each skipped) after which training stops."}
     )
-    max_train_minutes: float | None = field(
+    max_train_minutes: Annotated[float | None, POSITIVE] = field(
         default=None,
         metadata={
             "help": "Wall-clock budget: stop early (checkpoint, export) when it is used up; the schedule still "
@@ -175,8 +199,12 @@ class PretrainingArguments(DatasetArguments):
             "steps). Without it, a non-empty output_dir needs --resume (as transformers' Trainer)."
         },
     )
-    save_steps: int = field(default=100, metadata={"help": "Checkpoint every N optimiser steps (0: only at the end)."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."})
+    save_steps: Annotated[int, NON_NEGATIVE] = field(
+        default=100, metadata={"help": "Checkpoint every N optimiser steps (0: only at the end)."}
+    )
+    save_total_limit: Annotated[int, AT_LEAST_ONE] = field(
+        default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."}
+    )
     resume: str | None = field(
         default=None,
         metadata={
@@ -184,7 +212,7 @@ class PretrainingArguments(DatasetArguments):
             f"(the {HUB_CHECKPOINT_DIR}/ that hub_strategy=checkpoint pushed to hub_model_id)."
         },
     )
-    logging_steps: int = field(default=10, metadata={"help": "Log every N optimiser steps."})
+    logging_steps: Annotated[int, AT_LEAST_ONE] = field(default=10, metadata={"help": "Log every N optimiser steps."})
     report_to: list[str] = field(
         default_factory=lambda: ["tensorboard"],
         metadata={
@@ -201,16 +229,18 @@ class PretrainingArguments(DatasetArguments):
             "help": "The trackers' project (wandb, trackio, comet_ml; MLflow's experiment; TensorBoard's folder)."
         },
     )
-    num_eval_images: int = field(
+    num_eval_images: Annotated[int, NON_NEGATIVE] = field(
         default=4,
         metadata={
             "help": "Grounding overlays logged to the trackers at every evaluation, with a t-SNE of the product "
             "embeddings (0: no images)."
         },
     )
-    eval_steps: int = field(default=0, metadata={"help": "Evaluate every N optimiser steps (0: only at the end)."})
+    eval_steps: Annotated[int, NON_NEGATIVE] = field(
+        default=0, metadata={"help": "Evaluate every N optimiser steps (0: only at the end)."}
+    )
     eval_split: str = "test"
-    eval_max_products: int | None = None
+    eval_max_products: Annotated[int | None, AT_LEAST_ONE] = None
     evaluate_at_end: bool = field(default=True, metadata={"help": "Evaluate the final model for the model card."})
     # ----- Hub
     push_to_hub: bool = False
@@ -226,10 +256,7 @@ class PretrainingArguments(DatasetArguments):
     )
 
     def __post_init__(self) -> None:
-        # "none" switches an optional field off, on the command line and in a recipe (e.g. --max_train_minutes none).
-        for name in OPTIONAL_FIELDS:
-            if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", ""):
-                setattr(self, name, None)
+        clear_none_strings(self)  # e.g. --max_train_minutes none
         for name in ("config_overrides", "lr_scheduler_kwargs"):
             if isinstance(getattr(self, name), str):
                 try:
@@ -251,41 +278,26 @@ class PretrainingArguments(DatasetArguments):
         return self.warmup_steps if self.warmup_steps > 0 else math.ceil(self.warmup_ratio * self.max_steps)
 
 
-def _is_optional(annotation: Any) -> bool:
-    return isinstance(annotation, types.UnionType) and type(None) in typing.get_args(annotation)
-
-
-# Fields that take None ("none" on the command line and in recipes).
-OPTIONAL_FIELDS = tuple(
-    name for name, annotation in typing.get_type_hints(PretrainingArguments).items() if _is_optional(annotation)
-)
-
-
-def _none_or(cast: type) -> Any:
-    """An argparse type: 'none' (any case) is None, anything else goes through `cast` (int, float)."""
-
-    def parse(value: str) -> Any:
-        return None if value.strip().lower() in ("none", "") else cast(value)
-
-    parse.__name__ = cast.__name__  # argparse names the type in its error messages
-    return parse
-
-
 def parse_arguments(argv: list[str] | None = None) -> PretrainingArguments:
     """`--config recipe.yaml` sets the defaults, every other flag overrides them (unknown YAML keys are errors)."""
+    return parse_recipe_arguments(PretrainingArguments, argv, "ECLIP pretraining with Accelerate.")
+
+
+def parse_recipe_arguments(arguments_class: type, argv: list[str] | None, description: str) -> Any:
+    """A dataclass of `arguments_class` from the command line: `--config` names a recipe (`load_recipe`) that sets the
+    defaults, every other flag overrides them; an optional number also takes "none"."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(PretrainingArguments, description="ECLIP pretraining with Accelerate.")
-    # HfArgumentParser types an optional number by its number type, which rejects "none"; the docstring promises it.
+    parser = HfArgumentParser(arguments_class, description=description)
+    # HfArgumentParser types an optional number by its number type, which rejects "none".
+    optional = optional_fields(arguments_class)
     for action in parser._actions:
-        if action.dest in OPTIONAL_FIELDS and action.type in (int, float):
-            action.type = _none_or(action.type)
-    parser.add_argument(
-        "--config", default=None, help="A recipe: a YAML path, or the name of a shipped one, e.g. recipe-demo."
-    )
+        if action.dest in optional and action.type in (int, float):
+            action.type = none_or(action.type)
+    parser.add_argument("--config", default=None, help="A recipe: a YAML path, or the name of a shipped one.")
     known, _ = parser.parse_known_args(argv)
     if known.config:
-        parser.set_defaults(**load_recipe(known.config))
+        parser.set_defaults(**load_recipe(known.config, arguments_class=arguments_class))
     return parser.parse_args_into_dataclasses(argv)[0]
 
 
@@ -374,15 +386,14 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
     """Every check that can fail before compute: recipe values, the model config, batch vs queue, data and resume
     paths, tracker and Hub settings. Returns the model config. Raises ValueError / FileNotFoundError naming the field.
     """
-    check_numbers(args)
+    check_ranges(args)
     if args.anchor_kind is not None and args.anchor_kind not in IMAGE_KINDS:
         raise ValueError(f"anchor_kind must be one of {IMAGE_KINDS} or None, got {args.anchor_kind!r}")
     if args.warmup_steps >= args.max_steps:
         raise ValueError(f"warmup_steps ({args.warmup_steps}) must be smaller than max_steps ({args.max_steps})")
-    check_lr_scheduler(args)
+    check_lr_scheduler(args.lr_scheduler_type, args.num_warmup_steps, args.max_steps, args.lr_scheduler_kwargs)
     if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {args.mixed_precision!r}")
-    args.report_to = parse_report_to(args.report_to)  # again: the field may have been set after __init__
     check_report_to(args.report_to)
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id (ORG/NAME)")
@@ -394,11 +405,7 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
         raise ValueError("without text_model_name_or_path, pass tokenizer_name_or_path (the text tower's vocabulary)")
 
     config = load_model_config(args)
-    if world_size * args.per_device_train_batch_size < 2:
-        raise ValueError("the global batch must hold at least 2 products: the objectives need negatives")
-    # The queue check of the model, on the batch of one forward (accumulation does not change it).
-    global_batch = args.per_device_train_batch_size * world_size
-    config.check_global_batch_size(global_batch)
+    check_global_batch(args, config, world_size)
 
     if not args.build_demo_catalogue:
         args.catalogue_source()  # a local folder that is missing, or holds the old format, is named here
@@ -417,6 +424,15 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
     return config
 
 
+def check_global_batch(args: PretrainingArguments, config: EclipConfig, world_size: int) -> None:
+    """The global batch of one forward (over `world_size` processes; accumulation does not change it) holds at least
+    2 products, the objectives' negatives, and fits the model's queue (`EclipConfig.check_global_batch_size`)."""
+    global_batch = args.per_device_train_batch_size * world_size
+    if global_batch < 2:
+        raise ValueError("the global batch must hold at least 2 products: the objectives need negatives")
+    config.check_global_batch_size(global_batch)
+
+
 def check_output_dir(output_dir: str | os.PathLike, resume: str | None, overwrite_output_dir: bool) -> None:
     """A run writes into a missing or empty `output_dir`, continues the run there (`resume`), or starts over with
     `overwrite_output_dir`, as transformers' Trainer does; anything else is a FileExistsError naming the options."""
@@ -432,140 +448,3 @@ def check_output_dir(output_dir: str | os.PathLike, resume: str | None, overwrit
                 "--overwrite_output_dir to start over (its checkpoints, metrics, summary, export and logs are "
                 "deleted), or another --output_dir"
             )
-
-
-# (name, lowest value, whether the lowest value itself is allowed, highest value or None, whether None is allowed)
-NUMBER_RANGES = (
-    ("per_device_train_batch_size", 1, True, None, False),
-    ("gradient_accumulation_steps", 1, True, None, False),
-    ("max_steps", 1, True, None, False),
-    ("learning_rate", 0, False, None, False),
-    ("vision_learning_rate", 0, False, None, True),
-    ("new_parameters_learning_rate", 0, False, None, True),
-    ("max_consecutive_nonfinite", 1, True, None, False),
-    ("logging_steps", 1, True, None, False),
-    ("save_total_limit", 1, True, None, False),
-    ("warmup_steps", 0, True, None, False),
-    ("warmup_ratio", 0, True, 1, False),
-    ("num_eval_images", 0, True, None, False),
-    ("instance_objectives_start_step", 0, True, None, False),
-    ("save_steps", 0, True, None, False),
-    ("eval_steps", 0, True, None, False),
-    ("weight_decay", 0, True, None, False),
-    ("max_grad_norm", 0, True, None, False),
-    ("num_workers", 0, True, None, False),
-    ("shuffle_buffer", 0, True, None, False),
-    ("seed", 0, True, None, False),
-    ("adam_beta1", 0, True, 1, False),
-    ("adam_beta2", 0, True, 1, False),
-    ("adam_epsilon", 0, False, None, False),
-    ("anchor_kind_probability", 0, True, 1, False),
-    ("max_train_minutes", 0, False, None, True),
-    ("eval_max_products", 1, True, None, True),
-)
-
-
-def check_numbers(args: Any, ranges: tuple = NUMBER_RANGES) -> None:
-    """Every numeric field in its range, finite, and an int where the field is one; a ValueError names the field.
-    The highest value is excluded (`warmup_ratio` < 1, the Adam betas < 1), except for `anchor_kind_probability`."""
-    hints = typing.get_type_hints(type(args))
-    for name, low, low_allowed, high, none_allowed in ranges:
-        value = getattr(args, name)
-        if value is None and none_allowed:
-            continue
-        wants_int = int in typing.get_args(hints[name]) or hints[name] is int
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wants_int and not isinstance(value, int)):
-            raise ValueError(f"{name} must be {'an integer' if wants_int else 'a number'}, got {value!r}")
-        high_allowed = name == "anchor_kind_probability"
-        too_low = value < low or (value == low and not low_allowed)
-        too_high = high is not None and (value > high or (value == high and not high_allowed))
-        if not math.isfinite(value) or too_low or too_high:
-            if high is None:
-                wanted = f">= {low}" if low_allowed else f"> {low}"
-            else:
-                wanted = f"in {'[' if low_allowed else '('}{low}, {high}{']' if high_allowed else ')'}"
-            raise ValueError(f"{name} must be {wanted}, got {value}")
-
-
-# On resume, a value that differs from the checkpoint's is refused for these: the checkpoint's optimiser and schedule
-# would keep the old value silently (learning rates, AdamW, the schedule's kind), or the data stream and objectives
-# would no longer continue the run (batch, seed, shuffling, augmentation, anchors, the ITC-only phase). The model
-# config, catalogue and tokenizer are compared by content (`loop.run_config`), so moved files are fine.
-RESUME_REFUSED = (
-    "learning_rate",
-    "vision_learning_rate",
-    "new_parameters_learning_rate",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "lr_scheduler_type",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "seed",
-    "shuffle_buffer",
-    "augment",
-    "anchor_kind",
-    "anchor_kind_probability",
-    "instance_objectives_start_step",
-    "train_split",
-    *(name for name in DATASET_ARGUMENT_NAMES if name.endswith("_column")),
-)
-# Not compared: paths (compared by content instead) and how this start resumes.
-RESUME_NOT_COMPARED = (
-    "model_config",
-    "config_overrides",
-    "text_model_name_or_path",
-    "vision_model_name_or_path",
-    "tokenizer_name_or_path",
-    "dataset_name",
-    "build_demo_catalogue",
-    "output_dir",
-    "overwrite_output_dir",
-    "resume",
-)
-
-
-def resume_changes(saved: Mapping[str, Any], args: PretrainingArguments) -> tuple[list[str], list[str]]:
-    """(refused, applied): "name: saved -> now" for each field that differs from the checkpoint's recipe. Every
-    field outside `RESUME_REFUSED` and `RESUME_NOT_COMPARED` (max_steps, the schedule's warm-up and arguments, logging,
-    saving, evaluation, trackers, Hub, time budget, clipping, decode processes, mixed precision) applies from the
-    resumed step on."""
-    refused, applied = [], []
-    current = json.loads(json.dumps(dataclasses.asdict(args)))  # as saved: JSON types
-    for name, value in current.items():
-        if name in RESUME_NOT_COMPARED or name not in saved or saved[name] == value:
-            continue
-        (refused if name in RESUME_REFUSED else applied).append(f"{name}: {saved[name]!r} -> {value!r}")
-    return refused, applied
-
-
-def make_lr_scheduler(args: PretrainingArguments, optimizer: Any) -> Any:
-    """The learning-rate schedule of the recipe, built by `transformers.get_scheduler` and stepped once per optimiser
-    step."""
-    from transformers import get_scheduler
-
-    return get_scheduler(
-        args.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=args.num_warmup_steps,
-        num_training_steps=args.max_steps,
-        scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
-    )
-
-
-def check_lr_scheduler(args: PretrainingArguments) -> None:
-    """Builds the schedule on a stand-in optimiser, so a bad name or argument fails before compute, naming the field."""
-    import torch
-    from transformers import SchedulerType
-
-    names = [kind.value for kind in SchedulerType if kind != SchedulerType.REDUCE_ON_PLATEAU]
-    if args.lr_scheduler_type not in names:
-        raise ValueError(f"lr_scheduler_type must be one of {names}, got {args.lr_scheduler_type!r}")
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    try:
-        make_lr_scheduler(args, optimizer)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"lr_scheduler_type={args.lr_scheduler_type!r} with lr_scheduler_kwargs={args.lr_scheduler_kwargs}: {error}"
-        ) from error

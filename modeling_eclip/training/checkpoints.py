@@ -13,7 +13,7 @@ What a checkpoint holds, and how each part is read back (nothing in it can run c
   `random_states_<r>.pkl` is removed; a missing or unreadable RNG state is an error, not a different run);
 - `stream_state_rank<r>.json`: each process's position in the data stream, JSON;
 - `run_config.json`: the recipe, the model config and the catalogue and tokenizer fingerprints the run started with,
-  JSON (resume compares them, see `arguments.RESUME_REFUSED`);
+  JSON (resume compares them, see `resume.RESUME_REFUSED`);
 - `trainer_state.json`: the loop's counters and the size and SHA-256 of every other file, JSON, written last.
 """
 
@@ -26,12 +26,10 @@ import random
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-
-from ..data.stream import ProductPairStream
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_CHECKPOINT_PREFIX = "tmp-checkpoint-"
@@ -51,6 +49,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed exactly: damaged, unreadable, unsafe, or written by another setup."""
 
 
+class DataPosition(Protocol):
+    """A data stream whose position every checkpoint saves per rank (`data.stream.ProductPairStream`,
+    `detection.data.DetectionBatches`)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class CheckpointManager:
     """`checkpoint-<step>` directories under `output_dir`, each complete or absent, checked before they are loaded.
 
@@ -58,13 +65,17 @@ class CheckpointManager:
     position as JSON); after a barrier the main process writes the schedule, the run config and `trainer_state.json`
     (with the size and SHA-256 of every file) and renames the directory, which is atomic on one file system. A
     checkpoint of the same step replaces the old one. Only the newest `save_total_limit` checkpoints are kept.
-    `output_dir` must be shared by the ranks (multi-node: a shared file system).
+    `output_dir` must be shared by the ranks (multi-node: a shared file system). `run_config`, what the run was, is
+    kept with every checkpoint (a resume compares it).
     """
 
-    def __init__(self, accelerator: Any, output_dir: str | os.PathLike, save_total_limit: int) -> None:
+    def __init__(
+        self, accelerator: Any, output_dir: str | os.PathLike, save_total_limit: int, run_config: Mapping[str, Any]
+    ) -> None:
         self.accelerator = accelerator
         self.output_dir = Path(output_dir)
         self.save_total_limit = save_total_limit
+        self.run_config = run_config
 
     def directories(self) -> list[Path]:
         """Every `checkpoint-<step>` directory, complete or not, oldest first."""
@@ -110,14 +121,7 @@ class CheckpointManager:
                 shutil.rmtree(path, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def save(
-        self,
-        step: int,
-        stream: ProductPairStream,
-        scheduler: Any,
-        trainer_state: dict[str, Any],
-        run_config: Mapping[str, Any],
-    ) -> Path:
+    def save(self, step: int, stream: DataPosition, scheduler: Any, trainer_state: dict[str, Any]) -> Path:
         final = self.output_dir / f"{CHECKPOINT_PREFIX}{step}"
         tmp = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}{step}"
         accelerator, rank = self.accelerator, self.accelerator.process_index
@@ -132,7 +136,7 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             write_json(tmp / SCHEDULER_STATE, scheduler.state_dict())
-            write_json(tmp / RUN_CONFIG, run_config)
+            write_json(tmp / RUN_CONFIG, self.run_config)
             manifest = {p.name: _file_entry(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             state = {**trainer_state, "step": step, "last_good_checkpoint": str(final), MANIFEST_KEY: manifest}
             write_json(tmp / TRAINER_STATE, state)
@@ -154,7 +158,7 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
         return final
 
-    def load(self, path: Path, stream: ProductPairStream, scheduler: Any) -> dict[str, Any]:
+    def load(self, path: Path, stream: DataPosition, scheduler: Any) -> dict[str, Any]:
         """Checks `path` (`verify_checkpoint`), restores the model, optimiser, schedule, RNG states and this rank's
         stream position; returns the trainer state. Raises `CheckpointError` naming what is wrong."""
         accelerator, rank = self.accelerator, self.accelerator.process_index

@@ -20,30 +20,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
 from ..data.stream import augment_image
 from ..processing_eclip import to_rgb_image
-from .arguments import check_numbers, read_model_config, resolve_pretrained_path
+from .arguments import read_model_config, resolve_pretrained_path
+from .fields import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, clear_none_strings
 
 logger = logging.getLogger(__name__)
 
 TOWER_INFO = "tower_info.json"
-# As `arguments.NUMBER_RANGES`: (name, lowest, lowest allowed, highest (excluded) or None, None allowed).
-IMAGE_TOWER_NUMBER_RANGES = (
-    ("num_train_epochs", 0, False, None, False),
-    ("per_device_train_batch_size", 1, True, None, False),
-    ("learning_rate", 0, False, None, False),
-    ("weight_decay", 0, True, None, False),
-    ("warmup_ratio", 0, True, 1, False),
-    ("label_smoothing", 0, True, 1, False),
-    ("max_train_minutes", 0, False, None, True),
-    ("seed", 0, True, None, False),
-    ("dataloader_num_workers", 0, True, None, False),
-)
 
 
 @dataclass
@@ -60,15 +49,17 @@ class ImageTowerArguments:
     model_config: str = field(
         default="eclip-tiny", metadata={"help": "ECLIP preset (or config JSON) whose vision_config is trained."}
     )
-    num_train_epochs: float = 6.0
-    per_device_train_batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps spent warming up."})
-    label_smoothing: float = 0.0
+    num_train_epochs: Annotated[float, POSITIVE] = 6.0
+    per_device_train_batch_size: Annotated[int, AT_LEAST_ONE] = 64
+    learning_rate: Annotated[float, POSITIVE] = 1e-3
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.05
+    warmup_ratio: Annotated[float, FRACTION] = field(
+        default=0.05, metadata={"help": "Share of the steps spent warming up."}
+    )
+    label_smoothing: Annotated[float, FRACTION] = 0.0
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CPU too)."})
     augment: bool = field(default=True, metadata={"help": "The pretraining stream's crop / flip / colour jitter."})
-    max_train_minutes: float | None = field(
+    max_train_minutes: Annotated[float | None, POSITIVE] = field(
         default=None, metadata={"help": "Stop (and save) when this wall-clock budget is used up."}
     )
     classifier_init_text_model: str | None = field(
@@ -78,17 +69,15 @@ class ImageTowerArguments:
             "projected to the tower width, initialise the classifier rows: similar names start with similar rows."
         },
     )
-    seed: int = 0
-    dataloader_num_workers: int = 1
+    seed: Annotated[int, NON_NEGATIVE] = 0
+    dataloader_num_workers: Annotated[int, NON_NEGATIVE] = 1
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace a non-empty output_dir that holds no image tower."}
     )
 
     def __post_init__(self) -> None:
-        for name in ("max_train_minutes", "classifier_init_text_model"):
-            if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", ""):
-                setattr(self, name, None)
-        check_numbers(self, IMAGE_TOWER_NUMBER_RANGES)
+        clear_none_strings(self)
+        check_ranges(self)
 
 
 def _text_initialised_classifier(text_model: str, names: list[str], width: int, seed: int) -> torch.Tensor:
