@@ -27,7 +27,7 @@ from ..grounding_eclip import upsample_score_map
 from ..modeling_eclip import EclipModel
 from ..processing_eclip import EclipProcessor
 from .embedding import CatalogueSplit, embed_images, embed_texts
-from .tables import _pick, retrieval_scores
+from .scoring import mass_in_box_over_area, pick_at_k, retrieval_scores, score_maps
 
 
 def _visual_embeddings(
@@ -72,7 +72,7 @@ def new_scene_retrieval(
     results: dict[str, Any] = {"chance@1": 1 / len(split.product_ids), "num_queries": len(customer)}
     for name, valid in (("same_source", same_source), ("cross_source", ~same_source)):
         if bool((relevance & valid).any(dim=1).all()):
-            results[name] = _pick(retrieval_scores(scores, relevance, k_values, valid), "r", k_values)
+            results[name] = pick_at_k(retrieval_scores(scores, relevance, k_values, valid), "r", k_values)
     return results
 
 
@@ -89,8 +89,6 @@ def positive_map_diagnostics(
     score map's mass in the product's box over the box's share of the image (1 = uniform; ECLIP's positive-slot map,
     the patch-text map in global mode) and, in instance mode, the positive slot's map entropy over the N patch tokens
     / log N (1 = uniform, 0 = one token)."""
-    from .tables import mass_in_box_over_area, score_maps
-
     boxed = [i for kind in ("customer", "ad") for i in split.image_indices(kind) if split.images[i].boxes][:max_images]
     if not boxed:  # a dataset without boxes
         return {"num_images": 0}
