@@ -47,6 +47,20 @@ def _visual_embeddings(
     return embeds.instance_image if title_embeds is None else embeds.instance_title
 
 
+def _split_images(
+    model: EclipModel,
+    processor: EclipProcessor,
+    split: CatalogueSplit,
+    indices: Sequence[int],
+    mode: str,
+    batch_size: int,
+    bf16: bool | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image-only embeddings of the split's images at `indices` and the product of each."""
+    embeds = _visual_embeddings(model, processor, [split.images[i].to_pil() for i in indices], mode, batch_size, bf16)
+    return embeds, torch.tensor([split.images[i].product for i in indices])
+
+
 def new_scene_retrieval(
     model: EclipModel,
     processor: EclipProcessor,
@@ -61,10 +75,8 @@ def new_scene_retrieval(
     catalog, customer = split.image_indices("catalog"), split.image_indices("customer")
     if not catalog or not customer:
         raise ValueError("new-scene retrieval needs catalog and customer images in the split")
-    gallery = _visual_embeddings(model, processor, [split.images[i].to_pil() for i in catalog], mode, batch_size, bf16)
-    queries = _visual_embeddings(model, processor, [split.images[i].to_pil() for i in customer], mode, batch_size, bf16)
-    gallery_products = torch.tensor([split.images[i].product for i in catalog])
-    query_products = torch.tensor([split.images[i].product for i in customer])
+    gallery, gallery_products = _split_images(model, processor, split, catalog, mode, batch_size, bf16)
+    queries, query_products = _split_images(model, processor, split, customer, mode, batch_size, bf16)
     same_source = torch.tensor(
         [[split.images[q].source == split.images[g].source for g in catalog] for q in customer], dtype=torch.bool
     )
@@ -125,13 +137,10 @@ def title_leakage(
     """A blank image prompted with each product's title, as a query against the catalog images (image only): R@1 of
     the title's own product, next to chance (1 / products). Instance mode only."""
     catalog = split.image_indices("catalog")
-    gallery = _visual_embeddings(
-        model, processor, [split.images[i].to_pil() for i in catalog], "instance", batch_size, bf16
-    )
+    gallery, gallery_products = _split_images(model, processor, split, catalog, "instance", batch_size, bf16)
     blank = [Image.new("RGB", (model.config.image_size,) * 2, (245, 245, 245))] * len(split.titles)
     titles = embed_texts(model, processor, split.titles, batch_size, bf16)
     queries = _visual_embeddings(model, processor, blank, "instance", batch_size, bf16, title_embeds=titles)
-    gallery_products = torch.tensor([split.images[i].product for i in catalog])
     relevance = torch.arange(len(split.titles))[:, None] == gallery_products[None, :]
     results = retrieval_scores(queries @ gallery.T, relevance, (1,))
     return {"r@1": results["r@1"], "chance@1": 1 / len(split.titles)}
