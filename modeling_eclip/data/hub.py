@@ -6,6 +6,7 @@ The catalogue converter (``modeling_eclip/data/convert.py``), the demo catalogue
 take ``--push_to_hub REPO_ID`` (with ``--private`` and ``--commit_message``) and call :func:`push_catalogue` once
 their output folder has been swapped in whole. The folder is a dataset repository as is (``shard_format.py``), so it
 is uploaded unchanged with ``huggingface_hub``; ``load_dataset(REPO_ID)`` then reads it like the local folder.
+:func:`run_build_command` is the command body of the converter, the demo builder and the image-tower set.
 
 A folder that is not a complete catalogue (no dataset card, a split with missing files, files of an unfinished
 build) is refused before anything is uploaded. An existing folder is pushed (again, after a failed upload) with::
