@@ -231,6 +231,7 @@ def test_stock_zero_shot_image_classification_pipeline_runs_on_an_eclip_checkpoi
     torch.testing.assert_close(torch.tensor([scores[label] for label in labels]), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_stock_pipeline_loads_the_checkpoint_as_remote_code(saved_checkpoint, tmp_path):
     script = """
 import sys

@@ -244,6 +244,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_pipeline_loads_as_remote_code_without_the_package(saved_pipeline, tmp_path):
     run_without_package(REMOTE_SCRIPT, saved_pipeline, tmp_path)
     assert list((tmp_path / "modules").rglob("pipeline_eclip.py")), "the pipeline was not loaded as remote code"
