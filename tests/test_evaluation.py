@@ -3,7 +3,6 @@
 
 import ast
 import graphlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -224,13 +223,11 @@ def test_global_mode_grounds_with_dense_clip_map(demo_catalogue, processor):
     assert [tuple(m.shape) for m in maps] == [(image.height, image.width) for image in images]
 
 
-def test_cli_end_to_end(demo_catalogue, tmp_path, capsys):
+def test_cli_end_to_end(demo_catalogue, tmp_path, capsys, load_example):
     export = tmp_path / "export"
     tiny_model(**ITC_ONLY).save_pretrained(export)
     make_processor().save_pretrained(export)
-    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "examples" / "evaluate_eclip.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_example("evaluate_eclip")
     output, tsne = tmp_path / "results.json", tmp_path / "tsne.png"
     args = ["--model", str(export), "--data", str(demo_catalogue), "--output", str(output), "--tsne", str(tsne)]
     cli.main([*args, "--batch-size", "16", "--device", "cpu"])
