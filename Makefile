@@ -9,7 +9,7 @@ BROWSER_APT_PACKAGES := chromium chromium-driver
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint format demo demo-baseline demo-ablation demo-detection app clean
+.PHONY: install test test-quick lint format demo demo-baseline demo-ablation demo-detection app clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ format: install
 
 test: lint
 	$(BIN)/python -m pytest -n 2 tests
+
+# The tests that start no other process (those marked slow start scripts, torchrun, pip, the app and a browser).
+test-quick: lint
+	$(BIN)/python -m pytest -n 2 -m "not slow" tests
 
 # The main job (about 30 minutes the first time, 12 after that, on 2 idle CPU cores), as the paper does it: pretrain
 # the image tower on non-product emoji (our offline ImageNet), then ECLIP from it and MiniLM, then evaluate it next to

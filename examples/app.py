@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import logging
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -189,6 +190,27 @@ def _error(error: Exception) -> str:
     return f"**Error:** {error}"
 
 
+def _tab(
+    name: str,
+    handler: Callable[..., tuple[Any, str]],
+    inputs: Callable[[], list[gr.components.Component]],
+    output: Callable[[], gr.components.Component],
+) -> None:
+    """A tab with `inputs()` and a button on the left, a status line and `output()` on the right (built inside the
+    columns, hence callables); the button runs `handler` on the inputs into (output, status). Element ids:
+    ``<name>-run``, ``<name>-status`` in lower case."""
+    tab_id = name.lower()
+    with gr.Tab(name, id=tab_id):
+        with gr.Row():
+            with gr.Column():
+                components = inputs()
+                button = gr.Button(name, variant="primary", elem_id=f"{tab_id}-run")
+            with gr.Column():
+                status = gr.Markdown(elem_id=f"{tab_id}-status")
+                result = output()
+        button.click(handler, components, [result, status])
+
+
 def build_app(demo: EclipDemo) -> gr.Blocks:
     """The three tabs; element ids (`elem_id`) are what the browser test drives."""
     default_labels = ", ".join(demo.categories)
@@ -197,43 +219,40 @@ def build_app(demo: EclipDemo) -> gr.Blocks:
             "# ECLIP product demo\nInstance-level product embeddings (ECLIP, CVPR 2023): zero-shot classification, "
             "grounding and catalogue search."
         )
-        with gr.Tab("Classify", id="classify"):
-            with gr.Row():
-                with gr.Column():
-                    image = uploaded_image(label="Product photo", elem_id="classify-image")
-                    title = gr.Textbox(label="Title (optional)", elem_id="classify-title")
-                    labels = gr.Textbox(
-                        label="Candidate categories (comma-separated)",
-                        value=default_labels,
-                        lines=3,
-                        elem_id="classify-labels",
-                    )
-                    button = gr.Button("Classify", variant="primary", elem_id="classify-run")
-                with gr.Column():
-                    status = gr.Markdown(elem_id="classify-status")
-                    scores = gr.Label(num_top_classes=5, label="Scores", elem_id="classify-scores")
-            button.click(demo.classify, [image, title, labels], [scores, status])
-        with gr.Tab("Ground", id="ground"):
-            with gr.Row():
-                with gr.Column():
-                    image = uploaded_image(label="Scene photo", elem_id="ground-image")
-                    text = gr.Textbox(label="Product text", elem_id="ground-text")
-                    prompt_image = uploaded_image(label="...or a photo of the product", elem_id="ground-prompt-image")
-                    button = gr.Button("Ground", variant="primary", elem_id="ground-run")
-                with gr.Column():
-                    status = gr.Markdown(elem_id="ground-status")
-                    overlay = gr.Image(label="Score map and best box", elem_id="ground-overlay", format="png")
-            button.click(demo.ground, [image, text, prompt_image], [overlay, status])
-        with gr.Tab("Search", id="search"):
-            with gr.Row():
-                with gr.Column():
-                    image = uploaded_image(label="Query photo (optional)", elem_id="search-image")
-                    title = gr.Textbox(label="Query title (optional)", elem_id="search-title")
-                    button = gr.Button("Search", variant="primary", elem_id="search-run")
-                with gr.Column():
-                    status = gr.Markdown(elem_id="search-status")
-                    results = gr.Gallery(label="Most similar products", columns=3, elem_id="search-results")
-            button.click(demo.search, [image, title], [results, status])
+        _tab(
+            "Classify",
+            demo.classify,
+            lambda: [
+                uploaded_image(label="Product photo", elem_id="classify-image"),
+                gr.Textbox(label="Title (optional)", elem_id="classify-title"),
+                gr.Textbox(
+                    label="Candidate categories (comma-separated)",
+                    value=default_labels,
+                    lines=3,
+                    elem_id="classify-labels",
+                ),
+            ],
+            lambda: gr.Label(num_top_classes=5, label="Scores", elem_id="classify-scores"),
+        )
+        _tab(
+            "Ground",
+            demo.ground,
+            lambda: [
+                uploaded_image(label="Scene photo", elem_id="ground-image"),
+                gr.Textbox(label="Product text", elem_id="ground-text"),
+                uploaded_image(label="...or a photo of the product", elem_id="ground-prompt-image"),
+            ],
+            lambda: gr.Image(label="Score map and best box", elem_id="ground-overlay", format="png"),
+        )
+        _tab(
+            "Search",
+            demo.search,
+            lambda: [
+                uploaded_image(label="Query photo (optional)", elem_id="search-image"),
+                gr.Textbox(label="Query title (optional)", elem_id="search-title"),
+            ],
+            lambda: gr.Gallery(label="Most similar products", columns=3, elem_id="search-results"),
+        )
     return app
 
 

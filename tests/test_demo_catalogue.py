@@ -321,6 +321,7 @@ def test_missing_sources_error_names_what_to_install(
         dc.build_catalogue(tmp_path / "out")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [["-m", "modeling_eclip.demo.catalogue"], [str(REPO / "processing" / "build_demo_catalogue.py")]],

@@ -241,6 +241,7 @@ REMOTE_DETECTION_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_remote_code_detects_without_the_package(tmp_path):
     directory = tmp_path / "detector"
     model = save_detector(directory)

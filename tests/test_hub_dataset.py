@@ -96,6 +96,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 # ------------------------------------------------------------------------------------- plain `datasets` loads it
+@pytest.mark.slow
 def test_plain_datasets_loads_both_catalogues_with_and_without_streaming(
     demo_catalogue: Path, converted: Path, tmp_path: Path
 ) -> None:

@@ -54,6 +54,7 @@ def run(command: list[str], cwd: Path, site: Path) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_a_non_editable_install_builds_the_demo_catalogue_and_pretrains_by_preset_name(tmp_path: Path) -> None:
     if not can_build_catalogue():
         pytest.skip("needs Unicode's emoji-test.txt and emoji artwork")

@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from helpers import (
     CHECKPOINT_FILES,
     LOGGED_KEYS,
@@ -41,6 +42,7 @@ def assert_checkpoints_complete(output_dir: Path) -> list[int]:
     return steps
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_reproduces_the_uninterrupted_run(demo_catalogue: Path, tmp_path: Path) -> None:
     data = demo_catalogue
     model_config = write_tiny_model_config(tmp_path / "tiny.json")

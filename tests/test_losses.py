@@ -509,6 +509,7 @@ def _two_process_worker(rank: int, world_size: int, init_file: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_gather_features_two_processes_match_single_process():
     with tempfile.TemporaryDirectory() as tmp:

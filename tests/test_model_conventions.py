@@ -156,8 +156,14 @@ def test_gaussian_negatives_first_drawn_under_inference_mode_serve_training():
     torch.manual_seed(0)
     pretrainer = EclipForPreTraining(tiny_pretraining_config()).train()
     with torch.inference_mode():
-        pretrainer.eclip.gaussian_negative_queries  # noqa: B018  (cached here first)
-    pretrainer(**make_batch([1, 2, 3, 4])).loss.backward()
+        cached = pretrainer.eclip.gaussian_negative_queries  # cached here first
+    # A normal tensor: an inference tensor in the cache would fail any later op that autograd saves or updates it.
+    assert not cached.is_inference()
+    torch.testing.assert_close(cached, pretrainer.eclip.draw_gaussian_negative_queries(), atol=0, rtol=0)
+    loss = pretrainer(**make_batch([1, 2, 3, 4])).loss
+    loss.backward()
+    assert pretrainer.eclip.gaussian_negative_queries is cached  # the training step used the cached tensor
+    assert torch.isfinite(loss) and pretrainer.eclip.query_position_embeddings.weight.grad is not None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -231,6 +237,7 @@ def test_stock_zero_shot_image_classification_pipeline_runs_on_an_eclip_checkpoi
     torch.testing.assert_close(torch.tensor([scores[label] for label in labels]), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_stock_pipeline_loads_the_checkpoint_as_remote_code(saved_checkpoint, tmp_path):
     script = """
 import sys

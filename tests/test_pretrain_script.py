@@ -360,6 +360,7 @@ def test_instance_objectives_start_after_the_itc_phase(
 # ----------------------------------------------------------------------------------------------- 2 processes
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_together_and_export_the_same_format(
     demo_catalogue: Path, model_config: Path, tmp_path: Path
 ) -> None:

@@ -880,6 +880,7 @@ def test_ema_mode_momentum_targets_use_the_trained_ema_negatives():
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_two_processes_match_one_process_on_the_global_batch(monkeypatch):
     """Each of 2 gloo processes takes half of a global batch of 8 (product 3 on both), computes all five terms with

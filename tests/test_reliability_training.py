@@ -295,6 +295,7 @@ def _write_catalogue(root: Path, rows: list[dict], splits: tuple[str, ...] = ("t
     return root
 
 
+@pytest.mark.slow
 def test_an_epoch_without_a_full_batch_stops_with_the_counts(
     model_config: Path, demo_catalogue: Path, tmp_path: Path
 ) -> None:

@@ -132,6 +132,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_remote_code_loads_without_the_package(saved_checkpoint, tmp_path):
     run_without_package(REMOTE_SCRIPT, saved_checkpoint, tmp_path)
     modules = list((tmp_path / "modules").rglob("modeling_eclip.py"))

@@ -23,6 +23,9 @@ from helpers import (
     write_tiny_model_config,
 )
 
+# Every test here launches processes (accelerate, torchrun): `make test-quick` leaves them out.
+pytestmark = pytest.mark.slow
+
 MULTI_NODE_CONFIG = REPO / "configuration" / "accelerate-multi-node.yaml"
 
 

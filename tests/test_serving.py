@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
+# Skipped without the serving extra, before the imports that need it (its faiss: evaluation.search); ruff's E402
+# allows imports after pytest.importorskip.
 pytest.importorskip("onnxruntime", reason="needs the serving extra: pip install '.[serving]'")
 pytest.importorskip("onnxscript", reason="needs the serving extra: pip install '.[serving]'")
 
-from helpers import REPO, make_processor, save_tiny_checkpoint, subprocess_env, tiny_model  # noqa: E402
+from helpers import REPO, make_processor, save_tiny_checkpoint, subprocess_env, tiny_model
 
-from modeling_eclip import EclipModel  # noqa: E402
-from modeling_eclip.evaluation.search import load_catalogue  # noqa: E402
-from modeling_eclip.serving import EMBEDDING_GRAPHS, OnnxEmbedder, export_embedding_graphs  # noqa: E402
-from modeling_eclip.serving.onnx_export import parity  # noqa: E402
+from modeling_eclip import EclipModel
+from modeling_eclip.evaluation.search import load_catalogue
+from modeling_eclip.serving import EMBEDDING_GRAPHS, OnnxEmbedder, export_embedding_graphs
+from modeling_eclip.serving.onnx_export import parity
 
 PARITY_TOLERANCE = 1e-4  # fp32, as the issue asks
 
@@ -40,6 +42,7 @@ def exported(tmp_path_factory, demo_catalogue):
     return root, json.loads(report_file.read_text())
 
 
+@pytest.mark.slow
 def test_export_writes_every_graph_with_the_processor(exported):
     root, _ = exported
     info = json.loads((root / "onnx" / "export_info.json").read_text())
@@ -51,6 +54,7 @@ def test_export_writes_every_graph_with_the_processor(exported):
     assert (root / "onnx" / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_cli_parity_report_is_within_tolerance_at_batch_1_and_7(exported):
     _, report = exported
     assert set(report) == {"batch 1", "batch 7"}
@@ -59,6 +63,7 @@ def test_cli_parity_report_is_within_tolerance_at_batch_1_and_7(exported):
         assert max(differences.values()) <= PARITY_TOLERANCE, report
 
 
+@pytest.mark.slow
 def test_onnxruntime_matches_pytorch_on_demo_images_and_titles(exported, demo_catalogue):
     root, _ = exported
     model = EclipModel.from_pretrained(root / "model").eval()
@@ -74,6 +79,7 @@ def test_onnxruntime_matches_pytorch_on_demo_images_and_titles(exported, demo_ca
     np.testing.assert_allclose(np.linalg.norm(together, axis=-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_int8_graphs_give_unit_embeddings_close_to_fp32(exported, demo_catalogue):
     root, _ = exported
     products = load_catalogue(demo_catalogue, "test")
@@ -86,6 +92,7 @@ def test_int8_graphs_give_unit_embeddings_close_to_fp32(exported, demo_catalogue
         assert (reference * quantised).sum(-1).min() > 0.9, embed  # cosine similarity to the fp32 embedding
 
 
+@pytest.mark.slow
 def test_embedder_errors_name_the_problem(exported, tmp_path):
     root, _ = exported
     with pytest.raises(FileNotFoundError, match="export_info.json"):
@@ -120,6 +127,7 @@ def test_export_replaces_a_non_empty_folder_only_when_asked(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["onnx"]  # no staging folder left beside it
 
 
+@pytest.mark.slow
 def test_serve_embeddings_example_answers_text_and_image_queries(exported, demo_catalogue, tmp_path):
     root, _ = exported
     products = load_catalogue(demo_catalogue, "test")
@@ -137,6 +145,7 @@ def test_serve_embeddings_example_answers_text_and_image_queries(exported, demo_
     assert len(lines[text_query + 1 : image_query]) == 3
 
 
+@pytest.mark.slow
 def test_benchmark_serving_rows(exported, demo_catalogue, tmp_path):
     root, _ = exported
     output = tmp_path / "serving.json"
@@ -161,6 +170,7 @@ def test_benchmark_serving_rows(exported, demo_catalogue, tmp_path):
     assert report["setup"]["test_products"] == 8
 
 
+@pytest.mark.slow
 def test_benchmark_serving_needs_its_graphs_and_data():
     command = [sys.executable, str(REPO / "examples" / "benchmark.py"), "--serving-model", "some/model"]
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)

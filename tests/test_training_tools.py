@@ -84,6 +84,7 @@ def offline_environment(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_trackers_get_scalars_and_evaluation_images_offline(
     demo_catalogue: Path, model_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,7 +50,7 @@ from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
 from ..processing_eclip import is_blank_text, to_rgb_image
-from .hub import add_push_arguments, check_repo_id, push_from_arguments
+from .hub import add_push_arguments, check_repo_id, run_build_command
 from .output_folder import check_output_folder, replacing_output_folder
 from .shard_format import (
     IMAGE_KINDS,
@@ -479,8 +479,9 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
     """Run the conversion, print the report and push with ``--push_to_hub`` (``hub_api``: the ``HfApi``, tests pass a
     stand-in); exit status 2 with a message when nothing was converted."""
     args = parse_args(argv)
-    try:
-        report = convert(
+
+    def conversion() -> dict:
+        return convert(
             args.catalogue,
             args.output,
             split=args.split,
@@ -496,14 +497,18 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
             pretty_name=args.pretty_name,
             description=args.description,
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as error:  # CatalogueError is a ValueError
-        if isinstance(error, CatalogueError) and error.report:
-            print(format_report(error.report), file=sys.stderr)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    push_from_arguments(args.output, args, api=hub_api)
-    return 0
+
+    def rejections(error: Exception) -> str | None:  # what was rejected, before the error that ends the conversion
+        return format_report(error.report) if isinstance(error, CatalogueError) and error.report else None
+
+    return run_build_command(
+        conversion,
+        (ValueError, FileExistsError, FileNotFoundError),  # CatalogueError is a ValueError
+        lambda report, _: format_report(report),
+        push=(args.output, args),
+        hub_api=hub_api,
+        error_details=rejections,
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The catalogue converter (``modeling_eclip/data/convert.py``), the demo catalogue
 take ``--push_to_hub REPO_ID`` (with ``--private`` and ``--commit_message``) and call :func:`push_catalogue` once
 their output folder has been swapped in whole. The folder is a dataset repository as is (``shard_format.py``), so it
 is uploaded unchanged with ``huggingface_hub``; ``load_dataset(REPO_ID)`` then reads it like the local folder.
+:func:`run_build_command` is the command body of the converter, the demo builder and the image-tower set.
 
 A folder that is not a complete catalogue (no dataset card, a split with missing files, files of an unfinished
 build) is refused before anything is uploaded. An existing folder is pushed (again, after a failed upload) with::
@@ -19,15 +20,17 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .shard_format import CARD_NAME, DATA_FOLDER
 
 DEFAULT_COMMIT_MESSAGE = "Upload ECLIP product catalogue"
 # `<split>-NNNNN-of-MMMMM.parquet`, as `ShardWriter` names the files of a finished split.
 _SHARD_NAME = re.compile(r"^(?P<split>\w+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
+Built = TypeVar("Built")
 
 
 def add_push_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +131,32 @@ def push_from_arguments(folder: str | os.PathLike, args: argparse.Namespace, api
         )
         raise
     print(f"pushed {folder} to {url}")
+
+
+def run_build_command(
+    build: Callable[[], Built],
+    errors: tuple[type[Exception], ...],
+    summary: Callable[[Built, float], str],
+    push: tuple[str | os.PathLike, argparse.Namespace] | None = None,
+    hub_api: Any = None,
+    error_details: Callable[[Exception], str | None] | None = None,
+) -> int:
+    """The body of a command that builds a folder: ``build()``; on one of `errors`, ``error: ...`` on stderr (after
+    ``error_details(error)`` where that gives text) and exit status 2; else ``summary(result, seconds)`` on stdout,
+    then, with ``push = (folder, parsed arguments)``, :func:`push_from_arguments` (``hub_api``: as there)."""
+    start = time.perf_counter()
+    try:
+        result = build()
+    except errors as error:
+        details = None if error_details is None else error_details(error)
+        if details:
+            print(details, file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary(result, time.perf_counter() - start))
+    if push is not None:
+        push_from_arguments(*push, api=hub_api)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:

@@ -26,7 +26,6 @@ import json
 import multiprocessing
 import os
 import sys
-import time
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data.hub import add_push_arguments, check_repo_id, push_from_arguments
+from ..data.hub import add_push_arguments, check_repo_id, run_build_command
 from ..data.output_folder import check_output_folder, replacing_output_folder
 from ..data.shard_format import FORMAT_VERSION, IMAGE_KINDS, SPLITS, ShardWriter, write_dataset_card
 from .images import (
@@ -509,10 +508,10 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
     """Command-line entry point; returns the process exit status. ``hub_api``: the ``HfApi`` of ``--push_to_hub``
     (tests pass a stand-in)."""
     args = parse_args(argv)
-    start = time.perf_counter()
-    try:
+
+    def build() -> dict[str, Any]:
         check_repo_id(args.push_to_hub)
-        info = build_catalogue(
+        return build_catalogue(
             args.output,
             seed=args.seed,
             scene_seed=args.scene_seed,
@@ -523,15 +522,15 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
             sources=args.sources.split(",") if args.sources else None,
             overwrite=args.overwrite,
         )
-    except (MissingDataError, FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    elapsed = time.perf_counter() - start
-    splits = info["splits"].items()
-    counts = ", ".join(f"{split}: {v['products']} products / {v['images']} images" for split, v in splits)
-    print(f"wrote {args.output} ({counts}; sources {', '.join(info['build_arguments']['sources'])}) in {elapsed:.1f} s")
-    push_from_arguments(args.output, args, api=hub_api)
-    return 0
+
+    def summary(info: dict[str, Any], elapsed: float) -> str:
+        splits = info["splits"].items()
+        counts = ", ".join(f"{split}: {v['products']} products / {v['images']} images" for split, v in splits)
+        sources = ", ".join(info["build_arguments"]["sources"])
+        return f"wrote {args.output} ({counts}; sources {sources}) in {elapsed:.1f} s"
+
+    errors = (MissingDataError, FileExistsError, ValueError)
+    return run_build_command(build, errors, summary, push=(args.output, args), hub_api=hub_api)
 
 
 if __name__ == "__main__":

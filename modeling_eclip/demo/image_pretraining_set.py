@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import os
 import sys
-import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..data.hub import run_build_command
 from ..data.output_folder import check_output_folder, replacing_output_folder
 from .images import (
     ArtSource,
@@ -310,9 +310,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    start = time.perf_counter()
-    try:
-        info = build_image_pretraining_set(
+
+    def build() -> dict[str, Any]:
+        return build_image_pretraining_set(
             args.output,
             seed=args.seed,
             image_size=args.image_size,
@@ -322,15 +322,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             overwrite=args.overwrite,
         )
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    splits = ", ".join(f"{split}: {count} images" for split, count in info["splits"].items())
-    print(
-        f"wrote {args.output} ({info['num_classes']} classes; {splits}; sources {', '.join(info['sources'])}) "
-        f"in {time.perf_counter() - start:.1f} s"
-    )
-    return 0
+
+    def summary(info: dict[str, Any], elapsed: float) -> str:
+        splits = ", ".join(f"{split}: {count} images" for split, count in info["splits"].items())
+        return (
+            f"wrote {args.output} ({info['num_classes']} classes; {splits}; sources {', '.join(info['sources'])}) "
+            f"in {elapsed:.1f} s"
+        )
+
+    return run_build_command(build, (ValueError, FileExistsError, FileNotFoundError, RuntimeError), summary)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ and product search. Tools, not remote code: nothing a checkpoint ships imports t
   it once, with instance or global embeddings;
 - `tables.py`: Tables 1-4 (classification, image-text retrieval, product retrieval, instance-level retrieval,
   grounding), `evaluate_model` and `quick_evaluate`;
+- `instances.py`: the evaluations beyond the paper's tables (new scenes, map diagnostics, title leakage);
+- `scoring.py`: the metrics over score matrices and the grounding score maps that both of those use;
 - `metrics.py`: the metrics as `evaluate.Metric` subclasses;
 - `report.py`: markdown tables in the paper's layout, the t-SNE plot;
 - `search.py`: a faiss product-search index over a catalogue (`pip install ".[search]"`);

@@ -27,7 +27,7 @@ from ..grounding_eclip import upsample_score_map
 from ..modeling_eclip import EclipModel
 from ..processing_eclip import EclipProcessor
 from .embedding import CatalogueSplit, embed_images, embed_texts
-from .tables import _pick, retrieval_scores
+from .scoring import mass_in_box_over_area, pick_at_k, retrieval_scores, score_maps
 
 
 def _visual_embeddings(
@@ -47,6 +47,20 @@ def _visual_embeddings(
     return embeds.instance_image if title_embeds is None else embeds.instance_title
 
 
+def _split_images(
+    model: EclipModel,
+    processor: EclipProcessor,
+    split: CatalogueSplit,
+    indices: Sequence[int],
+    mode: str,
+    batch_size: int,
+    bf16: bool | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image-only embeddings of the split's images at `indices` and the product of each."""
+    embeds = _visual_embeddings(model, processor, [split.images[i].to_pil() for i in indices], mode, batch_size, bf16)
+    return embeds, torch.tensor([split.images[i].product for i in indices])
+
+
 def new_scene_retrieval(
     model: EclipModel,
     processor: EclipProcessor,
@@ -61,10 +75,8 @@ def new_scene_retrieval(
     catalog, customer = split.image_indices("catalog"), split.image_indices("customer")
     if not catalog or not customer:
         raise ValueError("new-scene retrieval needs catalog and customer images in the split")
-    gallery = _visual_embeddings(model, processor, [split.images[i].to_pil() for i in catalog], mode, batch_size, bf16)
-    queries = _visual_embeddings(model, processor, [split.images[i].to_pil() for i in customer], mode, batch_size, bf16)
-    gallery_products = torch.tensor([split.images[i].product for i in catalog])
-    query_products = torch.tensor([split.images[i].product for i in customer])
+    gallery, gallery_products = _split_images(model, processor, split, catalog, mode, batch_size, bf16)
+    queries, query_products = _split_images(model, processor, split, customer, mode, batch_size, bf16)
     same_source = torch.tensor(
         [[split.images[q].source == split.images[g].source for g in catalog] for q in customer], dtype=torch.bool
     )
@@ -72,7 +84,7 @@ def new_scene_retrieval(
     results: dict[str, Any] = {"chance@1": 1 / len(split.product_ids), "num_queries": len(customer)}
     for name, valid in (("same_source", same_source), ("cross_source", ~same_source)):
         if bool((relevance & valid).any(dim=1).all()):
-            results[name] = _pick(retrieval_scores(scores, relevance, k_values, valid), "r", k_values)
+            results[name] = pick_at_k(retrieval_scores(scores, relevance, k_values, valid), "r", k_values)
     return results
 
 
@@ -89,8 +101,6 @@ def positive_map_diagnostics(
     score map's mass in the product's box over the box's share of the image (1 = uniform; ECLIP's positive-slot map,
     the patch-text map in global mode) and, in instance mode, the positive slot's map entropy over the N patch tokens
     / log N (1 = uniform, 0 = one token)."""
-    from .tables import mass_in_box_over_area, score_maps
-
     boxed = [i for kind in ("customer", "ad") for i in split.image_indices(kind) if split.images[i].boxes][:max_images]
     if not boxed:  # a dataset without boxes
         return {"num_images": 0}
@@ -127,13 +137,10 @@ def title_leakage(
     """A blank image prompted with each product's title, as a query against the catalog images (image only): R@1 of
     the title's own product, next to chance (1 / products). Instance mode only."""
     catalog = split.image_indices("catalog")
-    gallery = _visual_embeddings(
-        model, processor, [split.images[i].to_pil() for i in catalog], "instance", batch_size, bf16
-    )
+    gallery, gallery_products = _split_images(model, processor, split, catalog, "instance", batch_size, bf16)
     blank = [Image.new("RGB", (model.config.image_size,) * 2, (245, 245, 245))] * len(split.titles)
     titles = embed_texts(model, processor, split.titles, batch_size, bf16)
     queries = _visual_embeddings(model, processor, blank, "instance", batch_size, bf16, title_embeds=titles)
-    gallery_products = torch.tensor([split.images[i].product for i in catalog])
     relevance = torch.arange(len(split.titles))[:, None] == gallery_products[None, :]
     results = retrieval_scores(queries @ gallery.T, relevance, (1,))
     return {"r@1": results["r@1"], "chance@1": 1 / len(split.titles)}

@@ -62,6 +62,21 @@ def tsne_figure(embeddings: torch.Tensor, labels: Sequence[str], seed: int = 0, 
     return figure
 
 
+def _at_k(label: str, path: tuple[str, ...], metric: str, k_values: tuple) -> list[tuple]:
+    """A column per cut-off: ``<label>@<k>``, the value ``<metric>@<k>`` under `path`."""
+    return [(f"{label}@{k}", (*path, f"{metric}@{k}")) for k in k_values]
+
+
+def _grounding_controls(*path: str) -> list[tuple]:
+    """The text-conditioned control and the positive map of `visual_grounding`'s results under `path`."""
+    return [
+        ("both found", (*path, "text_conditioned", "acc@0.5")),
+        ("both: chance", (*path, "text_conditioned", "chance")),
+        ("map in box / area", (*path, "positive_map", "mass_in_box_over_area"), "ratio"),
+    ]
+
+
+# (title, columns): a column is (header, path into the results, unit if not percent).
 _TABLES = (
     (
         "Table 1. Zero-shot product classification and image-text retrieval",
@@ -70,49 +85,37 @@ _TABLES = (
             ("Acc@1 image", ("table1", "classification", "acc@1 (image)")),
             ("Acc@1 title (control)", ("table1", "classification", "acc@1 (title)")),
             ("Acc@1 h (title prompt)", ("table1", "classification", "acc@1 (instance (title prompt))")),
-            ("I2T R@1", ("table1", "image_to_text", "r@1")),
-            ("I2T R@5", ("table1", "image_to_text", "r@5")),
-            ("T2I R@1", ("table1", "text_to_image", "r@1")),
-            ("T2I R@5", ("table1", "text_to_image", "r@5")),
-        ],
+        ]
+        + _at_k("I2T R", ("table1", "image_to_text"), "r", (1, 5))
+        + _at_k("T2I R", ("table1", "text_to_image"), "r", (1, 5)),
     ),
     (
         "Table 2. Zero-shot product retrieval: coarse (same category) and fine-grained (same product)",
-        [(f"coarse mAP@{k}", ("table2", "coarse", f"map@{k}")) for k in (1, 5, 10)]
-        + [(f"fine R@{k}", ("table2", "fine_grained", f"r@{k}")) for k in (1, 5, 10)]
-        + [(f"fine mAP@{k}", ("table2", "fine_grained", f"map@{k}")) for k in (1, 5, 10)],
+        _at_k("coarse mAP", ("table2", "coarse"), "map", (1, 5, 10))
+        + _at_k("fine R", ("table2", "fine_grained"), "r", (1, 5, 10))
+        + _at_k("fine mAP", ("table2", "fine_grained"), "map", (1, 5, 10)),
     ),
     (
         "Table 3. Zero-shot instance-level product retrieval (ad images, every product in the ad is a match)",
-        [(f"mAP@{k}", ("table3", "instance_level", f"map@{k}")) for k in (10, 50)]
-        + [(f"mAR@{k}", ("table3", "instance_level", f"mar@{k}")) for k in (10, 50)],
+        _at_k("mAP", ("table3", "instance_level"), "map", (10, 50))
+        + _at_k("mAR", ("table3", "instance_level"), "mar", (10, 50)),
     ),
     (
         "Table 4 (left). Zero-shot visual grounding; control: the same images prompted with a distractor's title",
-        [
-            ("Acc@0.5", ("table4", "grounding", "acc@0.5")),
-            ("Acc@0.7", ("table4", "grounding", "acc@0.7")),
-            ("distractor Acc@0.5", ("table4", "distractor", "acc@0.5")),
-            ("distractor Acc@0.7", ("table4", "distractor", "acc@0.7")),
-            ("both found", ("table4", "text_conditioned", "acc@0.5")),
-            ("both: chance", ("table4", "text_conditioned", "chance")),
-            ("map in box / area", ("table4", "positive_map", "mass_in_box_over_area"), "ratio"),
-        ],
+        _at_k("Acc", ("table4", "grounding"), "acc", (0.5, 0.7))
+        + _at_k("distractor Acc", ("table4", "distractor"), "acc", (0.5, 0.7))
+        + _grounding_controls("table4"),
     ),
     (
         "New scenes of training products (photos composed afresh, never seen in training): image-only retrieval of "
         "the catalog image, and text-conditioned grounding (both the product's and a distractor's title find theirs)",
-        [
-            ("same-source R@1", ("new_scenes", "retrieval", "same_source", "r@1")),
-            ("same-source R@5", ("new_scenes", "retrieval", "same_source", "r@5")),
-            ("cross-source R@1", ("new_scenes", "retrieval", "cross_source", "r@1")),
-            ("cross-source R@5", ("new_scenes", "retrieval", "cross_source", "r@5")),
+        _at_k("same-source R", ("new_scenes", "retrieval", "same_source"), "r", (1, 5))
+        + _at_k("cross-source R", ("new_scenes", "retrieval", "cross_source"), "r", (1, 5))
+        + [
             ("R@1: chance", ("new_scenes", "retrieval", "chance@1")),
             ("grounding Acc@0.5", ("new_scenes", "grounding", "grounding", "acc@0.5")),
-            ("both found", ("new_scenes", "grounding", "text_conditioned", "acc@0.5")),
-            ("both: chance", ("new_scenes", "grounding", "text_conditioned", "chance")),
-            ("map in box / area", ("new_scenes", "grounding", "positive_map", "mass_in_box_over_area"), "ratio"),
-        ],
+        ]
+        + _grounding_controls("new_scenes", "grounding"),
     ),
     (
         "Controls on held-out images: the title's score map (its mass in the product's box / the box's area; 1 = "

@@ -1,6 +1,7 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""The paper's zero-shot evaluations (Sec. 4.2, Tables 1-4) on an embedded catalogue split, with the metrics of
-`metrics.py`: `evaluate_model` runs them all, `quick_evaluate` the two headline numbers the training loop logs."""
+"""The paper's zero-shot evaluations (Sec. 4.2, Tables 1-4) on an embedded catalogue split, scored as `scoring.py`
+does: `evaluate_model` runs them all with those of `instances.py`, `quick_evaluate` the two headline numbers the
+training loop logs."""
 
 from __future__ import annotations
 
@@ -14,15 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.source import CatalogueSource
-from ..grounding_eclip import (
-    DEFAULT_WINDOW_FRACTIONS,
-    box_iou,
-    candidate_boxes,
-    grounding_score_maps,
-    overlay_heatmap,
-    rank_boxes,
-    upsample_score_map,
-)
+from ..grounding_eclip import DEFAULT_WINDOW_FRACTIONS, box_iou, candidate_boxes, overlay_heatmap, rank_boxes
 from ..modeling_eclip import EclipModel
 from ..pipeline_eclip import DEFAULT_HYPOTHESIS_TEMPLATE
 from ..processing_eclip import EclipProcessor
@@ -34,74 +27,34 @@ from .embedding import (
     EmbeddedSplit,
     EmbeddingMode,
     check_positive_int,
-    dense_image_features,
     embed_split,
     evaluation_of,
     load_catalogue_split,
-    patch_grid_side,
-    process,
-    progress,
     resolve_embedding_mode,
-    text_features,
-    whole_image_kwargs,
 )
-from .metrics import ClassificationAccuracy, GroundingAccuracy, RetrievalMetric, rank_by_score
+from .instances import new_scene_retrieval, positive_map_diagnostics, title_leakage
 from .report import figure_to_image, plot_tsne, tsne_figure
+from .scoring import (
+    classification_scores,
+    grounding_scores,
+    mass_in_box_over_area,
+    pick_at_k,
+    retrieval_scores,
+    score_maps,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def _metric(cls: type) -> Any:
-    return cls(keep_in_memory=True)
-
-
-def retrieval_scores(
-    scores: torch.Tensor,
-    relevance: torch.Tensor,
-    k_values: Sequence[int],
-    valid: torch.Tensor | None = None,
-    ndcg_k: int = 10,
-) -> dict[str, float]:
-    """`RetrievalMetric` over a `(queries, gallery)` score matrix with a boolean relevance matrix of the same shape.
-
-    `valid` (same shape, optional) removes gallery items from a query's ranking (e.g. items of the query's own
-    source). A query without any valid match (its product's gallery images were unreadable, say) is left out and
-    counted as ``queries_without_match``; at least one query must have a match.
-    """
-    if scores.shape != relevance.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and relevance {tuple(relevance.shape)} differ in shape")
-    depth = max(max(k_values), ndcg_k)
-    if valid is not None:
-        scores = scores.masked_fill(~valid, float("-inf"))
-        relevance = relevance & valid
-    rankings = rank_by_score(scores, depth)
-    predictions = []
-    for query, ranking in enumerate(rankings.tolist()):
-        # Invalid items sink to the end under -inf; they must not fill the top of a short gallery.
-        predictions.append([item for item in ranking if valid is None or bool(valid[query, item])])
-    references = [row.nonzero().flatten().tolist() for row in relevance]
-    answerable = [query for query, matches in enumerate(references) if matches]
-    if not answerable:
-        raise ValueError(f"none of the {len(references)} queries has a matching gallery item")
-    results = _metric(RetrievalMetric).compute(
-        predictions=[predictions[q] for q in answerable],
-        references=[references[q] for q in answerable],
-        k_values=list(k_values),
-        ndcg_k=ndcg_k,
-    )
-    results["queries_without_match"] = len(references) - len(answerable)
-    return results
-
-
-def classification_scores(scores: torch.Tensor, labels: Sequence[int], top_k: Sequence[int] = (1,)) -> dict:
-    """`ClassificationAccuracy` over a `(samples, classes)` score matrix."""
-    rankings = rank_by_score(scores, max(top_k)).tolist()
-    return _metric(ClassificationAccuracy).compute(predictions=rankings, references=list(labels), top_k=list(top_k))
 
 
 def _products_and_sources(embedded: EmbeddedSplit, kind: str) -> tuple[torch.Tensor, list[str]]:
     images = [embedded.split.images[i] for i in embedded.indices[kind]]
     return torch.tensor([image.product for image in images]), [image.source for image in images]
+
+
+def _catalog_categories(embedded: EmbeddedSplit) -> list[str]:
+    """The category of each catalog image, in the rows of its views."""
+    products, _ = _products_and_sources(embedded, "catalog")
+    return [embedded.split.categories[p] for p in products.tolist()]
 
 
 def _other_source_mask(query_sources: Sequence[str], gallery_sources: Sequence[str]) -> torch.Tensor:
@@ -110,9 +63,8 @@ def _other_source_mask(query_sources: Sequence[str], gallery_sources: Sequence[s
 
 def zero_shot_classification(embedded: EmbeddedSplit) -> dict[str, float]:
     """Table 1 left: Acc@1 of catalog images against the category prompts, per product view."""
-    products, _ = _products_and_sources(embedded, "catalog")
     category_index = {name: i for i, name in enumerate(embedded.split.category_names)}
-    labels = [category_index[embedded.split.categories[p]] for p in products.tolist()]
+    labels = [category_index[category] for category in _catalog_categories(embedded)]
     results = {}
     for view in [view for view in PRODUCT_VIEWS if view in embedded.views["catalog"]]:
         embeds = embedded.views["catalog"][view]
@@ -129,11 +81,7 @@ def image_text_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = (1, 
     relevance = products[:, None] == torch.arange(len(titles))[None, :]
     i2t = retrieval_scores(image @ titles.T, relevance, k_values)
     t2i = retrieval_scores(titles @ image.T, relevance.T.contiguous(), k_values)
-    return {"image_to_text": _pick(i2t, "r", k_values), "text_to_image": _pick(t2i, "r", k_values)}
-
-
-def _pick(results: dict[str, float], prefix: str, k_values: Sequence[int]) -> dict[str, float]:
-    return {f"{prefix}@{k}": results[f"{prefix}@{k}"] for k in k_values}
+    return {"image_to_text": pick_at_k(i2t, "r", k_values), "text_to_image": pick_at_k(t2i, "r", k_values)}
 
 
 def _gallery(embedded: EmbeddedSplit) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -158,8 +106,8 @@ def product_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = (1, 5, 
     coarse = retrieval_scores(scores, same_category, k_values, valid)
     fine = retrieval_scores(scores, query_products[:, None] == gallery_products[None, :], k_values, valid)
     return {
-        "coarse": _pick(coarse, "map", k_values),
-        "fine_grained": {**_pick(fine, "r", k_values), **_pick(fine, "map", k_values)},
+        "coarse": pick_at_k(coarse, "map", k_values),
+        "fine_grained": {**pick_at_k(fine, "r", k_values), **pick_at_k(fine, "map", k_values)},
         "num_queries": len(query_products),
         "queries_without_match": fine["queries_without_match"],
     }
@@ -186,55 +134,11 @@ def instance_level_retrieval(embedded: EmbeddedSplit, k_values: Sequence[int] = 
     scores = embedded.views["ad"]["image"] @ gallery.T
     results = retrieval_scores(scores, torch.tensor(relevance), k_values, valid)
     return {
-        "instance_level": {**_pick(results, "map", k_values), **_pick(results, "mar", k_values)},
+        "instance_level": {**pick_at_k(results, "map", k_values), **pick_at_k(results, "mar", k_values)},
         "num_queries": len(relevance),
         "queries_without_match": results["queries_without_match"],
         "ad_products_outside_split": outside,
     }
-
-
-@torch.inference_mode()
-def global_score_maps(
-    model: EclipModel,
-    processor: EclipProcessor,
-    images: Sequence[Image.Image],
-    texts: Sequence[str],
-    batch_size: int = 32,
-) -> list[torch.Tensor]:
-    """Dense CLIP score maps for the global baseline: cos(g_I(v_i), g_T(w_cls)) per patch token v_i, upsampled to
-    each image's size. An ITC-only model never trained its decoder (whose slot assignment is ECLIP's map, see
-    `grounding_eclip.grounding_score_maps`), so its patch tokens go through the trained image projection instead; so
-    do a CLIP-style model's (`embedding.dense_image_features`), whose image is resized whole, not centre-cropped."""
-    maps = []
-    whole = whole_image_kwargs(processor)
-    for start in progress(range(0, len(images), batch_size), "grounding"):
-        batch = list(images[start : start + batch_size])
-        inputs = process(processor, model.device, images=batch, text=list(texts[start : start + batch_size]), **whole)
-        patches = F.normalize(dense_image_features(model, inputs["pixel_values"]), dim=-1)
-        text = F.normalize(text_features(model, {k: v for k, v in inputs.items() if k != "pixel_values"}), dim=-1)
-        side = patch_grid_side(patches.shape[1])
-        grids = torch.einsum("bnd,bd->bn", patches, text).reshape(-1, 1, side, side).float()
-        maps += [upsample_score_map(grid[0], image) for grid, image in zip(grids, batch)]
-    return maps
-
-
-def score_maps(
-    model: EclipModel,
-    processor: EclipProcessor,
-    images: Sequence[Image.Image],
-    texts: Sequence[str],
-    mode: str,
-    batch_size: int = 32,
-) -> list[torch.Tensor]:
-    """Each image's score map for its text, `(height, width)`: ECLIP's prompted slot (instance mode,
-    `grounding_eclip.grounding_score_maps`) or the dense map of a global model (`global_score_maps`)."""
-    if mode != "instance":
-        return global_score_maps(model, processor, images, texts, batch_size)
-    maps = []
-    for start in progress(range(0, len(texts), batch_size), "grounding"):
-        batch, prompts = list(images[start : start + batch_size]), list(texts[start : start + batch_size])
-        maps += grounding_score_maps(model, processor, batch, texts=prompts, batch_size=batch_size)
-    return maps
 
 
 def visual_grounding(
@@ -291,11 +195,9 @@ def visual_grounding(
     main_true = [split.images[index].boxes[0] for index in samples]
     control = [(n, top_box(n, maps[len(samples) + offset])) for offset, (n, _) in enumerate(distractors)]
     control_true = [split.images[samples[n]].boxes[1] for n, _ in control]
-    results = {"grounding": _metric(GroundingAccuracy).compute(predictions=main_top, references=main_true)}
+    results = {"grounding": grounding_scores(main_top, main_true)}
     if distractors:
-        results["distractor"] = _metric(GroundingAccuracy).compute(
-            predictions=[box for _, box in control], references=control_true
-        )
+        results["distractor"] = grounding_scores([box for _, box in control], control_true)
         found = [
             float(box_iou([main_top[n]], [main_true[n]])[0, 0] >= 0.5 and box_iou([box], [true])[0, 0] >= 0.5)
             for (n, box), true in zip(control, control_true)
@@ -316,19 +218,6 @@ def visual_grounding(
     }
     results["images_without_distractor"] = len(samples) - len(distractors)
     return results
-
-
-def mass_in_box_over_area(score_map: torch.Tensor, box: Sequence[float]) -> float:
-    """The share of a score map's (negative values clipped) mass inside `box` over the box's share of the map's area:
-    1 for a map no better than uniform, higher the more the map concentrates on the box."""
-    weights = score_map.clamp_min(0)
-    height, width = weights.shape
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
-    area = max(0, x1 - x0) * max(0, y1 - y0) / (height * width)
-    if area == 0:
-        return 0.0
-    return float(weights[y0:y1, x0:x1].sum() / weights.sum().clamp_min(1e-12)) / area
 
 
 def quick_evaluate(
@@ -361,8 +250,6 @@ def quick_evaluate_with_figures(
     """`quick_evaluate`'s numbers, and images for experiment trackers: ``eval/grounding_<i>``, the score map of the
     first `num_overlays` customer images prompted with their titles over the image, and ``eval/tsne``, a t-SNE of the
     catalog products' image + title embeddings by category (needs matplotlib and scikit-learn, else left out)."""
-    from .instances import positive_map_diagnostics
-
     check_positive_int("batch_size", batch_size)
     catalogue = load_catalogue_split(dataset, split, max_products)
     figures = {}
@@ -380,8 +267,7 @@ def quick_evaluate_with_figures(
                 boxes = catalogue.images[index].boxes[:1]
                 figures[f"eval/grounding_{n}"] = overlay_heatmap(image, score_map, boxes=boxes or None)
     if tsne:
-        products, _ = _products_and_sources(embedded, "catalog")
-        categories = [catalogue.categories[p] for p in products.tolist()]
+        categories = _catalog_categories(embedded)
         try:
             figures["eval/tsne"] = figure_to_image(tsne_figure(embedded.views["catalog"]["image+title"], categories))
         except ImportError as error:  # matplotlib / scikit-learn are the eval extra
@@ -432,8 +318,6 @@ def evaluate_model(
     holds the retrieval and grounding of `instances.py` on the photos of its ``train`` products (the first
     `new_scenes_max_products`), and ``controls`` the positive-map entropy and the title-leakage control (instance
     mode)."""
-    from .instances import new_scene_retrieval, positive_map_diagnostics, title_leakage
-
     check_positive_int("batch_size", batch_size)
     catalogue = load_catalogue_split(dataset, split, max_products)
     with evaluation_of(model) as model:
@@ -469,7 +353,5 @@ def evaluate_model(
         results["new_scenes"] = new_scenes
     results["controls"] = controls
     if tsne_path is not None:
-        products, _ = _products_and_sources(embedded, "catalog")
-        categories = [catalogue.categories[p] for p in products.tolist()]
-        plot_tsne(embedded.views["catalog"]["image+title"], categories, tsne_path, seed=seed)
+        plot_tsne(embedded.views["catalog"]["image+title"], _catalog_categories(embedded), tsne_path, seed=seed)
     return results
