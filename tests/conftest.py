@@ -13,7 +13,16 @@ from types import ModuleType
 
 import pytest
 import torch
-from helpers import MINILM_DIR, REPO, build_demo_catalogue, can_build_catalogue, make_processor, tiny_config, tiny_model
+from helpers import (
+    MINILM_DIR,
+    REPO,
+    build_demo_catalogue,
+    can_build_catalogue,
+    make_processor,
+    tiny_config,
+    tiny_model,
+    write_tiny_model_config,
+)
 from helpers import tiny_pixel_values as pixels
 
 from modeling_eclip import EclipConfig, EclipModel, EclipProcessor
@@ -60,6 +69,12 @@ def processor_inputs(processor) -> dict:
     encoded = processor(text=texts)
     encoded["pixel_values"] = pixels(2)
     return dict(encoded)
+
+
+@pytest.fixture(scope="session")
+def model_config(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """The tiny model preset as a file, for pretraining runs (`--model_config`); nothing writes to it."""
+    return write_tiny_model_config(tmp_path_factory.mktemp("config") / "tiny.json")
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ from helpers import (
     read_metrics,
     subprocess_env,
     tiny_run_arguments,
-    write_tiny_model_config,
 )
 
 from modeling_eclip import EclipModel
@@ -38,12 +37,6 @@ from modeling_eclip.training import (
 from modeling_eclip.training import run as training_run
 from modeling_eclip.training.arguments import shipped_names
 from modeling_eclip.training.builders import build_model_and_processor, parameter_groups
-
-
-@pytest.fixture(scope="module")
-def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_model_config(tmp_path_factory.mktemp("config") / "tiny.json")
-
 
 # ----------------------------------------------------------------------------------------------- recipes and checks
 

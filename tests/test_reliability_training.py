@@ -53,11 +53,6 @@ def _no_parquet_shutdown_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
 
 
-@pytest.fixture(scope="module")
-def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_model_config(tmp_path_factory.mktemp("config") / "tiny.json")
-
-
 def _arguments(model_config: Path, data: Path, output: Path, **flags) -> list[str]:
     values = {"max_steps": MAX_STEPS, "save_steps": 2, "save_total_limit": 3, "evaluate_at_end": False, **flags}
     return tiny_run_arguments(model_config, data, output, **values)

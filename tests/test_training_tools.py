@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_metrics, subprocess_env, tiny_run_arguments, write_tiny_model_config
+from helpers import read_metrics, subprocess_env, tiny_run_arguments
 from huggingface_hub import ModelCard
 from transformers import get_scheduler
 
@@ -24,12 +24,6 @@ from modeling_eclip.training.arguments import check_arguments
 from modeling_eclip.training.export import render_model_card
 from modeling_eclip.training.schedule import make_lr_scheduler
 from modeling_eclip.training.tracking import available_trackers, parse_report_to, tracker_init_kwargs
-
-
-@pytest.fixture
-def model_config(tmp_path: Path) -> Path:
-    return write_tiny_model_config(tmp_path / "tiny.json")
-
 
 # ----------------------------------------------------------------------------------------------- report_to
 

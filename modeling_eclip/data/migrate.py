@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .hub import add_push_arguments, check_repo_id, push_from_arguments
+from .hub import add_push_arguments, check_repo_id, run_build_command
 from .output_folder import replacing_output_folder
 from .shard_format import ShardWriter, check_card_licence, old_layout_splits, write_dataset_card
 
@@ -86,16 +86,18 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
     )
     add_push_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        check_repo_id(args.push_to_hub)
-        counts = migrate(args.old, args.output, license=args.license, overwrite=args.overwrite)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for split, count in counts.items():
-        print(f"{split}: {count} products")
-    push_from_arguments(args.output, args, api=hub_api)
-    return 0
+
+    def build() -> dict[str, int]:
+        check_repo_id(args.push_to_hub)  # before any work: a bad id must not cost a migration
+        return migrate(args.old, args.output, license=args.license, overwrite=args.overwrite)
+
+    return run_build_command(
+        build,
+        (ValueError, FileExistsError, FileNotFoundError),
+        lambda counts, _: "\n".join(f"{split}: {count} products" for split, count in counts.items()),
+        push=(args.output, args),
+        hub_api=hub_api,
+    )
 
 
 if __name__ == "__main__":
