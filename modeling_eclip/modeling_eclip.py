@@ -1181,14 +1181,14 @@ class EclipForPreTraining(EclipPreTrainedModel):
         losses: dict[str, torch.Tensor | None] = dict.fromkeys(OBJECTIVES)
         if config.itc_loss_weight > 0:
             losses["itc"] = image_text_contrastive_loss(
-                image_embeds,
-                text_embeds,
-                all_image_embeds,
-                all_text_embeds,
-                logit_scale,
-                product_ids,
-                all_product_ids,
-                row_offset,
+                image_embeds=image_embeds,
+                text_embeds=text_embeds,
+                all_image_embeds=all_image_embeds,
+                all_text_embeds=all_text_embeds,
+                logit_scale=logit_scale,
+                product_ids=product_ids,
+                all_product_ids=all_product_ids,
+                row_offset=row_offset,
             )
         instance_embeds = positive_slot = positive_slot_entropy = decoder_output = None
         enqueue = {}
@@ -1215,34 +1215,39 @@ class EclipForPreTraining(EclipPreTrainedModel):
             all_momentum_instances = gather_features(momentum_instances)
 
             if config.inter_loss_weight > 0:
-                filled = self.queue_product_ids >= 0  # slots not yet written hold no feature
+                # The whole queue: the loss masks the slots not yet written (product id -1).
                 losses["inter"] = inter_product_contrastive_loss(
-                    instance_embeds,
-                    all_momentum_instances,
-                    self.queue_embeds[filled],
-                    product_ids,
-                    all_product_ids,
-                    self.queue_product_ids[filled],
-                    logit_scale,
-                    row_offset,
+                    instance_embeds=instance_embeds,
+                    all_momentum_embeds=all_momentum_instances,
+                    logit_scale=logit_scale,
+                    product_ids=product_ids,
+                    all_product_ids=all_product_ids,
+                    queue_embeds=self.queue_embeds,
+                    queue_product_ids=self.queue_product_ids,
+                    row_offset=row_offset,
                 )
             if config.itm_loss_weight > 0:
                 losses["itm"] = instance_text_matching_loss(
-                    self.itm_head,
-                    instance_embeds,
-                    image_embeds,
-                    text_embeds,
-                    all_image_embeds,
-                    all_text_embeds,
-                    product_ids,
-                    all_product_ids,
+                    itm_head=self.itm_head,
+                    instance_embeds=instance_embeds,
+                    image_embeds=image_embeds,
+                    text_embeds=text_embeds,
+                    all_image_embeds=all_image_embeds,
+                    all_text_embeds=all_text_embeds,
+                    product_ids=product_ids,
+                    all_product_ids=all_product_ids,
                 )
             if config.intra_loss_weight > 0:
-                losses["intra"] = intra_product_contrastive_loss(slots, text_embeds, positive_slot, logit_scale)
+                losses["intra"] = intra_product_contrastive_loss(
+                    slot_embeds=slots, text_embeds=text_embeds, positive_slot=positive_slot, logit_scale=logit_scale
+                )
             slot_entropy = slot_token_entropy(assignment if config.entropy_loss_weight > 0 else assignment.detach())
             if config.entropy_loss_weight > 0:
                 losses["entropy"] = assignment_entropy_regularizer(
-                    slot_entropy, positive_slot, assignment.shape[1], config.negative_entropy_weight
+                    slot_entropy=slot_entropy,
+                    positive_slot=positive_slot,
+                    num_tokens=assignment.shape[1],
+                    negative_weight=config.negative_entropy_weight,
                 )
 
             positive_slot_entropy = slot_entropy.detach()[rows, positive_slot].mean()

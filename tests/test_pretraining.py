@@ -508,8 +508,11 @@ def test_itc_only_with_duplicate_products_masks_them():
     output = model(**batch)
     image, text = online_unimodal_embeds(model, batch)
     scale = clamped_scale(model)
-    masked = image_text_contrastive_loss(image, text, image, text, scale, product_ids, product_ids)
-    plain = image_text_contrastive_loss(image, text, image, text, scale, None, None)
+    one_process = {"image_embeds": image, "text_embeds": text, "all_image_embeds": image, "all_text_embeds": text}
+    masked = image_text_contrastive_loss(
+        **one_process, logit_scale=scale, product_ids=product_ids, all_product_ids=product_ids
+    )
+    plain = image_text_contrastive_loss(**one_process, logit_scale=scale)
     torch.testing.assert_close(output.loss, masked, atol=ATOL, rtol=0)
     torch.testing.assert_close(output.loss_itc, masked, atol=ATOL, rtol=0)
     assert abs(float(masked.detach()) - float(plain.detach())) > 1e-4
@@ -543,7 +546,15 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     image, text = online_unimodal_embeds(model, batch)
     torch.testing.assert_close(output.image_embeds, image, atol=ATOL, rtol=0)
     torch.testing.assert_close(output.text_embeds, text, atol=ATOL, rtol=0)
-    itc = image_text_contrastive_loss(image, text, image, text, scale, product_ids, product_ids)
+    itc = image_text_contrastive_loss(
+        image_embeds=image,
+        text_embeds=text,
+        all_image_embeds=image,
+        all_text_embeds=text,
+        logit_scale=scale,
+        product_ids=product_ids,
+        all_product_ids=product_ids,
+    )
     torch.testing.assert_close(output.loss_itc, itc, atol=ATOL, rtol=0)
 
     # Eq. 1: the positive prompt (the product's own text) sits at slot r with q^pos_r and the text type embedding.
@@ -558,17 +569,18 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     torch.testing.assert_close(patches, model.eclip.get_patch_features(batch["pixel_values"]), atol=ATOL, rtol=0)
     torch.testing.assert_close(output.instance_embeds, F.normalize(slots[rows, positive_slot], dim=-1))
 
-    # L_inter against independently computed momentum targets and the filled part of the queue.
+    # L_inter against independently computed momentum targets and the filled part of the queue (the model passes the
+    # whole queue and the loss masks the empty slots).
     momentum, _ = momentum_targets(model, batch)
     filled = model.queue_product_ids >= 0
     inter = inter_product_contrastive_loss(
-        output.instance_embeds,
-        momentum,
-        model.queue_embeds[filled],
-        product_ids,
-        product_ids,
-        model.queue_product_ids[filled],
-        scale,
+        instance_embeds=output.instance_embeds,
+        all_momentum_embeds=momentum,
+        logit_scale=scale,
+        product_ids=product_ids,
+        all_product_ids=product_ids,
+        queue_embeds=model.queue_embeds[filled],
+        queue_product_ids=model.queue_product_ids[filled],
     )
     torch.testing.assert_close(output.loss_inter, inter, atol=ATOL, rtol=0)
 
@@ -582,10 +594,14 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     torch.testing.assert_close(output.loss_itm, F.cross_entropy(match_logits, labels))
 
     # L_intra and L_R on the decoder's own slots and last assignment map; the logged entropy is the positive slot's.
-    intra = intra_product_contrastive_loss(slots, output.text_embeds, positive_slot, scale)
+    intra = intra_product_contrastive_loss(
+        slot_embeds=slots, text_embeds=output.text_embeds, positive_slot=positive_slot, logit_scale=scale
+    )
     torch.testing.assert_close(output.loss_intra, intra)
     slot_entropy = slot_token_entropy(assignment)
-    entropy = assignment_entropy_regularizer(slot_entropy, positive_slot, assignment.shape[1])
+    entropy = assignment_entropy_regularizer(
+        slot_entropy=slot_entropy, positive_slot=positive_slot, num_tokens=assignment.shape[1]
+    )
     torch.testing.assert_close(output.loss_entropy, entropy)
     torch.testing.assert_close(output.positive_slot_entropy, slot_entropy[rows, positive_slot].mean())
 
