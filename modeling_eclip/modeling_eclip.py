@@ -768,7 +768,7 @@ class EclipModel(EclipPreTrainedModel):
             prompts, kind = prompt_embeds, TEXT_PROMPT
         elif prompt_pixel_values is not None:
             self._check_pixel_values(prompt_pixel_values, "prompt_pixel_values")
-            _check_batch(batch_size, prompt_pixel_values.shape[0], "pixel_values", "prompt_pixel_values")
+            _check_same_batch_size(batch_size, prompt_pixel_values.shape[0], "pixel_values", "prompt_pixel_values")
             prompts, kind = self.encode_image(prompt_pixel_values)[0], IMAGE_PROMPT
         elif text_embeds is not None:
             prompts, kind = text_embeds, TEXT_PROMPT
@@ -1086,15 +1086,17 @@ class EclipForPreTraining(EclipPreTrainedModel):
         """Writes what a training forward returned for the queues (`enqueue_*`) into them, oldest entries first out,
         and moves the "ema" negative queries towards its `negative_queries_mean`. Call after an optimiser step known
         to be good, once per micro-batch of that step, in order; a forward without the decoder objectives (or in eval
-        mode) has nothing to enqueue."""
+        mode) has nothing to enqueue. A global batch the queue cannot hold in whole blocks
+        (`EclipConfig.check_global_batch_size`) is a ValueError before anything is written."""
         if output.enqueue_embeds is None:
             return
+        # The one place the queue is written: each write must be one contiguous block (a shape, no tensor is read).
+        self.config.check_global_batch_size(output.enqueue_embeds.shape[0])
         momentum = self.config.momentum
         ema = self.eclip.ema_negative_queries
         ema.mul_(momentum).add_(output.negative_queries_mean.to(ema.dtype), alpha=1 - momentum)
         # The momentum targets are decoded with the online model's inference negatives.
         self.momentum_eclip.ema_negative_queries.copy_(ema)
-        # `forward` checked in training mode that the queue holds whole global batches.
         batch_size = output.enqueue_embeds.shape[0]
         start = int(self.queue_pointer.item())
         self.queue_embeds[start : start + batch_size] = output.enqueue_embeds.to(self.queue_embeds.dtype)
@@ -1102,20 +1104,20 @@ class EclipForPreTraining(EclipPreTrainedModel):
         self.queue_product_ids[start : start + batch_size] = output.enqueue_product_ids
         self.queue_pointer[0] = (start + batch_size) % self.config.queue_size
 
-    def check_global_batch_size(self, global_batch_size: int) -> None:
-        """Raises a clear error when the queue cannot hold whole global batches (call before training)."""
-        self.config.check_global_batch_size(global_batch_size)
-
-    @property
-    def uses_momentum(self) -> bool:
-        """Whether an objective needing the momentum model, the decoder and the queues is switched on."""
-        return self.config.uses_decoder_objectives
-
-    def _check_batch(self, pixel_values, positive_pixel_values, input_ids, product_ids, instance_objectives) -> None:
+    def _check_pretraining_batch(
+        self,
+        pixel_values: torch.Tensor | None,
+        positive_pixel_values: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        product_ids: torch.Tensor | None,
+        instance_objectives: bool,
+    ) -> None:
+        """Raises a ValueError for a batch that breaks the batch contract: a missing input, or batch sizes that
+        disagree."""
         if pixel_values is None or input_ids is None:
             raise ValueError("EclipForPreTraining needs pixel_values and input_ids (image and product text).")
         batch_size = pixel_values.shape[0]
-        _check_batch(batch_size, input_ids.shape[0], "pixel_values", "input_ids")
+        _check_same_batch_size(batch_size, input_ids.shape[0], "pixel_values", "input_ids")
         if instance_objectives and positive_pixel_values is None:
             raise ValueError(
                 "positive_pixel_values (a second image of each product) is required when inter_loss_weight, "
@@ -1124,14 +1126,11 @@ class EclipForPreTraining(EclipPreTrainedModel):
         if instance_objectives and product_ids is None:
             raise ValueError("product_ids are required to mask same-product pairs in the ECLIP objectives.")
         if positive_pixel_values is not None:
-            _check_batch(batch_size, positive_pixel_values.shape[0], "pixel_values", "positive_pixel_values")
-        if self.training and instance_objectives:
-            # Fail before any compute, not at the enqueue after the step.
-            self.check_global_batch_size(batch_size * distributed_rank_and_world_size()[1])
+            _check_same_batch_size(batch_size, positive_pixel_values.shape[0], "pixel_values", "positive_pixel_values")
         if product_ids is not None:
             if product_ids.dim() != 1:
                 raise ValueError(f"product_ids must be 1-D (batch,), got shape {tuple(product_ids.shape)}.")
-            _check_batch(batch_size, product_ids.shape[0], "pixel_values", "product_ids")
+            _check_same_batch_size(batch_size, product_ids.shape[0], "pixel_values", "product_ids")
 
     def forward(
         self,
@@ -1162,8 +1161,8 @@ class EclipForPreTraining(EclipPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
-        instance_objectives = self.uses_momentum and not itc_only
-        self._check_batch(pixel_values, positive_pixel_values, input_ids, product_ids, instance_objectives)
+        instance_objectives = config.uses_decoder_objectives and not itc_only
+        self._check_pretraining_batch(pixel_values, positive_pixel_values, input_ids, product_ids, instance_objectives)
         rank, _ = distributed_rank_and_world_size()
         batch_size = pixel_values.shape[0]
         row_offset = rank * batch_size
@@ -1609,7 +1608,8 @@ def _is_compiling() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
-def _check_batch(expected: int, actual: int, expected_name: str, actual_name: str) -> None:
+def _check_same_batch_size(expected: int, actual: int, expected_name: str, actual_name: str) -> None:
+    """Raises a ValueError naming both arguments when two inputs that pair row by row have different batch sizes."""
     if expected != actual:
         raise ValueError(
             f"{expected_name} has batch size {expected} but {actual_name} has {actual}: one per image is needed here."

@@ -441,7 +441,7 @@ def _itc_only(**overrides):
 
 def test_itc_only_equals_the_clip_loss_and_skips_momentum_and_decoder():
     model = _itc_only()
-    assert not model.uses_momentum
+    assert not model.config.uses_decoder_objectives
     recorders = [
         Recorder(module)
         for module in (
@@ -755,31 +755,31 @@ def test_every_instance_term_needs_positive_images_and_product_ids(weight):
 
 
 def test_global_batch_must_fit_the_queue():
-    model = build(queue_size=16)
+    """The rule lives in the config (the training arguments call it before training); the queue's one writer,
+    `enqueue`, applies it before every write."""
+    config = build(queue_size=16).config
     with pytest.raises(ValueError, match=r"global batch \(32\) is larger than queue_size \(16\)"):
-        model.check_global_batch_size(32)
+        config.check_global_batch_size(32)
     with pytest.raises(ValueError, match="multiple of the global batch size"):
-        model.check_global_batch_size(6)
-    model.check_global_batch_size(8)
-    model.check_global_batch_size(16)
-    # In a training forward, before any compute.
+        config.check_global_batch_size(6)
+    config.check_global_batch_size(8)
+    config.check_global_batch_size(16)
     small = build(queue_size=4)
     with pytest.raises(ValueError, match="larger than queue_size"):
-        small(**make_batch(torch.arange(8)))
-    with pytest.raises(ValueError, match="multiple of the global batch size"):
-        model(**make_batch(torch.arange(6)))
-    assert int(model.queue_pointer) == 0 and bool((model.queue_product_ids == -1).all())
+        small.enqueue(small(**make_batch(torch.arange(8))))
     # Evaluation never enqueues, so any batch size works there.
     assert torch.isfinite(small.eval()(**make_batch(torch.arange(8))).loss)
 
 
-def test_a_rejected_training_batch_leaves_no_trace():
-    """A forward that raises must not change the model's state (the batch size is checked before any compute)."""
+def test_a_batch_the_queue_cannot_hold_leaves_no_trace():
+    """`enqueue` refuses a global batch that would split a queue block before it changes any state."""
     model = build(queue_size=16)
+    output = model(**make_batch(torch.arange(6)))
     ema_before = model.eclip.ema_negative_queries.clone()
     with pytest.raises(ValueError, match="multiple of the global batch size"):
-        model(**make_batch(torch.arange(6)))
-    assert torch.equal(model.eclip.ema_negative_queries, ema_before), "ema_negative_queries changed by a failed step"
+        model.enqueue(output)
+    assert torch.equal(model.eclip.ema_negative_queries, ema_before), "ema_negative_queries changed by a failed write"
+    assert int(model.queue_pointer) == 0 and bool((model.queue_product_ids == -1).all())
 
 
 # ----------------------------------------------------------------------------------------------------------
