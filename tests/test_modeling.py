@@ -604,8 +604,6 @@ def test_build_instance_queries_eq1(model):
         for t in range(1, T):
             torch.testing.assert_close(default[b, t], negatives[b, t - 1] + position[t] + kind[0])
 
-    with pytest.raises(ValueError, match="positive_slot"):
-        model.build_instance_queries(positives, positive_types, negatives, positive_slot=torch.tensor([0, 0, 0, T]))
     with pytest.raises(ValueError, match="negative_queries"):
         model.build_instance_queries(positives, positive_types, negatives[:, :-1])
 
