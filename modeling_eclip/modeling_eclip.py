@@ -508,7 +508,9 @@ class EclipModel(EclipPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.tensor([config.logit_scale_init_value]))
         # "ema" negative mode (Table 6): a moving average of the negative queries seen in pretraining.
         self.register_buffer("ema_negative_queries", torch.zeros(decoder_config.num_queries - 1, dim))
-        # The Gaussian negative queries are a function of the config's seed, not state (see gaussian_negative_queries).
+        # The Gaussian negative queries are a function of the config's seed, not state (see gaussian_negative_queries):
+        # drawn here, eagerly, so a compiled forward only moves them to its device (no generator inside the graph).
+        self._gaussian_draw = (decoder_config.negative_query_seed, self.draw_gaussian_negative_queries())
         self._gaussian_negative_queries: dict[tuple, torch.Tensor] = {}
         self.post_init()
 
@@ -678,22 +680,29 @@ class EclipModel(EclipPreTrainedModel):
         """The fixed standard-Gaussian negative queries of Sec. 3.4, drawn from a seeded generator (float32, CPU)."""
         decoder_config = self.config.decoder_config
         generator = torch.Generator().manual_seed(decoder_config.negative_query_seed)
-        return torch.randn(decoder_config.num_queries - 1, self.config.projection_dim, generator=generator)
+        # On the CPU explicitly, also when the model is built under a meta-device context.
+        shape = (decoder_config.num_queries - 1, self.config.projection_dim)
+        return torch.randn(shape, generator=generator, device="cpu")
 
     @property
     def gaussian_negative_queries(self) -> torch.Tensor:
         """`draw_gaussian_negative_queries()` on the model's device and in its dtype, `(T-1, D)`.
 
-        Derived from `decoder_config.negative_query_seed` on first use (then cached per device, dtype and seed), never
-        stored: a buffer would hold uninitialised memory wherever a model is built without running `_init_weights`
-        (`no_init_weights`, meta device or `init_empty_weights`, then `to_empty` and `load_state_dict`).
+        Derived from `decoder_config.negative_query_seed` (drawn on the host when the model is built, or when the seed
+        changes), then cached per device, dtype and seed; never stored: a buffer would hold uninitialised memory
+        wherever a model is built without running `_init_weights` (`no_init_weights`, meta device or
+        `init_empty_weights`, then `to_empty` and `load_state_dict`). Under `torch.compile` only the move to the
+        device is traced; change the seed before compiling, as a new draw needs a generator, which breaks the graph.
         """
         reference = self.query_position_embeddings.weight
-        key = (reference.device, reference.dtype, self.config.decoder_config.negative_query_seed)
+        seed = self.config.decoder_config.negative_query_seed
+        key = (reference.device, reference.dtype, seed)
         if key not in self._gaussian_negative_queries:
+            if self._gaussian_draw[0] != seed:
+                self._gaussian_draw = (seed, self.draw_gaussian_negative_queries())
             # A normal tensor even when first asked for under inference_mode: training may use the cached one later.
             with torch.inference_mode(False):
-                queries = self.draw_gaussian_negative_queries().to(device=reference.device, dtype=reference.dtype)
+                queries = self._gaussian_draw[1].to(device=reference.device, dtype=reference.dtype)
             self._gaussian_negative_queries = {key: queries}
         return self._gaussian_negative_queries[key]
 
@@ -1587,13 +1596,13 @@ def _check_detection_label_shapes(labels: list[dict[str, torch.Tensor]], batch_s
 
 def _first_occurrences(ids: torch.Tensor) -> torch.Tensor:
     """`(n,)` bool: True at the first position of every distinct value of `ids` (a product queued several times, or
-    both in the batch and the queue, is one candidate)."""
-    _, inverse = torch.unique(ids, return_inverse=True)
-    positions = torch.arange(ids.shape[0], device=ids.device)
-    first = torch.full((int(inverse.max()) + 1,), ids.shape[0], device=ids.device).scatter_reduce(
-        0, inverse, positions, reduce="amin"
-    )
-    return first[inverse] == positions
+    both in the batch and the queue, is one candidate). A stable sort, so no shape depends on the values (as the
+    number of distinct ids of `torch.unique` would) and the device is never asked for one."""
+    sorted_ids, order = ids.sort(stable=True)
+    # Equal ids keep their order, so the first of each run of equal ids is the earliest position.
+    run_starts = torch.ones_like(sorted_ids, dtype=torch.bool)
+    run_starts[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    return torch.empty_like(run_starts).scatter_(0, order, run_starts)
 
 
 def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int) -> torch.Tensor:
