@@ -74,8 +74,16 @@ class EclipDecoderOutput(ModelOutput):
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+class _OutputWithSubOutputs(ModelOutput):
+    """A model output that holds other model outputs (the towers' and the decoder's): `to_tuple` turns those into
+    tuples too, as `CLIPOutput.to_tuple` does."""
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
 @dataclass
-class EclipOutput(ModelOutput):
+class EclipOutput(_OutputWithSubOutputs):
     r"""
     Output of [`EclipModel`].
 
@@ -111,9 +119,6 @@ class EclipOutput(ModelOutput):
     decoder_output: EclipDecoderOutput | None = None
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
 def eager_attention_forward(
@@ -983,7 +988,7 @@ class EclipModel(EclipPreTrainedModel):
 
 
 @dataclass
-class EclipForPreTrainingOutput(ModelOutput):
+class EclipForPreTrainingOutput(_OutputWithSubOutputs):
     r"""
     Output of [`EclipForPreTraining`]: the weighted total and every term, for logging, and what a good step enqueues.
 
@@ -1024,9 +1029,6 @@ class EclipForPreTrainingOutput(ModelOutput):
     vision_model_output: BaseModelOutputWithPooling | None = None
     text_model_output: BaseModelOutputWithPooling | None = None
     decoder_output: EclipDecoderOutput | None = None
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
 # What `EclipForPreTrainingOutput` logs: the weighted total, then every objective's term.

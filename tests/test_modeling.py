@@ -21,6 +21,7 @@ from modeling_eclip import (
     EclipDecoderConfig,
     EclipDecoderOutput,
     EclipForPreTraining,
+    EclipForPreTrainingOutput,
     EclipInstanceDecoder,
     EclipModel,
     EclipOutput,
@@ -304,9 +305,13 @@ def test_output_hidden_states(model, processor_inputs):
     assert len(decoder_states) == 3  # H^0 and one per block
     assert torch.equal(decoder_states[0], torch.zeros_like(decoder_states[0]))
     assert len(output.decoder_output.assignment_maps) == 2
-    tuple_output = model(**processor_inputs, return_dict=False)
+    tuple_output = model(**processor_inputs, return_dict=False, output_hidden_states=True)
     assert isinstance(tuple_output, tuple)
     assert torch.equal(tuple_output[0], output.logits_per_image)
+    # Tuples all the way down, the towers' and the decoder's outputs too, as CLIP's.
+    assert not any(isinstance(value, ModelOutput) for value in tuple_output)
+    flat = EclipForPreTrainingOutput(loss=output.logits_per_image, decoder_output=output.decoder_output).to_tuple()
+    assert isinstance(flat[1], tuple) and torch.equal(flat[1][0], output.decoder_output.last_hidden_state)
 
 
 # ----------------------------------------------------------------------------------------------------------
