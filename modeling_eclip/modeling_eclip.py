@@ -1122,12 +1122,13 @@ class EclipForPreTraining(EclipPreTrainedModel):
         ema.mul_(momentum).add_(output.negative_queries_mean.to(ema.dtype), alpha=1 - momentum)
         # The momentum targets are decoded with the online model's inference negatives.
         self.momentum_eclip.ema_negative_queries.copy_(ema)
-        batch_size = output.enqueue_embeds.shape[0]
-        start = int(self.queue_pointer.item())
-        self.queue_embeds[start : start + batch_size] = output.enqueue_embeds.to(self.queue_embeds.dtype)
-        self.queue_prompts[start : start + batch_size] = output.enqueue_prompts.to(self.queue_prompts.dtype)
-        self.queue_product_ids[start : start + batch_size] = output.enqueue_product_ids
-        self.queue_pointer[0] = (start + batch_size) % self.config.queue_size
+        # The rows [pointer, pointer + B) are computed on the device: reading the pointer back would make the step wait.
+        queue_size, batch_size = self.config.queue_size, output.enqueue_embeds.shape[0]
+        rows = (self.queue_pointer + torch.arange(batch_size, device=self.queue_pointer.device)) % queue_size
+        self.queue_embeds.index_copy_(0, rows, output.enqueue_embeds.to(self.queue_embeds.dtype))
+        self.queue_prompts.index_copy_(0, rows, output.enqueue_prompts.to(self.queue_prompts.dtype))
+        self.queue_product_ids.index_copy_(0, rows, output.enqueue_product_ids.to(self.queue_product_ids.dtype))
+        self.queue_pointer.add_(batch_size).remainder_(queue_size)
 
     def _check_pretraining_batch(
         self,
