@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> dict:
         config._attn_implementation = itc_config._attn_implementation = args.attn_implementation
     torch.manual_seed(args.seed)
     full = EclipForPreTraining(config).to(device).train()
-    full.check_global_batch_size(batch_size)
+    full.config.check_global_batch_size(batch_size)
     itc = EclipForPreTraining(itc_config).to(device).train()
     itc.load_state_dict(full.state_dict())
     optimizers = {"itc": make_optimizer(itc, device), "eclip": make_optimizer(full, device)}
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> dict:
         output.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if model.uses_momentum:
+        if model.config.uses_decoder_objectives:
             model.momentum_update()
             model.enqueue(output)
 

@@ -275,7 +275,8 @@ class EclipConfig(PreTrainedConfig):
         return any(getattr(self, name) > 0 for name in self.decoder_loss_weight_names)
 
     def check_global_batch_size(self, global_batch_size: int) -> None:
-        """Raises a clear error when the queue cannot hold whole global batches (call before training)."""
+        """Raises a clear error when the queue cannot hold whole global batches: the one place of this rule. The
+        training arguments call it before training, `EclipForPreTraining.enqueue` before every write."""
         if not self.uses_decoder_objectives:
             return
         if global_batch_size > self.queue_size:

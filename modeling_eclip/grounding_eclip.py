@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .processing_eclip import check_texts, to_rgb_image, to_rgb_images
+from .processing_eclip import check_model_inputs, check_texts, to_rgb_image, to_rgb_images
 
 DEFAULT_NUM_JITTERED = 8
 # Each jittered edge moves by up to this fraction of the box side; the per-box magnitude is drawn uniformly from the
@@ -108,7 +108,9 @@ def grounding_score_maps(
             images=batch,
             text=batch_prompts if texts is not None else None,
             prompt_images=batch_prompts if prompt_images is not None else None,
-        ).to(model.device, dtype=model.dtype)  # casts only the floating-point inputs
+        )
+        check_model_inputs(inputs, model.config)  # on the host: the model's forward reads no value back
+        inputs = inputs.to(model.device, dtype=model.dtype)  # casts only the floating-point inputs
         grids = model.get_grounding_map(**inputs).float()
         maps += [upsample_score_map(grid, image) for grid, image in zip(grids, batch)]
     return maps

@@ -2,7 +2,9 @@
 """Pretraining objectives of ECLIP (Jin et al., CVPR 2023, Sec. 3.3, Eq. 6-10), one function per equation.
 
 `EclipForPreTraining` checks its inputs once and calls these functions with tensors of consistent shapes; they do not
-check them again. Shipped as transformers "remote code", so this file imports only `torch` and the standard library.
+check them again. The losses take keyword arguments only: several are tensors of one shape (local and gathered image
+and text embeddings), which positional calls could swap without an error. Shipped as transformers "remote code", so
+this file imports only `torch` and the standard library.
 
 Distributed convention: the model gathers features over processes *with gradients* (`gather_features`, the one
 gather) and every contrastive loss takes the LOCAL rows (this process' batch) and the GLOBAL columns (the gathered
@@ -97,6 +99,7 @@ def masked_cross_entropy(logits: torch.Tensor, ignore_mask: torch.Tensor, labels
 
 
 def image_text_contrastive_loss(
+    *,
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
     all_image_embeds: torch.Tensor,
@@ -131,13 +134,14 @@ def image_text_contrastive_loss(
 
 
 def inter_product_contrastive_loss(
+    *,
     instance_embeds: torch.Tensor,
     all_momentum_embeds: torch.Tensor,
-    queue_embeds: torch.Tensor | None,
+    logit_scale: torch.Tensor,
     product_ids: torch.Tensor,
     all_product_ids: torch.Tensor,
-    queue_product_ids: torch.Tensor | None,
-    logit_scale: torch.Tensor,
+    queue_embeds: torch.Tensor | None = None,
+    queue_product_ids: torch.Tensor | None = None,
     row_offset: int = 0,
 ) -> torch.Tensor:
     """Inter-product contrastive loss `L_inter` (Eq. 8).
@@ -146,7 +150,9 @@ def inter_product_contrastive_loss(
     instance feature `(B, D)` of image `x` against the momentum model's instance feature of `x+`, another image of the
     same product, gathered over processes `(B_global, D)`. The negative set `N^-` ("belongs to other products") is
     every other entry of the gathered momentum batch plus the queue of past momentum features `(K, D)` (may be empty or
-    `None`), *excluding* any entry with the row's product id. Returns the fp32 mean over the local rows.
+    `None`), *excluding* any entry with the row's product id. Queue entries with a negative product id are slots not
+    yet written and are masked too, so the whole queue is passed (a fixed shape, no boolean indexing). Returns the fp32
+    mean over the local rows.
     """
     batch_size = instance_embeds.shape[0]
     labels = torch.arange(batch_size, device=instance_embeds.device) + row_offset
@@ -154,8 +160,8 @@ def inter_product_contrastive_loss(
     ignore_mask = same_product_mask(product_ids, all_product_ids, labels)
     if queue_embeds is not None and queue_embeds.shape[0] > 0:
         queue_logits = logit_scale * instance_embeds @ queue_embeds.t()
-        # The positive lives in the batch part, so every same-product queue entry is masked.
-        queue_mask = same_product_mask(product_ids, queue_product_ids)
+        # The positive lives in the batch part, so every same-product queue entry is masked, and so is every empty one.
+        queue_mask = same_product_mask(product_ids, queue_product_ids) | (queue_product_ids < 0)[None, :]
         logits = torch.cat([logits, queue_logits.to(logits.dtype)], dim=1)
         ignore_mask = torch.cat([ignore_mask, queue_mask], dim=1)
     return masked_cross_entropy(logits, ignore_mask, labels)
@@ -187,6 +193,7 @@ def sample_hard_negatives(
 
 
 def instance_text_matching_loss(
+    *,
     itm_head: nn.Module,
     instance_embeds: torch.Tensor,
     image_embeds: torch.Tensor,
@@ -213,15 +220,16 @@ def instance_text_matching_loss(
     instances = torch.cat([instance_embeds, instance_embeds, all_instance_embeds[negative_image]], dim=0)
     texts = torch.cat([text_embeds, all_text_embeds[negative_text], text_embeds], dim=0)
     match_logits = itm_head(instances * texts * instance_embeds.shape[-1])
-    batch_size = instance_embeds.shape[0]
-    labels = torch.cat([torch.ones(batch_size), torch.zeros(2 * batch_size)]).long().to(match_logits.device)
+    # Matched (1) for the B positives, then not matched (0); built on the device, not copied from the host.
+    labels = (torch.arange(match_logits.shape[0], device=match_logits.device) < instance_embeds.shape[0]).long()
     return F.cross_entropy(match_logits.float(), labels)
 
 
 def intra_product_contrastive_loss(
+    *,
     slot_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
-    positive_index: torch.Tensor,
+    positive_slot: torch.Tensor,
     logit_scale: torch.Tensor,
 ) -> torch.Tensor:
     """Intra-product contrastive loss `L_intra` (Eq. 9).
@@ -232,7 +240,7 @@ def intra_product_contrastive_loss(
     """
     slot_embeds = F.normalize(slot_embeds, dim=-1)
     logits = logit_scale * torch.einsum("btd,bd->bt", slot_embeds, text_embeds.to(slot_embeds.dtype))
-    return F.cross_entropy(logits.float(), positive_index.long())
+    return F.cross_entropy(logits.float(), positive_slot.long())
 
 
 def slot_token_entropy(assignment: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -249,7 +257,7 @@ def slot_token_entropy(assignment: torch.Tensor, eps: float = 1e-8) -> torch.Ten
 
 
 def assignment_entropy_regularizer(
-    slot_entropy: torch.Tensor, positive_index: torch.Tensor, num_tokens: int, negative_weight: float = 1.0
+    *, slot_entropy: torch.Tensor, positive_slot: torch.Tensor, num_tokens: int, negative_weight: float = 1.0
 ) -> torch.Tensor:
     """Entropy regularisation `L_R` of the slot-attention map `M` (Eq. 10).
 
@@ -258,7 +266,8 @@ def assignment_entropy_regularizer(
     the negative slots are kept from too sharp distributions; `w = negative_weight` (the paper: 1). Returns the fp32
     mean over the batch.
     """
-    is_positive = F.one_hot(positive_index.long(), slot_entropy.shape[1]).bool()
-    positive_term = slot_entropy.masked_select(is_positive)  # (B,): exactly one positive per row
+    is_positive = F.one_hot(positive_slot.long(), slot_entropy.shape[1]).bool()
+    # A gather, not masked_select: its output shape is fixed, so the device need not report how many entries are True.
+    positive_term = slot_entropy.gather(1, positive_slot.long().unsqueeze(1)).squeeze(1)
     negative_term = (math.log(num_tokens) - slot_entropy).masked_fill(is_positive, 0.0).sum(dim=1)
     return (positive_term + negative_weight * negative_term).mean()

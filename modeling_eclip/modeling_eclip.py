@@ -74,8 +74,16 @@ class EclipDecoderOutput(ModelOutput):
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+class _OutputWithSubOutputs(ModelOutput):
+    """A model output that holds other model outputs (the towers' and the decoder's): `to_tuple` turns those into
+    tuples too, as `CLIPOutput.to_tuple` does."""
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
 @dataclass
-class EclipOutput(ModelOutput):
+class EclipOutput(_OutputWithSubOutputs):
     r"""
     Output of [`EclipModel`].
 
@@ -111,9 +119,6 @@ class EclipOutput(ModelOutput):
     decoder_output: EclipDecoderOutput | None = None
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
 def eager_attention_forward(
@@ -468,6 +473,10 @@ class EclipModel(EclipPreTrainedModel):
     Prompts enter the query space L2-normalised and scaled to norm sqrt(D) (the expected norm of a standard Gaussian
     vector in R^D). The paper does not say how prompts are scaled; this makes trained prompts and the Gaussian
     negative queries of Sec. 3.4 live on the same scale, so the transfer recipe matches pretraining.
+
+    Inputs: `forward` and the embedding methods check shapes and dtypes only (no device sync, so they compile without
+    graph breaks); values (NaN pixels, token ids outside the vocabulary) are checked at the edges: the processor's
+    image decoding, the pipeline, the collators, and `processing_eclip.check_model_inputs` for tensors built by hand.
     """
 
     main_input_name = "pixel_values"
@@ -504,7 +513,9 @@ class EclipModel(EclipPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.tensor([config.logit_scale_init_value]))
         # "ema" negative mode (Table 6): a moving average of the negative queries seen in pretraining.
         self.register_buffer("ema_negative_queries", torch.zeros(decoder_config.num_queries - 1, dim))
-        # The Gaussian negative queries are a function of the config's seed, not state (see gaussian_negative_queries).
+        # The Gaussian negative queries are a function of the config's seed, not state (see gaussian_negative_queries):
+        # drawn here, eagerly, so a compiled forward only moves them to its device (no generator inside the graph).
+        self._gaussian_draw = (decoder_config.negative_query_seed, self.draw_gaussian_negative_queries())
         self._gaussian_negative_queries: dict[tuple, torch.Tensor] = {}
         self.post_init()
 
@@ -540,8 +551,9 @@ class EclipModel(EclipPreTrainedModel):
     # ----- encoders -----
 
     def _check_pixel_values(self, pixel_values: torch.Tensor, name: str = "pixel_values") -> None:
-        """Refuses what cannot be processed images: raw pixels (integer dtypes), NaN / infinite values, an empty batch,
-        and any shape but `(batch, num_channels, image_size, image_size)`, with a ValueError naming `name`."""
+        """Refuses what cannot be processed images, with a ValueError naming `name`: not a tensor, any shape but
+        `(batch, num_channels, image_size, image_size)`, an empty batch, raw pixels (integer dtypes). Shapes and dtype
+        only, which need no device sync; NaN / infinite values are refused at the edges (`check_model_inputs`)."""
         size, channels = self.config.image_size, self.config.vision_config.num_channels
         if not isinstance(pixel_values, torch.Tensor):
             raise ValueError(
@@ -561,8 +573,6 @@ class EclipModel(EclipPreTrainedModel):
                 f"{name} has dtype {pixel_values.dtype}: the model takes rescaled and normalised float pixels; run the "
                 "images through the model's EclipProcessor."
             )
-        if not _is_compiling() and not torch.isfinite(pixel_values).all():
-            raise ValueError(f"{name} has NaN or infinite values.")
 
     def _check_text_inputs(
         self,
@@ -571,8 +581,9 @@ class EclipModel(EclipPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
     ) -> None:
         """Refuses `input_ids` the text tower cannot embed (a ValueError naming the argument): not `(batch, length)`,
-        an empty batch, non-integer, ids outside the vocabulary, more tokens than `max_position_embeddings`, and
-        `attention_mask` / `token_type_ids` of another shape or out of range."""
+        an empty batch, non-integer, more tokens than `max_position_embeddings`, and `attention_mask` /
+        `token_type_ids` of another shape. Shapes and dtype only; ids outside the vocabulary are refused at the edges
+        (`check_model_inputs`)."""
         text_config = self.config.text_config
         if not isinstance(input_ids, torch.Tensor):
             raise ValueError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}.")
@@ -593,15 +604,6 @@ class EclipModel(EclipPreTrainedModel):
             if tensor is not None and (not isinstance(tensor, torch.Tensor) or tensor.shape != input_ids.shape):
                 shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
                 raise ValueError(f"{name} must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}.")
-        if _is_compiling():
-            return
-        ranges = [("input_ids", input_ids, text_config.vocab_size)]
-        if token_type_ids is not None and getattr(text_config, "type_vocab_size", None):
-            ranges.append(("token_type_ids", token_type_ids, text_config.type_vocab_size))
-        for name, tensor, limit in ranges:
-            low, high = (int(value) for value in torch.aminmax(tensor))
-            if low < 0 or high >= limit:
-                raise ValueError(f"{name} must lie in [0, {limit}), got values in [{low}, {high}].")
 
     def encode_image(
         self, pixel_values: torch.Tensor, **kwargs
@@ -609,6 +611,12 @@ class EclipModel(EclipPreTrainedModel):
         """Runs the image tower once and returns (g_I(v_cls), Z, tower output); Z = g_I(v_1..v_N), the patch tokens in
         the joint space of the prompts."""
         self._check_pixel_values(pixel_values)
+        return self._run_image_tower(pixel_values, **kwargs)
+
+    def _run_image_tower(
+        self, pixel_values: torch.Tensor, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor, BaseModelOutputWithPooling]:
+        """`encode_image` on pixels its caller has checked (so a training step checks each input once)."""
         vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
         projected = self.visual_projection(vision_outputs.last_hidden_state)
         return projected[:, 0], projected[:, 1:], vision_outputs
@@ -622,6 +630,16 @@ class EclipModel(EclipPreTrainedModel):
     ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
         """Runs the text tower and returns (g_T(w_cls), tower output)."""
         self._check_text_inputs(input_ids, attention_mask, token_type_ids)
+        return self._run_text_tower(input_ids, attention_mask, token_type_ids, **kwargs)
+
+    def _run_text_tower(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+        """`encode_text` on texts its caller has checked (so a training step checks each input once)."""
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
@@ -667,22 +685,29 @@ class EclipModel(EclipPreTrainedModel):
         """The fixed standard-Gaussian negative queries of Sec. 3.4, drawn from a seeded generator (float32, CPU)."""
         decoder_config = self.config.decoder_config
         generator = torch.Generator().manual_seed(decoder_config.negative_query_seed)
-        return torch.randn(decoder_config.num_queries - 1, self.config.projection_dim, generator=generator)
+        # On the CPU explicitly, also when the model is built under a meta-device context.
+        shape = (decoder_config.num_queries - 1, self.config.projection_dim)
+        return torch.randn(shape, generator=generator, device="cpu")
 
     @property
     def gaussian_negative_queries(self) -> torch.Tensor:
         """`draw_gaussian_negative_queries()` on the model's device and in its dtype, `(T-1, D)`.
 
-        Derived from `decoder_config.negative_query_seed` on first use (then cached per device, dtype and seed), never
-        stored: a buffer would hold uninitialised memory wherever a model is built without running `_init_weights`
-        (`no_init_weights`, meta device or `init_empty_weights`, then `to_empty` and `load_state_dict`).
+        Derived from `decoder_config.negative_query_seed` (drawn on the host when the model is built, or when the seed
+        changes), then cached per device, dtype and seed; never stored: a buffer would hold uninitialised memory
+        wherever a model is built without running `_init_weights` (`no_init_weights`, meta device or
+        `init_empty_weights`, then `to_empty` and `load_state_dict`). Under `torch.compile` only the move to the
+        device is traced; change the seed before compiling, as a new draw needs a generator, which breaks the graph.
         """
         reference = self.query_position_embeddings.weight
-        key = (reference.device, reference.dtype, self.config.decoder_config.negative_query_seed)
+        seed = self.config.decoder_config.negative_query_seed
+        key = (reference.device, reference.dtype, seed)
         if key not in self._gaussian_negative_queries:
+            if self._gaussian_draw[0] != seed:
+                self._gaussian_draw = (seed, self.draw_gaussian_negative_queries())
             # A normal tensor even when first asked for under inference_mode: training may use the cached one later.
             with torch.inference_mode(False):
-                queries = self.draw_gaussian_negative_queries().to(device=reference.device, dtype=reference.dtype)
+                queries = self._gaussian_draw[1].to(device=reference.device, dtype=reference.dtype)
             self._gaussian_negative_queries = {key: queries}
         return self._gaussian_negative_queries[key]
 
@@ -723,7 +748,8 @@ class EclipModel(EclipPreTrainedModel):
             positive_types: `(B,)` prompt modality of the positive (0 text, 1 image).
             negative_queries: `(B, T-1, D)` negative prompts in query space.
             negative_types: `(B, T-1)` their modalities (default: text).
-            positive_slot: `(B,)` slot index r of the positive (default 0, the transfer setting of Sec. 3.4).
+            positive_slot: `(B,)` slot index r of the positive, in [0, T) (default 0, the transfer setting of
+                Sec. 3.4). Not checked: reading it back would make every training step wait for the device.
         Returns:
             `(B, T, D)` instance queries.
         """
@@ -761,15 +787,13 @@ class EclipModel(EclipPreTrainedModel):
                     f"prompt_embeds must be (batch={batch_size}, projection_dim={self.config.projection_dim}), "
                     f"got {tuple(prompt_embeds.shape)}."
                 )
-            if not prompt_embeds.is_floating_point() or (
-                not _is_compiling() and not torch.isfinite(prompt_embeds).all()
-            ):
-                raise ValueError("prompt_embeds must be finite floats (projected prompts).")
+            if not prompt_embeds.is_floating_point():
+                raise ValueError(f"prompt_embeds must be floats (projected prompts), got dtype {prompt_embeds.dtype}.")
             prompts, kind = prompt_embeds, TEXT_PROMPT
         elif prompt_pixel_values is not None:
             self._check_pixel_values(prompt_pixel_values, "prompt_pixel_values")
-            _check_batch(batch_size, prompt_pixel_values.shape[0], "pixel_values", "prompt_pixel_values")
-            prompts, kind = self.encode_image(prompt_pixel_values)[0], IMAGE_PROMPT
+            _check_same_batch_size(batch_size, prompt_pixel_values.shape[0], "pixel_values", "prompt_pixel_values")
+            prompts, kind = self._run_image_tower(prompt_pixel_values)[0], IMAGE_PROMPT
         elif text_embeds is not None:
             prompts, kind = text_embeds, TEXT_PROMPT
         else:
@@ -922,9 +946,11 @@ class EclipModel(EclipPreTrainedModel):
         image_embeds = text_embeds = vision_outputs = text_outputs = None
         instance_embeds = grounding_maps = decoder_output = None
         if input_ids is not None:
-            text_embeds, text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, **outputs, **kwargs)
+            text_embeds, text_outputs = self._run_text_tower(
+                input_ids, attention_mask, token_type_ids, **outputs, **kwargs
+            )
         if pixel_values is not None:
-            image_embeds, patch_embeds, vision_outputs = self.encode_image(pixel_values, **outputs, **kwargs)
+            image_embeds, patch_embeds, vision_outputs = self._run_image_tower(pixel_values, **outputs, **kwargs)
             prompts, prompt_types = self._resolve_prompt(
                 image_embeds, text_embeds if paired else None, prompt_pixel_values, prompt_embeds
             )
@@ -962,7 +988,7 @@ class EclipModel(EclipPreTrainedModel):
 
 
 @dataclass
-class EclipForPreTrainingOutput(ModelOutput):
+class EclipForPreTrainingOutput(_OutputWithSubOutputs):
     r"""
     Output of [`EclipForPreTraining`]: the weighted total and every term, for logging, and what a good step enqueues.
 
@@ -1004,9 +1030,6 @@ class EclipForPreTrainingOutput(ModelOutput):
     text_model_output: BaseModelOutputWithPooling | None = None
     decoder_output: EclipDecoderOutput | None = None
 
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
-
 
 # What `EclipForPreTrainingOutput` logs: the weighted total, then every objective's term.
 LOSS_NAMES = ("loss", *(f"loss_{name}" for name in OBJECTIVES))
@@ -1019,7 +1042,9 @@ class EclipForPreTraining(EclipPreTrainedModel):
 
     Batch contract: `pixel_values` (one image x per product), `positive_pixel_values` (another image x+ of the same
     product), `input_ids` / `attention_mask` (the product text) and `product_ids` (int64; every same-product pair is
-    masked in every objective).
+    masked in every objective, so a batch needs at least two products). `forward` checks shapes only; the values are
+    the collator's business (`ProductPairStream` puts distinct products in every batch, its processor checks images
+    and texts), as reading them back here would make every step wait for the device.
 
     Choices where the paper is silent (ALBEF-style):
     - The momentum model encodes x+ once; that pass gives the Eq. 8 targets h_xi and the image prompts g_I(v_cls) of
@@ -1086,36 +1111,43 @@ class EclipForPreTraining(EclipPreTrainedModel):
         """Writes what a training forward returned for the queues (`enqueue_*`) into them, oldest entries first out,
         and moves the "ema" negative queries towards its `negative_queries_mean`. Call after an optimiser step known
         to be good, once per micro-batch of that step, in order; a forward without the decoder objectives (or in eval
-        mode) has nothing to enqueue."""
+        mode) has nothing to enqueue. A global batch the queue cannot hold in whole blocks
+        (`EclipConfig.check_global_batch_size`) is a ValueError before anything is written."""
         if output.enqueue_embeds is None:
             return
+        # The one place the queue is written: each write must be one contiguous block (a shape, no tensor is read).
+        self.config.check_global_batch_size(output.enqueue_embeds.shape[0])
         momentum = self.config.momentum
         ema = self.eclip.ema_negative_queries
         ema.mul_(momentum).add_(output.negative_queries_mean.to(ema.dtype), alpha=1 - momentum)
         # The momentum targets are decoded with the online model's inference negatives.
         self.momentum_eclip.ema_negative_queries.copy_(ema)
-        # `forward` checked in training mode that the queue holds whole global batches.
-        batch_size = output.enqueue_embeds.shape[0]
-        start = int(self.queue_pointer.item())
-        self.queue_embeds[start : start + batch_size] = output.enqueue_embeds.to(self.queue_embeds.dtype)
-        self.queue_prompts[start : start + batch_size] = output.enqueue_prompts.to(self.queue_prompts.dtype)
-        self.queue_product_ids[start : start + batch_size] = output.enqueue_product_ids
-        self.queue_pointer[0] = (start + batch_size) % self.config.queue_size
+        # The rows [pointer, pointer + B) are computed on the device: reading the pointer back would make the step wait.
+        queue_size, batch_size = self.config.queue_size, output.enqueue_embeds.shape[0]
+        rows = (self.queue_pointer + torch.arange(batch_size, device=self.queue_pointer.device)) % queue_size
+        self.queue_embeds.index_copy_(0, rows, output.enqueue_embeds.to(self.queue_embeds.dtype))
+        self.queue_prompts.index_copy_(0, rows, output.enqueue_prompts.to(self.queue_prompts.dtype))
+        self.queue_product_ids.index_copy_(0, rows, output.enqueue_product_ids.to(self.queue_product_ids.dtype))
+        self.queue_pointer.add_(batch_size).remainder_(queue_size)
 
-    def check_global_batch_size(self, global_batch_size: int) -> None:
-        """Raises a clear error when the queue cannot hold whole global batches (call before training)."""
-        self.config.check_global_batch_size(global_batch_size)
-
-    @property
-    def uses_momentum(self) -> bool:
-        """Whether an objective needing the momentum model, the decoder and the queues is switched on."""
-        return self.config.uses_decoder_objectives
-
-    def _check_batch(self, pixel_values, positive_pixel_values, input_ids, product_ids, instance_objectives) -> None:
+    def _check_pretraining_batch(
+        self,
+        pixel_values: torch.Tensor | None,
+        positive_pixel_values: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        product_ids: torch.Tensor | None,
+        instance_objectives: bool,
+    ) -> None:
+        """Raises a ValueError for a batch that breaks the batch contract: a missing input, a tensor of the wrong
+        shape or dtype, batch sizes that disagree. Shapes only: the collator's processor checked the values."""
         if pixel_values is None or input_ids is None:
             raise ValueError("EclipForPreTraining needs pixel_values and input_ids (image and product text).")
+        self.eclip._check_pixel_values(pixel_values)
+        self.eclip._check_text_inputs(input_ids, attention_mask, token_type_ids)
         batch_size = pixel_values.shape[0]
-        _check_batch(batch_size, input_ids.shape[0], "pixel_values", "input_ids")
+        _check_same_batch_size(batch_size, input_ids.shape[0], "pixel_values", "input_ids")
         if instance_objectives and positive_pixel_values is None:
             raise ValueError(
                 "positive_pixel_values (a second image of each product) is required when inter_loss_weight, "
@@ -1124,14 +1156,12 @@ class EclipForPreTraining(EclipPreTrainedModel):
         if instance_objectives and product_ids is None:
             raise ValueError("product_ids are required to mask same-product pairs in the ECLIP objectives.")
         if positive_pixel_values is not None:
-            _check_batch(batch_size, positive_pixel_values.shape[0], "pixel_values", "positive_pixel_values")
-        if self.training and instance_objectives:
-            # Fail before any compute, not at the enqueue after the step.
-            self.check_global_batch_size(batch_size * distributed_rank_and_world_size()[1])
+            self.eclip._check_pixel_values(positive_pixel_values, "positive_pixel_values")
+            _check_same_batch_size(batch_size, positive_pixel_values.shape[0], "pixel_values", "positive_pixel_values")
         if product_ids is not None:
             if product_ids.dim() != 1:
                 raise ValueError(f"product_ids must be 1-D (batch,), got shape {tuple(product_ids.shape)}.")
-            _check_batch(batch_size, product_ids.shape[0], "pixel_values", "product_ids")
+            _check_same_batch_size(batch_size, product_ids.shape[0], "pixel_values", "product_ids")
 
     def forward(
         self,
@@ -1162,33 +1192,41 @@ class EclipForPreTraining(EclipPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
-        instance_objectives = self.uses_momentum and not itc_only
-        self._check_batch(pixel_values, positive_pixel_values, input_ids, product_ids, instance_objectives)
+        instance_objectives = config.uses_decoder_objectives and not itc_only
+        self._check_pretraining_batch(
+            pixel_values,
+            positive_pixel_values,
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            product_ids,
+            instance_objectives,
+        )
         rank, _ = distributed_rank_and_world_size()
         batch_size = pixel_values.shape[0]
         row_offset = rank * batch_size
 
         # Online towers and L_itc (Eq. 6-7).
         flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
-        image_raw, patch_embeds, vision_outputs = self.eclip.encode_image(pixel_values, **flags, **kwargs)
-        text_raw, text_outputs = self.eclip.encode_text(input_ids, attention_mask, token_type_ids, **flags, **kwargs)
+        image_raw, patch_embeds, vision_outputs = self.eclip._run_image_tower(pixel_values, **flags, **kwargs)
+        text_raw, text_outputs = self.eclip._run_text_tower(
+            input_ids, attention_mask, token_type_ids, **flags, **kwargs
+        )
         image_embeds, text_embeds = F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1)
         logit_scale = self.eclip.logit_scale.clamp(max=config.logit_scale_max).exp().squeeze(0)  # 0-d: `temperature`
         all_image_embeds, all_text_embeds = gather_features(image_embeds), gather_features(text_embeds)
         all_product_ids = gather_features(product_ids) if product_ids is not None else None
-        if product_ids is not None and batch_size > 1 and bool((all_product_ids == all_product_ids[0]).all()):
-            raise ValueError("Every sample in the batch is the same product: there are no negatives to contrast.")
         losses: dict[str, torch.Tensor | None] = dict.fromkeys(OBJECTIVES)
         if config.itc_loss_weight > 0:
             losses["itc"] = image_text_contrastive_loss(
-                image_embeds,
-                text_embeds,
-                all_image_embeds,
-                all_text_embeds,
-                logit_scale,
-                product_ids,
-                all_product_ids,
-                row_offset,
+                image_embeds=image_embeds,
+                text_embeds=text_embeds,
+                all_image_embeds=all_image_embeds,
+                all_text_embeds=all_text_embeds,
+                logit_scale=logit_scale,
+                product_ids=product_ids,
+                all_product_ids=all_product_ids,
+                row_offset=row_offset,
             )
         instance_embeds = positive_slot = positive_slot_entropy = decoder_output = None
         enqueue = {}
@@ -1215,34 +1253,39 @@ class EclipForPreTraining(EclipPreTrainedModel):
             all_momentum_instances = gather_features(momentum_instances)
 
             if config.inter_loss_weight > 0:
-                filled = self.queue_product_ids >= 0  # slots not yet written hold no feature
+                # The whole queue: the loss masks the slots not yet written (product id -1).
                 losses["inter"] = inter_product_contrastive_loss(
-                    instance_embeds,
-                    all_momentum_instances,
-                    self.queue_embeds[filled],
-                    product_ids,
-                    all_product_ids,
-                    self.queue_product_ids[filled],
-                    logit_scale,
-                    row_offset,
+                    instance_embeds=instance_embeds,
+                    all_momentum_embeds=all_momentum_instances,
+                    logit_scale=logit_scale,
+                    product_ids=product_ids,
+                    all_product_ids=all_product_ids,
+                    queue_embeds=self.queue_embeds,
+                    queue_product_ids=self.queue_product_ids,
+                    row_offset=row_offset,
                 )
             if config.itm_loss_weight > 0:
                 losses["itm"] = instance_text_matching_loss(
-                    self.itm_head,
-                    instance_embeds,
-                    image_embeds,
-                    text_embeds,
-                    all_image_embeds,
-                    all_text_embeds,
-                    product_ids,
-                    all_product_ids,
+                    itm_head=self.itm_head,
+                    instance_embeds=instance_embeds,
+                    image_embeds=image_embeds,
+                    text_embeds=text_embeds,
+                    all_image_embeds=all_image_embeds,
+                    all_text_embeds=all_text_embeds,
+                    product_ids=product_ids,
+                    all_product_ids=all_product_ids,
                 )
             if config.intra_loss_weight > 0:
-                losses["intra"] = intra_product_contrastive_loss(slots, text_embeds, positive_slot, logit_scale)
+                losses["intra"] = intra_product_contrastive_loss(
+                    slot_embeds=slots, text_embeds=text_embeds, positive_slot=positive_slot, logit_scale=logit_scale
+                )
             slot_entropy = slot_token_entropy(assignment if config.entropy_loss_weight > 0 else assignment.detach())
             if config.entropy_loss_weight > 0:
                 losses["entropy"] = assignment_entropy_regularizer(
-                    slot_entropy, positive_slot, assignment.shape[1], config.negative_entropy_weight
+                    slot_entropy=slot_entropy,
+                    positive_slot=positive_slot,
+                    num_tokens=assignment.shape[1],
+                    negative_weight=config.negative_entropy_weight,
                 )
 
             positive_slot_entropy = slot_entropy.detach()[rows, positive_slot].mean()
@@ -1285,8 +1328,8 @@ class EclipForPreTraining(EclipPreTrainedModel):
         """The momentum model's pass over x+: the normalised Eq. 8 targets h_xi (decoded as at transfer, Sec. 3.4), the
         image prompts g_I(v_cls) of x+ and the normalised text prompts g_T(w_cls), each `(B, D)`."""
         momentum = self.momentum_eclip
-        image_prompts, patches, _ = momentum.encode_image(positive_pixel_values)
-        text_prompts, _ = momentum.encode_text(input_ids, attention_mask, token_type_ids)
+        image_prompts, patches, _ = momentum._run_image_tower(positive_pixel_values)
+        text_prompts, _ = momentum._run_text_tower(input_ids, attention_mask, token_type_ids)
         text_types = torch.full((text_prompts.shape[0],), TEXT_PROMPT, dtype=torch.long, device=text_prompts.device)
         decoded = momentum.decode_instances(patches, text_prompts, text_types, output_assignment_maps=False)
         instances = F.normalize(decoded.last_hidden_state[:, 0], dim=-1)
@@ -1467,12 +1510,14 @@ class EclipForObjectDetection(EclipPreTrainedModel):
         labels (`list[dict]`, *optional*):
             One dict per image, DETR's format: `class_labels` (`torch.LongTensor` `(num_boxes,)`, in
             `[0, num_labels)`) and `boxes` (`torch.FloatTensor` `(num_boxes, 4)`, center_x, center_y, width, height
-            normalised to [0, 1]). An image may have no boxes (every slot is then "no object"); a box outside the
-            image, one with no width or height, a non-finite value or an unknown label is a `ValueError`.
+            normalised to [0, 1]). An image may have no boxes (every slot is then "no object"). Labels of another
+            shape or dtype are a `ValueError`; their values (a box outside the image, one with no width or height, a
+            non-finite value, an unknown label) are checked by the detection collator (`check_detection_labels` in
+            `modeling_eclip.detection.data`), not here.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
-            _check_detection_labels(labels, pixel_values.shape[0], self.config.num_labels)
+            _check_detection_label_shapes(labels, pixel_values.shape[0])
         auxiliary = self.config.auxiliary_loss and labels is not None
         image_embeds, patch_embeds, _ = self.eclip.encode_image(pixel_values, **kwargs)
         decoder_output = self.eclip.decoder(
@@ -1531,9 +1576,11 @@ class EclipForObjectDetection(EclipPreTrainedModel):
         )
 
 
-def _check_detection_labels(labels: list[dict[str, torch.Tensor]], batch_size: int, num_labels: int) -> None:
-    """Raises a `ValueError` naming the image and the problem for labels the DETR loss would turn into NaN or a wrong
-    target without a word (boxes outside [0, 1], no width or height, non-finite, unknown classes)."""
+def _check_detection_label_shapes(labels: list[dict[str, torch.Tensor]], batch_size: int) -> None:
+    """Raises a `ValueError` naming the image for labels not in DETR's format: one dict per image with integer
+    `class_labels` `(num_boxes,)` and `boxes` `(num_boxes, 4)`. Shapes and dtypes only; the values (classes in range,
+    boxes finite and inside the image) are checked by the detection collator,
+    `modeling_eclip.detection.data.check_detection_labels`."""
     if not isinstance(labels, (list, tuple)) or len(labels) != batch_size:
         raise ValueError(f"labels must be a list of one dict per image ({batch_size}), got {type(labels).__name__}")
     for index, target in enumerate(labels):
@@ -1546,40 +1593,23 @@ def _check_detection_labels(labels: list[dict[str, torch.Tensor]], batch_size: i
                 f"{where}: boxes must be (num_boxes, 4) with one class label each, got boxes {tuple(boxes.shape)} "
                 f"and class_labels {tuple(classes.shape)}"
             )
-        if classes.dtype.is_floating_point or (classes.numel() and (classes.min() < 0 or classes.max() >= num_labels)):
-            raise ValueError(
-                f"{where}: class_labels must be integers in [0, num_labels={num_labels}), got {classes.tolist()}"
-            )
-        if not torch.isfinite(boxes).all():
-            raise ValueError(f"{where}: boxes hold non-finite values: {boxes.tolist()}")
-        if boxes.numel() == 0:
-            continue
-        center, size = boxes[:, :2], boxes[:, 2:]
-        if (size <= 0).any():
-            raise ValueError(f"{where}: degenerate boxes (width or height <= 0): {boxes.tolist()}")
-        tolerance = 1e-4  # rounding of pixel boxes normalised by the image size
-        if ((center - size / 2) < -tolerance).any() or ((center + size / 2) > 1 + tolerance).any():
-            raise ValueError(
-                f"{where}: boxes reach outside the image; they must be (center_x, center_y, width, height) "
-                f"normalised to [0, 1] by the image size, got {boxes.tolist()}"
-            )
+        if classes.dtype.is_floating_point or classes.dtype == torch.bool:
+            raise ValueError(f"{where}: class_labels must be integers, got dtype {classes.dtype}")
 
 
 def _first_occurrences(ids: torch.Tensor) -> torch.Tensor:
     """`(n,)` bool: True at the first position of every distinct value of `ids` (a product queued several times, or
-    both in the batch and the queue, is one candidate)."""
-    _, inverse = torch.unique(ids, return_inverse=True)
-    positions = torch.arange(ids.shape[0], device=ids.device)
-    first = torch.full((int(inverse.max()) + 1,), ids.shape[0], device=ids.device).scatter_reduce(
-        0, inverse, positions, reduce="amin"
-    )
-    return first[inverse] == positions
+    both in the batch and the queue, is one candidate). A stable sort, so no shape depends on the values (as the
+    number of distinct ids of `torch.unique` would) and the device is never asked for one."""
+    sorted_ids, order = ids.sort(stable=True)
+    # Equal ids keep their order, so the first of each run of equal ids is the earliest position.
+    run_starts = torch.ones_like(sorted_ids, dtype=torch.bool)
+    run_starts[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    return torch.empty_like(run_starts).scatter_(0, order, run_starts)
 
 
 def _positive_first_to_slot_order(positive_slot: torch.Tensor, num_queries: int) -> torch.Tensor:
     """Gather indices `(B, T)` that move column 0 (the positive) to column r and shift columns 1..r left by one."""
-    if positive_slot.min() < 0 or positive_slot.max() >= num_queries:
-        raise ValueError(f"positive_slot must lie in [0, {num_queries}), got {positive_slot.tolist()}.")
     slots = torch.arange(num_queries, device=positive_slot.device).unsqueeze(0)
     r = positive_slot.view(-1, 1)
     return torch.where(slots == r, 0, torch.where(slots < r, slots + 1, slots))
@@ -1599,12 +1629,8 @@ def _check_prompt_texts(pixel_values: Any, input_ids: Any, method: str) -> None:
         )
 
 
-def _is_compiling() -> bool:
-    """Under torch.compile or tracing, value checks (which read tensors back) are skipped; shape checks still run."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
-
-
-def _check_batch(expected: int, actual: int, expected_name: str, actual_name: str) -> None:
+def _check_same_batch_size(expected: int, actual: int, expected_name: str, actual_name: str) -> None:
+    """Raises a ValueError naming both arguments when two inputs that pair row by row have different batch sizes."""
     if expected != actual:
         raise ValueError(
             f"{expected_name} has batch size {expected} but {actual_name} has {actual}: one per image is needed here."

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from transformers import Pipeline, PreTrainedModel, ProcessorMixin
 
-from .processing_eclip import EclipProcessor, check_texts, to_rgb_image
+from .processing_eclip import EclipProcessor, check_model_inputs, check_texts, to_rgb_image
 
 PIPELINE_TASK = "zero-shot-product-classification"
 # Category prompts in the style of CLIP's zero-shot classification (Sec. 4.2.1 follows CLIP).
@@ -153,6 +153,7 @@ class ZeroShotProductClassificationPipeline(Pipeline):
         chunks = []
         for start in range(0, len(prompts), LABEL_CHUNK_SIZE):
             tokens = self.eclip_processor(text=prompts[start : start + LABEL_CHUNK_SIZE])
+            check_model_inputs(tokens, self.model.config)  # on the host: token ids against the model's vocabulary
             tokens = self._ensure_tensor_on_device(dict(tokens), self.device)
             chunks.append(self.model.get_text_features(**tokens, return_dict=True).pooler_output)
         return F.normalize(torch.cat(chunks).float(), dim=-1)
@@ -161,6 +162,7 @@ class ZeroShotProductClassificationPipeline(Pipeline):
         item = _as_item(item)
         image = to_rgb_image(item["image"], item["name"])
         inputs = dict(self.eclip_processor(images=image, text=item["title"], return_tensors="pt"))
+        check_model_inputs(inputs, self.model.config)  # on the host, so the model's forward reads no value back
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
 

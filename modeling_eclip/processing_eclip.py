@@ -11,7 +11,7 @@ import os
 import unicodedata
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,8 @@ from transformers.processing_utils import ProcessingKwargs
 DEFAULT_MAX_TEXT_LENGTH = 55
 # Seconds to wait for an image URL, as `load_image(timeout=...)` would be told.
 DEFAULT_URL_TIMEOUT = 30.0
+# The floating-point model inputs that `check_model_inputs` refuses with NaN or infinite values.
+FLOAT_INPUT_NAMES = ("pixel_values", "prompt_pixel_values", "positive_pixel_values", "prompt_embeds")
 
 
 def to_rgb_image(image: Any, name: str = "image", min_size: int | None = None) -> Image.Image:
@@ -236,6 +238,35 @@ def check_texts(texts: Any, argument: str, names: Sequence[str] | None = None) -
     return texts
 
 
+def check_model_inputs(inputs: Mapping[str, Any], config: Any) -> None:
+    """THE value check of ECLIP's model inputs, run once per batch on the host where the batch is made (the pipeline,
+    grounding; for tensors built by hand, call it yourself), before the tensors move to the device.
+
+    The model's `forward` checks shapes and dtypes only: reading values there would make every step wait for the
+    device. Raises a ValueError naming the input for NaN or infinite `pixel_values`, `prompt_pixel_values`,
+    `positive_pixel_values` or `prompt_embeds`, `input_ids` outside the text tower's vocabulary `[0, vocab_size)` (a
+    tokenizer that does not match the model) and `token_type_ids` outside `[0, type_vocab_size)`. `config` is the
+    model's `EclipConfig`. Missing inputs, and inputs of a shape or dtype the model refuses, are left to the model.
+    """
+    for name in FLOAT_INPUT_NAMES:
+        tensor = inputs.get(name)
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} has NaN or infinite values.")
+    text_config = config.text_config
+    for name, limit in (
+        ("input_ids", text_config.vocab_size),
+        ("token_type_ids", getattr(text_config, "type_vocab_size", None)),
+    ):
+        tensor = inputs.get(name)
+        if not isinstance(tensor, torch.Tensor) or not limit or tensor.numel() == 0:
+            continue
+        if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+            continue  # the model names the dtype
+        low, high = (int(value) for value in torch.aminmax(tensor))
+        if low < 0 or high >= limit:
+            raise ValueError(f"{name} must lie in [0, {limit}), got values in [{low}, {high}].")
+
+
 class EclipImageProcessor(ViTImageProcessorPil):
     r"""
     ECLIP's image preprocessing: ViT's (the whole image resized to the model's size, no centre crop, so grounding maps
@@ -366,4 +397,12 @@ class EclipProcessor(ProcessorMixin):
         return [*self.tokenizer.model_input_names, "pixel_values", "prompt_pixel_values"]
 
 
-__all__ = ["EclipImageProcessor", "EclipProcessor", "check_texts", "is_blank_text", "to_rgb_image", "to_rgb_images"]
+__all__ = [
+    "EclipImageProcessor",
+    "EclipProcessor",
+    "check_model_inputs",
+    "check_texts",
+    "is_blank_text",
+    "to_rgb_image",
+    "to_rgb_images",
+]

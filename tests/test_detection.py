@@ -28,7 +28,7 @@ from modeling_eclip.detection import (
     load_detection_samples,
     parse_detection_arguments,
 )
-from modeling_eclip.detection.data import BoxError
+from modeling_eclip.detection.data import BoxError, check_detection_labels
 from modeling_eclip.detection.evaluate import main as evaluate_main
 from modeling_eclip.detection.finetune import finetune, load_detection_recipe
 
@@ -125,10 +125,16 @@ def test_a_few_fine_tuning_steps_lower_the_loss():
 
 @pytest.mark.parametrize("name", sorted(BAD_DETR_TARGETS))
 def test_bad_labels_are_errors_naming_the_problem(name):
+    """The detection collator's check names every problem; the model's forward, which reads no value back (a device
+    sync), names those of shape and dtype."""
     labels, boxes, message = BAD_DETR_TARGETS[name]
     bad = {"class_labels": torch.tensor(labels), "boxes": torch.tensor(boxes)}
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        detector()(pixel_values=pixels(1), labels=[bad])
+    match = message.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ValueError, match=match):
+        check_detection_labels([bad], num_labels=3)
+    if name in ("float_labels", "three_numbers"):
+        with pytest.raises(ValueError, match=match):
+            detector()(pixel_values=pixels(1), labels=[bad])
 
 
 def test_labels_need_one_target_per_image():

@@ -2,6 +2,7 @@
 """Tests of `modeling_eclip/loss_eclip.py` against naive loop references written from Eq. 6-10."""
 
 import copy
+import inspect
 import math
 import os
 import tempfile
@@ -37,7 +38,49 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _entropy_loss(assignment: torch.Tensor, positive_index: torch.Tensor) -> torch.Tensor:
-    return assignment_entropy_regularizer(slot_token_entropy(assignment), positive_index, assignment.shape[1])
+    return assignment_entropy_regularizer(
+        slot_entropy=slot_token_entropy(assignment), positive_slot=positive_index, num_tokens=assignment.shape[1]
+    )
+
+
+def _one_process_itc(images, texts, scale, product_ids) -> torch.Tensor:
+    """L_itc in one process: the local rows are the whole (gathered) batch."""
+    return image_text_contrastive_loss(
+        image_embeds=images,
+        text_embeds=texts,
+        all_image_embeds=images,
+        all_text_embeds=texts,
+        logit_scale=scale,
+        product_ids=product_ids,
+        all_product_ids=product_ids,
+    )
+
+
+def _one_process_inter(instances, momentum, scale, product_ids, queue, queue_product_ids) -> torch.Tensor:
+    """L_inter in one process: the local rows are the whole (gathered) batch."""
+    return inter_product_contrastive_loss(
+        instance_embeds=instances,
+        all_momentum_embeds=momentum,
+        logit_scale=scale,
+        product_ids=product_ids,
+        all_product_ids=product_ids,
+        queue_embeds=queue,
+        queue_product_ids=queue_product_ids,
+    )
+
+
+def _one_process_itm(head, instances, images, texts, product_ids) -> torch.Tensor:
+    """L_itm in one process: the local rows are the whole (gathered) batch."""
+    return instance_text_matching_loss(
+        itm_head=head,
+        instance_embeds=instances,
+        image_embeds=images,
+        text_embeds=texts,
+        all_image_embeds=images,
+        all_text_embeds=texts,
+        product_ids=product_ids,
+        all_product_ids=product_ids,
+    )
 
 
 def _itm_head(seed: int = 0) -> torch.nn.Linear:
@@ -113,6 +156,21 @@ def reference_entropy(assignment, positive_index) -> float:
     return total / batch
 
 
+@pytest.mark.parametrize(
+    "loss",
+    [
+        image_text_contrastive_loss,
+        inter_product_contrastive_loss,
+        instance_text_matching_loss,
+        intra_product_contrastive_loss,
+        assignment_entropy_regularizer,
+    ],
+)
+def test_losses_take_keyword_arguments_only(loss):
+    """Several arguments are tensors of one shape (local and gathered embeddings): positional calls could swap them."""
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in inspect.signature(loss).parameters.values())
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Image-text contrastive (Eq. 6-7)
 # ----------------------------------------------------------------------------------------------------------
@@ -122,7 +180,7 @@ def reference_entropy(assignment, positive_index) -> float:
 def test_itc_matches_reference(product_ids):
     images, texts = _normalized(B, D, seed=0), _normalized(B, D, seed=1)
     pids = torch.tensor(product_ids)
-    loss = image_text_contrastive_loss(images, texts, images, texts, torch.tensor(SCALE), pids, pids)
+    loss = _one_process_itc(images, texts, torch.tensor(SCALE), pids)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(reference_itc(images, texts, SCALE, product_ids), abs=ATOL)
 
@@ -132,11 +190,11 @@ def test_itc_without_product_ids_is_plain_clip_loss():
     logits = SCALE * images @ texts.t()
     labels = torch.arange(B)
     expected = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-    loss = image_text_contrastive_loss(images, texts, images, texts, torch.tensor(SCALE), None, None)
+    loss = _one_process_itc(images, texts, torch.tensor(SCALE), None)
     torch.testing.assert_close(loss, expected, atol=ATOL, rtol=0)
     # With duplicates, masking must change the value (otherwise the masked tests below prove nothing).
     pids = torch.tensor([0, 1, 0, 2])
-    masked = image_text_contrastive_loss(images, texts, images, texts, torch.tensor(SCALE), pids, pids)
+    masked = _one_process_itc(images, texts, torch.tensor(SCALE), pids)
     assert abs(masked.item() - loss.item()) > 1e-3
 
 
@@ -149,7 +207,14 @@ def test_itc_same_product_column_is_not_a_negative():
 
     def local_loss(all_images, all_texts):
         return image_text_contrastive_loss(
-            all_images[2:3], all_texts[2:3], all_images, all_texts, scale, pids[2:3], pids, row_offset=2
+            image_embeds=all_images[2:3],
+            text_embeds=all_texts[2:3],
+            all_image_embeds=all_images,
+            all_text_embeds=all_texts,
+            logit_scale=scale,
+            product_ids=pids[2:3],
+            all_product_ids=pids,
+            row_offset=2,
         )
 
     base = local_loss(images, texts)
@@ -177,12 +242,19 @@ def test_itc_two_ranks_equal_single_process_loss_and_gradients():
     scale = torch.tensor(SCALE, requires_grad=True)
     inputs = (images, texts, scale)
 
-    full = image_text_contrastive_loss(images, texts, images, texts, scale, pids, pids)
+    full = _one_process_itc(images, texts, scale, pids)
     full_grads = torch.autograd.grad(full, inputs)
 
     def rank_loss(rows, offset):
         return image_text_contrastive_loss(
-            images[rows], texts[rows], images, texts, scale, pids[rows], pids, row_offset=offset
+            image_embeds=images[rows],
+            text_embeds=texts[rows],
+            all_image_embeds=images,
+            all_text_embeds=texts,
+            logit_scale=scale,
+            product_ids=pids[rows],
+            all_product_ids=pids,
+            row_offset=offset,
         )
 
     split = _split_over_ranks(rank_loss, world_size=2, batch=batch)
@@ -209,7 +281,7 @@ def test_inter_matches_reference(product_ids, queue_product_ids):
         _normalized(K, D, seed=6),
     )
     pids, qpids = torch.tensor(product_ids), torch.tensor(queue_product_ids)
-    loss = inter_product_contrastive_loss(instances, momentum, queue, pids, pids, qpids, torch.tensor(SCALE))
+    loss = _one_process_inter(instances, momentum, torch.tensor(SCALE), pids, queue, qpids)
     expected = reference_inter(instances, momentum, queue, product_ids, queue_product_ids, SCALE)
     assert loss.item() == pytest.approx(expected, abs=ATOL)
 
@@ -219,8 +291,20 @@ def test_inter_empty_or_missing_queue():
     pids = torch.tensor([0, 1, 0, 2])
     expected = reference_inter(instances, momentum, [], pids, [], SCALE)
     for queue, qpids in ((None, None), (torch.empty(0, D), torch.empty(0, dtype=torch.long))):
-        loss = inter_product_contrastive_loss(instances, momentum, queue, pids, pids, qpids, torch.tensor(SCALE))
+        loss = _one_process_inter(instances, momentum, torch.tensor(SCALE), pids, queue, qpids)
         assert loss.item() == pytest.approx(expected, abs=ATOL)
+
+
+def test_inter_masks_the_queue_slots_not_yet_written():
+    """The model passes the whole queue (a fixed shape); slots not yet written (product id -1) are no negatives."""
+    instances, momentum, queue = _normalized(B, D, seed=4), _normalized(B, D, seed=5), _normalized(K, D, seed=6)
+    pids, qpids = torch.tensor([0, 1, 0, 2]), torch.tensor([4, -1, 5, -1, -1, 6, -1])
+    filled = qpids >= 0
+    expected = _one_process_inter(instances, momentum, torch.tensor(SCALE), pids, queue[filled], qpids[filled])
+    loss = _one_process_inter(instances, momentum, torch.tensor(SCALE), pids, queue, qpids)
+    torch.testing.assert_close(loss, expected, atol=ATOL, rtol=0)
+    unmasked = _one_process_inter(instances, momentum, torch.tensor(SCALE), pids, queue, qpids.abs())
+    assert abs(unmasked.item() - loss.item()) > 1e-3  # the empty slots' features would have counted
 
 
 def test_inter_same_product_entries_are_not_negatives():
@@ -234,7 +318,15 @@ def test_inter_same_product_entries_are_not_negatives():
     scale = torch.tensor(SCALE)
 
     def local_loss(all_momentum, all_queue):  # local row = global row 0 (product 3)
-        return inter_product_contrastive_loss(instances[:1], all_momentum, all_queue, pids[:1], pids, qpids, scale)
+        return inter_product_contrastive_loss(
+            instance_embeds=instances[:1],
+            all_momentum_embeds=all_momentum,
+            logit_scale=scale,
+            product_ids=pids[:1],
+            all_product_ids=pids,
+            queue_embeds=all_queue,
+            queue_product_ids=qpids,
+        )
 
     base = local_loss(momentum, queue)
     m, q = momentum.clone(), queue.clone()
@@ -254,12 +346,19 @@ def test_inter_two_ranks_equal_single_process_loss_and_gradients():
     queue = _normalized(K, D, seed=9)
     scale = torch.tensor(SCALE, requires_grad=True)
 
-    full = inter_product_contrastive_loss(instances, momentum, queue, pids, pids, qpids, scale)
+    full = _one_process_inter(instances, momentum, scale, pids, queue, qpids)
     full_grads = torch.autograd.grad(full, (instances, scale))
 
     def rank_loss(rows, offset):
         return inter_product_contrastive_loss(
-            instances[rows], momentum, queue, pids[rows], pids, qpids, scale, row_offset=offset
+            instance_embeds=instances[rows],
+            all_momentum_embeds=momentum,
+            logit_scale=scale,
+            product_ids=pids[rows],
+            all_product_ids=pids,
+            queue_embeds=queue,
+            queue_product_ids=qpids,
+            row_offset=offset,
         )
 
     split = _split_over_ranks(rank_loss, world_size=2, batch=batch)
@@ -322,7 +421,7 @@ def test_itm_pairs_each_positive_with_a_hard_negative_text_and_instance():
     instances, images, texts = _normalized(B, D, seed=30), _normalized(B, D, seed=31), _normalized(B, D, seed=32)
     pids = torch.tensor([0, 1, 0, 2])
     torch.manual_seed(5)
-    loss = instance_text_matching_loss(head, instances, images, texts, images, texts, pids, pids)
+    loss = _one_process_itm(head, instances, images, texts, pids)
     torch.manual_seed(5)
     negative_text = sample_hard_negatives(images @ texts.t(), pids, pids)
     negative_image = sample_hard_negatives(texts @ images.t(), pids, pids)
@@ -346,11 +445,15 @@ def test_intra_matches_reference_and_normalises_slots():
     slots = torch.randn(B, T, D, generator=torch.Generator().manual_seed(4)) * 3  # raw, not normalised
     texts = _normalized(B, D, seed=5)
     positive_index = torch.tensor([0, 4, 2, 0])
-    loss = intra_product_contrastive_loss(slots, texts, positive_index, torch.tensor(SCALE))
+    loss = intra_product_contrastive_loss(
+        slot_embeds=slots, text_embeds=texts, positive_slot=positive_index, logit_scale=torch.tensor(SCALE)
+    )
     assert loss.item() == pytest.approx(reference_intra(slots, texts, positive_index, SCALE), abs=ATOL)
     rescaled = slots * torch.rand(B, T, 1, generator=torch.Generator().manual_seed(6)).add(0.1) * 10
     torch.testing.assert_close(
-        intra_product_contrastive_loss(rescaled, texts, positive_index, torch.tensor(SCALE)),
+        intra_product_contrastive_loss(
+            slot_embeds=rescaled, text_embeds=texts, positive_slot=positive_index, logit_scale=torch.tensor(SCALE)
+        ),
         loss,
         atol=ATOL,
         rtol=0,
@@ -370,10 +473,11 @@ def test_entropy_regularizer_weighs_the_negative_slots_part():
     entropy = slot_token_entropy(torch.softmax(logits, dim=-1))
     positive_index = torch.tensor([1, 0, 4, 1])
     positive = entropy[torch.arange(B), positive_index].mean().item()
-    full = assignment_entropy_regularizer(entropy, positive_index, N).item()
-    none = assignment_entropy_regularizer(entropy, positive_index, N, negative_weight=0.0).item()
+    inputs = {"slot_entropy": entropy, "positive_slot": positive_index, "num_tokens": N}
+    full = assignment_entropy_regularizer(**inputs).item()
+    none = assignment_entropy_regularizer(**inputs, negative_weight=0.0).item()
     assert none == pytest.approx(positive, abs=ATOL)
-    half = assignment_entropy_regularizer(entropy, positive_index, N, negative_weight=0.5).item()
+    half = assignment_entropy_regularizer(**inputs, negative_weight=0.5).item()
     assert half == pytest.approx(positive + 0.5 * (full - positive), abs=ATOL)
 
 
@@ -414,10 +518,12 @@ def test_all_losses_finite_under_bf16_autocast_with_extreme_logits():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assignment = torch.softmax(attention_logits.to(torch.bfloat16), dim=-1)  # exact zeros and ones
         losses = {
-            "itc": image_text_contrastive_loss(images, texts, images, texts, scale, pids, pids),
-            "inter": inter_product_contrastive_loss(images, texts, queue, pids, pids, qpids, scale),
-            "itm": instance_text_matching_loss(head, images, images, texts, images, texts, pids, pids),
-            "intra": intra_product_contrastive_loss(slots, texts, positive_index, scale),
+            "itc": _one_process_itc(images, texts, scale, pids),
+            "inter": _one_process_inter(images, texts, scale, pids, queue, qpids),
+            "itm": _one_process_itm(head, images, images, texts, pids),
+            "intra": intra_product_contrastive_loss(
+                slot_embeds=slots, text_embeds=texts, positive_slot=positive_index, logit_scale=scale
+            ),
             "entropy": _entropy_loss(assignment, positive_index),
         }
         similarity = scale.detach() * images.detach().to(torch.bfloat16) @ texts.detach().to(torch.bfloat16).t()
@@ -447,12 +553,13 @@ def test_pure_bf16_inputs_give_fp32_losses_close_to_fp32():
             return x.to(dtype)
 
         scale = torch.tensor(SCALE, dtype=dtype)
-        itm_inputs = (images[:2], images[:2], texts[:2], images[:2], texts[:2])  # h, g_I, g_T, gathered g_I, g_T
         return [
-            image_text_contrastive_loss(*map(cast, (images, texts, images, texts)), scale, pids, pids),
-            inter_product_contrastive_loss(cast(images), cast(texts), cast(queue), pids, pids, qpids, scale),
-            instance_text_matching_loss(copy.deepcopy(head).to(dtype), *map(cast, itm_inputs), two, two),
-            intra_product_contrastive_loss(cast(slots), cast(texts), positive_index, scale),
+            _one_process_itc(cast(images), cast(texts), scale, pids),
+            _one_process_inter(cast(images), cast(texts), scale, pids, cast(queue), qpids),
+            _one_process_itm(copy.deepcopy(head).to(dtype), cast(images[:2]), cast(images[:2]), cast(texts[:2]), two),
+            intra_product_contrastive_loss(
+                slot_embeds=cast(slots), text_embeds=cast(texts), positive_slot=positive_index, logit_scale=scale
+            ),
             _entropy_loss(cast(assignment), positive_index),
         ]
 
@@ -489,7 +596,14 @@ def _two_process_worker(rank: int, world_size: int, init_file: str) -> None:
         assert torch.equal(all_pids, pids)
         scale = torch.tensor(SCALE)
         loss = image_text_contrastive_loss(
-            images, texts, all_images, all_texts, scale, pids[rows], all_pids, row_offset=rank * local
+            image_embeds=images,
+            text_embeds=texts,
+            all_image_embeds=all_images,
+            all_text_embeds=all_texts,
+            logit_scale=scale,
+            product_ids=pids[rows],
+            all_product_ids=all_pids,
+            row_offset=rank * local,
         )
         loss.backward()
 
@@ -497,7 +611,7 @@ def _two_process_worker(rank: int, world_size: int, init_file: str) -> None:
             global_images.clone().requires_grad_(),
             global_texts.clone().requires_grad_(),
         )
-        full = image_text_contrastive_loss(full_images, full_texts, full_images, full_texts, scale, pids, pids)
+        full = _one_process_itc(full_images, full_texts, scale, pids)
         full.backward()
         mean_loss = loss.detach().clone()
         torch.distributed.all_reduce(mean_loss)

@@ -441,7 +441,7 @@ def _itc_only(**overrides):
 
 def test_itc_only_equals_the_clip_loss_and_skips_momentum_and_decoder():
     model = _itc_only()
-    assert not model.uses_momentum
+    assert not model.config.uses_decoder_objectives
     recorders = [
         Recorder(module)
         for module in (
@@ -493,13 +493,6 @@ def test_itc_only_argument_computes_the_itc_only_loss_and_leaves_the_config_alon
     assert model(**batch).loss_inter is not None  # the next call without it has every objective again
 
 
-def test_itc_only_rejects_a_batch_of_one_product():
-    model = _itc_only()
-    batch = _without(make_batch(torch.full((8,), 5)), "positive_pixel_values")
-    with pytest.raises(ValueError, match="Every sample in the batch is the same product"):
-        model(**batch)
-
-
 def test_itc_only_with_duplicate_products_masks_them():
     model = _itc_only()
     product_ids = torch.tensor([0, 1, 0, 2, 3, 1, 4, 5])
@@ -508,8 +501,11 @@ def test_itc_only_with_duplicate_products_masks_them():
     output = model(**batch)
     image, text = online_unimodal_embeds(model, batch)
     scale = clamped_scale(model)
-    masked = image_text_contrastive_loss(image, text, image, text, scale, product_ids, product_ids)
-    plain = image_text_contrastive_loss(image, text, image, text, scale, None, None)
+    one_process = {"image_embeds": image, "text_embeds": text, "all_image_embeds": image, "all_text_embeds": text}
+    masked = image_text_contrastive_loss(
+        **one_process, logit_scale=scale, product_ids=product_ids, all_product_ids=product_ids
+    )
+    plain = image_text_contrastive_loss(**one_process, logit_scale=scale)
     torch.testing.assert_close(output.loss, masked, atol=ATOL, rtol=0)
     torch.testing.assert_close(output.loss_itc, masked, atol=ATOL, rtol=0)
     assert abs(float(masked.detach()) - float(plain.detach())) > 1e-4
@@ -543,7 +539,15 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     image, text = online_unimodal_embeds(model, batch)
     torch.testing.assert_close(output.image_embeds, image, atol=ATOL, rtol=0)
     torch.testing.assert_close(output.text_embeds, text, atol=ATOL, rtol=0)
-    itc = image_text_contrastive_loss(image, text, image, text, scale, product_ids, product_ids)
+    itc = image_text_contrastive_loss(
+        image_embeds=image,
+        text_embeds=text,
+        all_image_embeds=image,
+        all_text_embeds=text,
+        logit_scale=scale,
+        product_ids=product_ids,
+        all_product_ids=product_ids,
+    )
     torch.testing.assert_close(output.loss_itc, itc, atol=ATOL, rtol=0)
 
     # Eq. 1: the positive prompt (the product's own text) sits at slot r with q^pos_r and the text type embedding.
@@ -558,17 +562,18 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     torch.testing.assert_close(patches, model.eclip.get_patch_features(batch["pixel_values"]), atol=ATOL, rtol=0)
     torch.testing.assert_close(output.instance_embeds, F.normalize(slots[rows, positive_slot], dim=-1))
 
-    # L_inter against independently computed momentum targets and the filled part of the queue.
+    # L_inter against independently computed momentum targets and the filled part of the queue (the model passes the
+    # whole queue and the loss masks the empty slots).
     momentum, _ = momentum_targets(model, batch)
     filled = model.queue_product_ids >= 0
     inter = inter_product_contrastive_loss(
-        output.instance_embeds,
-        momentum,
-        model.queue_embeds[filled],
-        product_ids,
-        product_ids,
-        model.queue_product_ids[filled],
-        scale,
+        instance_embeds=output.instance_embeds,
+        all_momentum_embeds=momentum,
+        logit_scale=scale,
+        product_ids=product_ids,
+        all_product_ids=product_ids,
+        queue_embeds=model.queue_embeds[filled],
+        queue_product_ids=model.queue_product_ids[filled],
     )
     torch.testing.assert_close(output.loss_inter, inter, atol=ATOL, rtol=0)
 
@@ -582,10 +587,14 @@ def test_each_term_is_the_loss_function_applied_to_what_the_model_computed():
     torch.testing.assert_close(output.loss_itm, F.cross_entropy(match_logits, labels))
 
     # L_intra and L_R on the decoder's own slots and last assignment map; the logged entropy is the positive slot's.
-    intra = intra_product_contrastive_loss(slots, output.text_embeds, positive_slot, scale)
+    intra = intra_product_contrastive_loss(
+        slot_embeds=slots, text_embeds=output.text_embeds, positive_slot=positive_slot, logit_scale=scale
+    )
     torch.testing.assert_close(output.loss_intra, intra)
     slot_entropy = slot_token_entropy(assignment)
-    entropy = assignment_entropy_regularizer(slot_entropy, positive_slot, assignment.shape[1])
+    entropy = assignment_entropy_regularizer(
+        slot_entropy=slot_entropy, positive_slot=positive_slot, num_tokens=assignment.shape[1]
+    )
     torch.testing.assert_close(output.loss_entropy, entropy)
     torch.testing.assert_close(output.positive_slot_entropy, slot_entropy[rows, positive_slot].mean())
 
@@ -689,7 +698,9 @@ def test_every_term_decreases_when_overfitting_a_fixed_batch():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Bad input
+# Bad input: forward names missing inputs and shapes that disagree. Values are the collator's business (a batch of
+# one product, which leaves nothing to contrast, is never made: tests/test_data.py checks that ProductPairStream puts
+# distinct products in every batch).
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -702,7 +713,6 @@ def _without(batch: dict, name: str) -> dict:
     [
         (lambda b: _without(b, "positive_pixel_values"), "positive_pixel_values.*required"),
         (lambda b: _without(b, "product_ids"), "product_ids are required"),
-        (lambda b: {**b, "product_ids": torch.full((8,), 4)}, "Every sample in the batch is the same product"),
         (lambda b: {**b, "input_ids": b["input_ids"][:7], "attention_mask": b["attention_mask"][:7]}, "input_ids"),
         (lambda b: {**b, "product_ids": b["product_ids"][:7]}, "product_ids has 7"),
         (lambda b: {**b, "product_ids": b["product_ids"].view(2, 4)}, "1-D"),
@@ -712,7 +722,6 @@ def _without(batch: dict, name: str) -> dict:
     ids=[
         "no-positive-images",
         "no-product-ids",
-        "single-product",
         "input-ids-batch",
         "product-ids-length",
         "product-ids-2d",
@@ -739,31 +748,31 @@ def test_every_instance_term_needs_positive_images_and_product_ids(weight):
 
 
 def test_global_batch_must_fit_the_queue():
-    model = build(queue_size=16)
+    """The rule lives in the config (the training arguments call it before training); the queue's one writer,
+    `enqueue`, applies it before every write."""
+    config = build(queue_size=16).config
     with pytest.raises(ValueError, match=r"global batch \(32\) is larger than queue_size \(16\)"):
-        model.check_global_batch_size(32)
+        config.check_global_batch_size(32)
     with pytest.raises(ValueError, match="multiple of the global batch size"):
-        model.check_global_batch_size(6)
-    model.check_global_batch_size(8)
-    model.check_global_batch_size(16)
-    # In a training forward, before any compute.
+        config.check_global_batch_size(6)
+    config.check_global_batch_size(8)
+    config.check_global_batch_size(16)
     small = build(queue_size=4)
     with pytest.raises(ValueError, match="larger than queue_size"):
-        small(**make_batch(torch.arange(8)))
-    with pytest.raises(ValueError, match="multiple of the global batch size"):
-        model(**make_batch(torch.arange(6)))
-    assert int(model.queue_pointer) == 0 and bool((model.queue_product_ids == -1).all())
+        small.enqueue(small(**make_batch(torch.arange(8))))
     # Evaluation never enqueues, so any batch size works there.
     assert torch.isfinite(small.eval()(**make_batch(torch.arange(8))).loss)
 
 
-def test_a_rejected_training_batch_leaves_no_trace():
-    """A forward that raises must not change the model's state (the batch size is checked before any compute)."""
+def test_a_batch_the_queue_cannot_hold_leaves_no_trace():
+    """`enqueue` refuses a global batch that would split a queue block before it changes any state."""
     model = build(queue_size=16)
+    output = model(**make_batch(torch.arange(6)))
     ema_before = model.eclip.ema_negative_queries.clone()
     with pytest.raises(ValueError, match="multiple of the global batch size"):
-        model(**make_batch(torch.arange(6)))
-    assert torch.equal(model.eclip.ema_negative_queries, ema_before), "ema_negative_queries changed by a failed step"
+        model.enqueue(output)
+    assert torch.equal(model.eclip.ema_negative_queries, ema_before), "ema_negative_queries changed by a failed write"
+    assert int(model.queue_pointer) == 0 and bool((model.queue_product_ids == -1).all())
 
 
 # ----------------------------------------------------------------------------------------------------------

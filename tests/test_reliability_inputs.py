@@ -30,7 +30,7 @@ from transformers import pipeline
 from modeling_eclip.evaluation.search import ProductSearchIndex
 from modeling_eclip.grounding_eclip import box_iou, candidate_boxes, grounding_score_maps, score_boxes
 from modeling_eclip.pipeline_eclip import PIPELINE_TASK
-from modeling_eclip.processing_eclip import to_rgb_image
+from modeling_eclip.processing_eclip import check_model_inputs, to_rgb_image
 
 LABELS = ["shoes", "bags"]
 
@@ -168,13 +168,16 @@ def test_control_token_titles_are_plain_text(processor):
 
 
 # ----- the model's inputs -----
+# The model's forward checks shapes and dtypes; values are checked once at the edges (`check_model_inputs`).
 
 SIZE = TINY_IMAGE_SIZE
+NON_FINITE_PIXEL_VALUES = {
+    "nan": torch.full((1, 3, SIZE, SIZE), float("nan")),
+    "inf": torch.full((1, 3, SIZE, SIZE), float("inf")),
+}
 BAD_PIXEL_VALUES = {
     "uint8": (torch.full((1, 3, SIZE, SIZE), 128, dtype=torch.uint8), "dtype torch.uint8"),
     "int64": (torch.full((1, 3, SIZE, SIZE), 128, dtype=torch.int64), "dtype torch.int64"),
-    "nan": (torch.full((1, 3, SIZE, SIZE), float("nan")), "NaN or infinite"),
-    "inf": (torch.full((1, 3, SIZE, SIZE), float("inf")), "NaN or infinite"),
     "empty_batch": (torch.zeros(0, 3, SIZE, SIZE), "empty batch"),
     "one_channel": (torch.zeros(1, 1, SIZE, SIZE), r"must be \(batch, 3, 32, 32\)"),
     "three_dimensional": (torch.zeros(3, SIZE, SIZE), r"must be \(batch, 3, 32, 32\)"),
@@ -203,20 +206,29 @@ def test_bad_pixel_values_are_named(case, tiny):
 
 
 def bad_text_inputs(config):
-    vocab, positions = config.text_config.vocab_size, config.text_config.max_position_embeddings
+    """Text inputs of a wrong shape or dtype, which the model's forward names."""
+    positions = config.text_config.max_position_embeddings
     ids = torch.tensor([[101, 2417, 102]])
     return {
         "one_dimensional": ({"input_ids": ids[0]}, r"input_ids must be \(batch, sequence_length\).*input_ids\[None\]"),
         "empty_batch": ({"input_ids": ids[:0]}, "input_ids is empty"),
         "no_tokens": ({"input_ids": ids[:, :0]}, "input_ids is empty"),
+        "float": ({"input_ids": ids.float()}, "integer token ids"),
+        "too_long": ({"input_ids": torch.full((1, positions + 1), 1000)}, "max_position_embeddings"),
+        "mask_shape": ({"input_ids": ids, "attention_mask": torch.ones(1, 2)}, "attention_mask must have the shape"),
+    }
+
+
+def out_of_range_text_inputs(config):
+    """Token ids the text tower cannot embed, which `check_model_inputs` names at the edges."""
+    vocab = config.text_config.vocab_size
+    ids = torch.tensor([[101, 2417, 102]])
+    return {
         "negative": ({"input_ids": torch.tensor([[101, -1, 102]])}, r"input_ids must lie in \[0, "),
         "out_of_vocabulary": (
             {"input_ids": torch.tensor([[101, vocab, 102]])},
             rf"input_ids must lie in \[0, {vocab}\)",
         ),
-        "float": ({"input_ids": ids.float()}, "integer token ids"),
-        "too_long": ({"input_ids": torch.full((1, positions + 1), 1000)}, "max_position_embeddings"),
-        "mask_shape": ({"input_ids": ids, "attention_mask": torch.ones(1, 2)}, "attention_mask must have the shape"),
         "token_types": ({"input_ids": ids, "token_type_ids": torch.full((1, 3), 5)}, r"token_type_ids must lie in"),
     }
 
@@ -257,11 +269,45 @@ def test_prompt_texts_must_match_the_images(tiny):
         candidate_boxes([1, 1, 4, 4], (8, 8), torch.Generator(), num_jittered=-1)
 
 
+@pytest.mark.parametrize("case", sorted(NON_FINITE_PIXEL_VALUES))
+def test_non_finite_pixels_are_named_at_the_edges(case, tiny):
+    """NaN / infinite pixels used to be refused by the model's forward (a device sync on every call). The processor's
+    image decoding refuses such arrays, and `check_model_inputs` such tensors built by hand, naming the input."""
+    model, processor = tiny
+    pixel_values = NON_FINITE_PIXEL_VALUES[case]
+    with pytest.raises(ValueError, match=r"Cannot decode images\[0\]: the array has NaN or infinite values"):
+        processor(images=[pixel_values[0]])
+    for name in ("pixel_values", "prompt_pixel_values", "positive_pixel_values"):
+        with pytest.raises(ValueError, match=f"{name} has NaN or infinite values"):
+            check_model_inputs({"input_ids": torch.tensor([[101, 102]]), name: pixel_values}, model.config)
+
+
+def test_out_of_range_token_ids_are_named_at_the_edges(tiny):
+    """Token ids the text tower cannot embed used to be refused by the model's forward (a device sync on every call).
+    `check_model_inputs` names them on the host; the pipeline and grounding run it on every batch, so a tokenizer
+    larger than the model's vocabulary is a clear error there."""
+    model, processor = tiny
+    for inputs, message in out_of_range_text_inputs(model.config).values():
+        with pytest.raises(ValueError, match=message):
+            check_model_inputs(inputs, model.config)
+    check_model_inputs(dict(processor(text=["red shoe"], images=[red()])), model.config)  # the processor's own output
+
+    small = tiny_model(text_config={"vocab_size": 1000})  # MiniLM's tokenizer has 30522 ids
+    mismatched = pipeline(
+        PIPELINE_TASK, model=small, tokenizer=processor.tokenizer, image_processor=processor.image_processor
+    )
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 1000\)"):
+        mismatched(red(), candidate_labels=["stainless steel frying pan", "bags"])
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 1000\)"):
+        grounding_score_maps(small, processor, [red()], texts=["stainless steel frying pan"])
+
+
 def test_prompt_embeds_must_be_finite(tiny):
+    """Ready-made prompts used to be checked by the model's forward; `check_model_inputs` checks them on the host."""
     model, _ = tiny
     prompts = torch.full((1, model.config.projection_dim), float("nan"))
-    with pytest.raises(ValueError, match="prompt_embeds must be finite"):
-        model.get_instance_features(torch.zeros(1, 3, SIZE, SIZE), prompt_embeds=prompts)
+    with pytest.raises(ValueError, match="prompt_embeds has NaN or infinite values"):
+        check_model_inputs({"pixel_values": torch.zeros(1, 3, SIZE, SIZE), "prompt_embeds": prompts}, model.config)
 
 
 # ----- the pipeline -----

@@ -5,6 +5,8 @@ each labelled with its product's category, in DETR's label format.
 Converting the catalogue skips (and counts, by reason) an image whose boxes cannot be targets: no boxes, a box outside
 the image, a degenerate box, or a box of a product the catalogue does not list. `detection_target`, which every batch
 goes through, raises on the same problems, so data from elsewhere fails loudly instead of giving the loss a NaN.
+`check_detection_labels` is the check of DETR-format labels (the model's `forward` checks only their shapes): the
+collator runs it on every batch, and labels built elsewhere should go through it too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PIL import Image
 from transformers.image_transforms import corners_to_center_format
 
 from ..data.source import CatalogueSource
+from ..modeling_eclip import _check_detection_label_shapes
 
 # Image kinds with several products and their boxes: the detection images of the demo catalogue.
 DETECTION_KINDS = ("customer", "ad")
@@ -83,6 +86,35 @@ def detection_target(
     return {"class_labels": torch.tensor(labels, dtype=torch.long), "boxes": corners_to_center_format(corners)}
 
 
+def check_detection_labels(labels: Sequence[dict[str, torch.Tensor]], num_labels: int) -> None:
+    """Raises a `ValueError` naming the image and the problem for DETR-format labels (`class_labels`, boxes as
+    normalised (center_x, center_y, width, height)) that the DETR loss would turn into NaN or a wrong target without a
+    word: unknown classes, non-finite boxes, no width or height, boxes outside [0, 1]. The shapes are checked first,
+    by the rule `EclipForObjectDetection.forward` applies. Run on the host, once per batch, where the batch is made:
+    reading the values inside `forward` would make every step wait for the device."""
+    _check_detection_label_shapes(list(labels), len(labels))
+    for index, target in enumerate(labels):
+        where = f"labels[{index}]"
+        classes, boxes = target["class_labels"], target["boxes"]
+        if classes.numel() and (classes.min() < 0 or classes.max() >= num_labels):
+            raise ValueError(
+                f"{where}: class_labels must be integers in [0, num_labels={num_labels}), got {classes.tolist()}"
+            )
+        if not torch.isfinite(boxes).all():
+            raise ValueError(f"{where}: boxes hold non-finite values: {boxes.tolist()}")
+        if boxes.numel() == 0:
+            continue
+        center, size = boxes[:, :2], boxes[:, 2:]
+        if (size <= 0).any():
+            raise ValueError(f"{where}: degenerate boxes (width or height <= 0): {boxes.tolist()}")
+        tolerance = 1e-4  # rounding of pixel boxes normalised by the image size
+        if ((center - size / 2) < -tolerance).any() or ((center + size / 2) > 1 + tolerance).any():
+            raise ValueError(
+                f"{where}: boxes reach outside the image; they must be (center_x, center_y, width, height) "
+                f"normalised to [0, 1] by the image size, got {boxes.tolist()}"
+            )
+
+
 def load_detection_samples(
     data_dir: str | os.PathLike, split: str, label_names: Sequence[str], kinds: Sequence[str] = DETECTION_KINDS
 ) -> tuple[list[DetectionSample], Counter]:
@@ -130,9 +162,10 @@ def sample_image(sample: DetectionSample) -> Image.Image:
 
 
 def collate(samples: Sequence[DetectionSample], image_processor: Any, num_labels: int) -> dict[str, Any]:
-    """`pixel_values` and DETR `labels` for a list of samples."""
+    """`pixel_values` and DETR `labels` for a list of samples, the labels checked (`check_detection_labels`)."""
     pixel_values = image_processor(images=[sample_image(s) for s in samples], return_tensors="pt")["pixel_values"]
     labels = [detection_target(s.boxes, s.labels, s.width, s.height, num_labels) for s in samples]
+    check_detection_labels(labels, num_labels)
     return {"pixel_values": pixel_values, "labels": labels}
 
 
