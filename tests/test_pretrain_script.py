@@ -21,9 +21,10 @@ from helpers import (
     read_metrics,
     subprocess_env,
     tiny_run_arguments,
+    write_tiny_model_config,
 )
 
-from modeling_eclip import EclipModel
+from modeling_eclip import EclipConfig, EclipModel
 from modeling_eclip.demo import catalogue as demo_builder
 from modeling_eclip.modeling_eclip import EclipForPreTraining
 from modeling_eclip.training import (
@@ -175,6 +176,16 @@ def test_check_arguments_counts_every_process_in_the_global_batch(model_config: 
     assert check_arguments(args, world_size=4).queue_size == 16
     with pytest.raises(ValueError, match="larger than queue_size"):
         check_arguments(args, world_size=8)
+
+
+def test_a_tokenizer_larger_than_the_text_tower_is_refused_before_the_model(tmp_path: Path) -> None:
+    """The collator cannot check token ids against the model (the forward no longer reads values), so the tokenizer
+    and the text tower are matched once at start: 30,522 MiniLM ids into a 100-word tower would fail mid-run."""
+    (tmp_path / "train").mkdir()
+    small = write_tiny_model_config(tmp_path / "small.json", text_config={"vocab_size": 100})
+    args = parse_arguments(tiny_run_arguments(small, tmp_path, tmp_path / "out"))
+    with pytest.raises(ValueError, match="tokenizer has 30522 ids but the text tower's vocabulary has 100"):
+        build_model_and_processor(args, EclipConfig.from_json_file(small))
 
 
 # ----------------------------------------------------------------------------------------------- non-finite losses

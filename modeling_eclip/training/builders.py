@@ -45,13 +45,26 @@ def build_model_and_processor(
             towers[prefix] = _load_tower(path)
             setattr(config, f"{prefix}_config", towers[prefix].config)
     config = EclipConfig(**config.to_dict())  # re-validate with the towers' configs
+    processor = build_processor(config.image_size, args.tokenizer_name_or_path or args.text_model_name_or_path)
+    check_tokenizer_fits_text_tower(processor, config)
     model = EclipForPreTraining(config)
     with torch.no_grad():
         for prefix, tower in towers.items():
             getattr(model.eclip, f"{prefix}_model").load_state_dict(tower.state_dict())
     model.copy_online_to_momentum()
-    processor = build_processor(config.image_size, args.tokenizer_name_or_path or args.text_model_name_or_path)
     return model, processor, [TOWER_PREFIX.format(prefix) for prefix in towers]
+
+
+def check_tokenizer_fits_text_tower(processor: EclipProcessor, config: EclipConfig) -> None:
+    """The collator checks pixel values but cannot know the model: a tokenizer with more ids than the text tower's
+    vocabulary would fail mid-run inside the embedding (a device-side assert on a GPU), so refuse it at start."""
+    tokenizer_size, vocab_size = len(processor.tokenizer), config.text_config.vocab_size
+    if tokenizer_size > vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer_size} ids but the text tower's vocabulary has {vocab_size}: they do not "
+            "belong together; set --tokenizer_name_or_path to the text tower's tokenizer (or a text model config "
+            "with a larger vocab_size)"
+        )
 
 
 def parameter_groups(
