@@ -54,7 +54,7 @@ def python_commands() -> list[tuple[str, list[str]]]:
                 if script is not None:
                     found.append((words[script], words[script + 1 :]))
             elif words[0] in PYTHONS and len(words) > 1:
-                if words[1] == "-m" and words[2].startswith("modeling_eclip"):
+                if words[1] == "-m" and len(words) > 2 and words[2].startswith("modeling_eclip"):
                     found.append((words[2], words[3:]))
                 elif words[1].endswith(".py"):
                     found.append((words[1], words[2:]))
