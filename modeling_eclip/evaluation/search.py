@@ -10,6 +10,7 @@ Embeddings, all L2-normalised so faiss' inner product is the cosine similarity:
 Not remote code: needs `datasets` and `faiss-cpu` (the `search` extra).
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,16 @@ import torch.nn.functional as F
 
 from ..data.source import CatalogueSource, image_input
 from ..processing_eclip import check_texts, to_rgb_images
+from ..serving.index_files import (
+    INDEX_FORMAT_VERSION,
+    PROBE_TITLE,
+    PROBE_TOLERANCE,
+    file_sha256,
+    probe_image,
+    product_ids_sha256,
+    read_index_info,
+    reads_from,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +49,6 @@ INDEX_ADD_BATCH = 10_000
 INDEX_FILE = "index.faiss"
 INDEX_INFO_FILE = "search_index.json"
 CATALOGUE_FOLDER = "catalogue"
-INDEX_FORMAT_VERSION = 1
 
 
 @torch.no_grad()
@@ -170,8 +180,9 @@ class ProductSearchIndex:
     need training are trained on `train_size` rows drawn at random (the first rows of a catalogue sorted by category
     would give clusters of one category). `search_parameters` are faiss' run-time knobs, e.g. `"nprobe=32"` or
     `"efSearch=64"`; `recall_at_k` measures what an approximate index loses against exact search. `save(directory)`
-    writes the catalogue and the index beside it; `ProductSearchIndex.load(directory)` memory-maps them back. A
-    ready `faiss_index` over the catalogue's embeddings, in row order, is used as it is.
+    writes the catalogue and the index beside it with their fingerprints; `ProductSearchIndex.load(directory)`
+    memory-maps them back and refuses parts (or a model) that do not belong together. A ready `faiss_index` over the
+    catalogue's embeddings, in row order, is used as it is.
     """
 
     def __init__(
@@ -192,7 +203,7 @@ class ProductSearchIndex:
         _check_count(batch_size, "batch_size")
         if len(catalogue) == 0:
             raise ValueError("The catalogue is empty: there is nothing to search.")
-        self.dim = _check_catalogue_embeddings(catalogue)
+        self.dim, self.embeddings_sha256 = _check_catalogue_embeddings(catalogue)
         self.model, self.processor, self.batch_size = model, processor, batch_size
         self.string_factory = string_factory or "Flat"
         if faiss_index is None:
@@ -276,11 +287,30 @@ class ProductSearchIndex:
 
     def save(self, directory: str | os.PathLike) -> None:
         """Writes the catalogue (`datasets.Dataset.save_to_disk`, embeddings included), the faiss index beside it and
-        what built it, so that `ProductSearchIndex.load(directory)` gives the same results without re-embedding."""
+        what built it, so that `ProductSearchIndex.load(directory)` gives the same results without re-embedding.
+
+        Fingerprints go with them: the product ids in row order, the embeddings, the index file, and the embeddings
+        of a fixed probe by the model (when the index has one), so `load` refuses parts that do not belong together.
+        Saving into the folder an index was loaded from rewrites the index file and its info beside the catalogue
+        it reads from (`datasets` cannot overwrite the files it memory-maps), if the catalogue is still that one."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.faiss_index, str(directory / INDEX_FILE))
-        self.catalogue.save_to_disk(directory / CATALOGUE_FOLDER)
+        catalogue_folder = directory / CATALOGUE_FOLDER
+        fingerprints = {"product_ids": product_ids_sha256(self.catalogue), "embeddings": self.embeddings_sha256}
+        if reads_from(self.catalogue, catalogue_folder):
+            on_disk = datasets.load_from_disk(str(catalogue_folder))
+            if fingerprints != {
+                "product_ids": product_ids_sha256(on_disk),
+                "embeddings": _check_catalogue_embeddings(on_disk)[1],
+            }:
+                raise ValueError(
+                    f"This index's catalogue is read from {catalogue_folder} and differs from it, so it cannot be "
+                    "saved there; save it to another folder."
+                )
+        else:
+            self.catalogue.save_to_disk(catalogue_folder)
+        index_file = directory / INDEX_FILE
+        faiss.write_index(self.faiss_index, str(index_file))
         info = {
             "format_version": INDEX_FORMAT_VERSION,
             "string_factory": self.string_factory,
@@ -288,7 +318,10 @@ class ProductSearchIndex:
             "num_products": len(self),
             "dim": self.dim,
             "hidden_columns": self.hidden_columns,
+            "fingerprints": {**fingerprints, "index_file": file_sha256(index_file)},
+            "model_probe": None if self.model is None else _model_probe(self.model, self.processor),
         }
+        # Written last: a save cut short leaves fingerprints that do not match, which load refuses.
         (directory / INDEX_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
     @classmethod
@@ -301,27 +334,61 @@ class ProductSearchIndex:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> "ProductSearchIndex":
         """The index `save` wrote, its catalogue memory-mapped from disk; `search_parameters` override the saved
-        ones."""
+        ones.
+
+        Refuses (a ValueError naming the part) an index file, a catalogue or a `model` / `processor` other than those
+        it was saved with: another catalogue's rows, the same rows in another order, or another model's queries
+        would give wrong products for every hit."""
         directory = Path(directory)
         missing = [name for name in (INDEX_INFO_FILE, INDEX_FILE, CATALOGUE_FOLDER) if not (directory / name).exists()]
         if missing:
             raise FileNotFoundError(f"{directory} is not a saved ProductSearchIndex: it has no {', '.join(missing)}.")
-        info = json.loads((directory / INDEX_INFO_FILE).read_text())
-        if info.get("format_version") != INDEX_FORMAT_VERSION:
-            raise ValueError(
-                f"{directory} holds a search index of format {info.get('format_version')!r}; this version reads "
-                f"{INDEX_FORMAT_VERSION}."
+        info = read_index_info(directory / INDEX_INFO_FILE)
+        fingerprints = info.get("fingerprints")
+        if fingerprints is None:
+            logger.warning(
+                "%s was saved without fingerprints (format %s): nothing checks that its index file, catalogue and "
+                "model belong together; save it again to add them.",
+                directory,
+                info["format_version"],
             )
-        return cls(
-            datasets.load_from_disk(str(directory / CATALOGUE_FOLDER)),
+        index_file = directory / INDEX_FILE
+        if fingerprints is not None and file_sha256(index_file) != fingerprints["index_file"]:
+            raise ValueError(
+                f"{index_file} is not the index saved with {directory / CATALOGUE_FOLDER}: they do not belong "
+                "together; save the index again, or rebuild it."
+            )
+        try:
+            faiss_index = faiss.read_index(str(index_file))
+        except RuntimeError as error:
+            raise ValueError(f"faiss cannot read {index_file}: {error}; save the index again.") from error
+        catalogue = datasets.load_from_disk(str(directory / CATALOGUE_FOLDER))
+        if not isinstance(catalogue, datasets.Dataset):
+            raise ValueError(f"{directory / CATALOGUE_FOLDER} holds a {type(catalogue).__name__}, not one catalogue.")
+        index = cls(
+            catalogue,
             model,
             processor,
             string_factory=info["string_factory"],
             batch_size=batch_size,
             hidden_columns=info["hidden_columns"],
             search_parameters=search_parameters if search_parameters is not None else info["search_parameters"],
-            faiss_index=faiss.read_index(str(directory / INDEX_FILE)),
+            faiss_index=faiss_index,
         )
+        if fingerprints is not None:
+            for part, found in (
+                ("product ids", product_ids_sha256(catalogue)),
+                ("embeddings", index.embeddings_sha256),
+            ):
+                if found != fingerprints["product_ids" if part == "product ids" else part]:
+                    raise ValueError(
+                        f"{directory / CATALOGUE_FOLDER} is not the catalogue the index was built on: its {part} "
+                        "differ or are in another order, so every hit would name the wrong product. Put the index's "
+                        "own catalogue back, or rebuild the index."
+                    )
+        if model is not None and processor is not None:
+            _check_model_probe(info, model, processor, directory)
+        return index
 
     def recall_at_k(self, queries: np.ndarray, k: int = 10, exact: np.ndarray | None = None) -> float:
         """Mean fraction of each query's exact top `k` (inner product over the stored embeddings, by brute force, or
@@ -432,12 +499,14 @@ def _row_names(catalogue: datasets.Dataset, indices: Sequence[int]) -> list[str]
     return [f"catalogue row {index} (product_id {pid!r})" for index, pid in zip(indices, product_ids)]
 
 
-def _check_catalogue_embeddings(catalogue: datasets.Dataset, chunk_size: int = INDEX_ADD_BATCH) -> int:
-    """The embeddings' dimension D, after checking that every row has D finite values (faiss would index NaN, and a
-    ragged column fails inside faiss with a bare error); errors name the row and its product id. Reads numpy batches,
-    so a memory-mapped catalogue of millions is checked at memory speed."""
+def _check_catalogue_embeddings(catalogue: datasets.Dataset, chunk_size: int = INDEX_ADD_BATCH) -> tuple[int, str]:
+    """The embeddings' dimension D and the sha256 of their float32 bytes in row order (what `save` fingerprints),
+    after checking that every row has D finite values (faiss would index NaN, and a ragged column fails inside faiss
+    with a bare error); errors name the row and its product id. Reads numpy batches, so a memory-mapped catalogue of
+    millions is checked at memory speed."""
     embeddings = catalogue.select_columns([EMBEDDING_COLUMN]).with_format("numpy")
     dimension = None
+    digest = hashlib.sha256()
     for start in range(0, len(catalogue), chunk_size):
         try:  # the common case, one float array per chunk; row by row only to name a bad row
             chunk = np.asarray(embeddings[start : start + chunk_size][EMBEDDING_COLUMN], dtype=np.float32)
@@ -446,6 +515,7 @@ def _check_catalogue_embeddings(catalogue: datasets.Dataset, chunk_size: int = I
         if chunk is not None and chunk.ndim == 2 and chunk.shape[1] > 0 and np.isfinite(chunk).all():
             dimension = dimension if dimension is not None else chunk.shape[1:]
             if chunk.shape[1:] == dimension:
+                digest.update(np.ascontiguousarray(chunk).tobytes())
                 continue
         rows = catalogue.select_columns(EMBEDDING_COLUMN)[start : start + chunk_size][EMBEDDING_COLUMN]
         for offset, row in enumerate(rows):
@@ -459,7 +529,39 @@ def _check_catalogue_embeddings(catalogue: datasets.Dataset, chunk_size: int = I
             if problem:
                 (name,) = _row_names(catalogue, [start + offset])
                 raise ValueError(f"The {EMBEDDING_COLUMN!r} of {name} {problem}.")
-    return int(dimension[0])
+            digest.update(row.tobytes())
+    return int(dimension[0]), digest.hexdigest()
+
+
+def _model_probe(model: Any, processor: Any) -> dict[str, list[float]]:
+    """The model's embeddings of a fixed image and title for each `EMBEDDING_KINDS`: what a loaded index compares
+    a model with (queries of any kind must be comparable with the catalogue's embeddings)."""
+    image = probe_image()
+    queries = {"image+title": {"images": [image], "titles": [PROBE_TITLE]}, "image": {"images": [image]}}
+    queries["title"] = {"titles": [PROBE_TITLE]}
+    return {kind: embed_products(model, processor, **query)[0].tolist() for kind, query in queries.items()}
+
+
+def _check_model_probe(info: dict[str, Any], model: Any, processor: Any, directory: Path) -> None:
+    saved = info.get("model_probe")
+    if saved is None:
+        logger.warning(
+            "%s was saved without a model: nothing checks that the model given embeds as the one that embedded its "
+            "catalogue.",
+            directory,
+        )
+        return
+    probe = _model_probe(model, processor)
+    try:
+        distance = max(1.0 - float(np.dot(saved[kind], probe[kind])) for kind in probe)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{directory / INDEX_INFO_FILE} has a broken 'model_probe' ({error}); save again.") from None
+    if not distance <= PROBE_TOLERANCE:
+        raise ValueError(
+            f"The model and processor given to load {directory} do not embed as the model that built it (cosine "
+            f"distance {distance:.3f} on a fixed probe, more than {PROBE_TOLERANCE}): your queries would not compare "
+            "with its catalogue. Load it with the model it was built with, or rebuild the index with this one."
+        )
 
 
 __all__ = ["EMBEDDING_KINDS", "ProductSearchIndex", "embed_products", "exact_top_k", "load_catalogue"]
