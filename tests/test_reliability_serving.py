@@ -4,6 +4,7 @@ factories and knobs, the ONNX embedder's files and inputs, and the serving scrip
 counted skip, or a clear error naming the input and what to do; never a bare library error."""
 
 import importlib.util
+import io
 import json
 import shutil
 
@@ -11,6 +12,7 @@ import datasets
 import numpy as np
 import pytest
 from helpers import make_processor, tiny_model
+from PIL import Image
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="needs the search extra (faiss)")
 
@@ -22,6 +24,12 @@ def search():
     from modeling_eclip.evaluation import search
 
     return search
+
+
+def probe_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 16), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def unit_catalogue(count: int = 50, dim: int = 8, seed: int = 0) -> tuple[datasets.Dataset, np.ndarray]:
@@ -129,3 +137,89 @@ def test_an_index_saved_before_fingerprints_loads_with_a_warning(search, tmp_pat
     loaded = search.ProductSearchIndex.load(tmp_path / "index")
     assert "saved without fingerprints" in caplog.text
     assert loaded.search_embeddings(embeddings[:1], k=1)[0][0]["product_id"] == "p0"
+
+
+# ----- building and querying an index (case 13 and its kin) -----
+
+
+@needs_faiss
+def test_an_empty_catalogue_is_named_as_empty(search):
+    empty = datasets.Dataset.from_dict({"product_id": [], "image": [], "title": []})
+    with pytest.raises(ValueError, match="catalogue is empty"):
+        search.ProductSearchIndex.build(tiny_model(), make_processor(), empty)
+
+
+@needs_faiss
+def test_a_catalogue_split_without_any_image_of_the_kind_is_an_error(search, tmp_path):
+    from modeling_eclip.data import shard_format
+
+    customer = {"image": probe_png(), "source": "shop", "kind": "customer"}
+    customer |= {"boxes": [[1.0, 2.0, 10.0, 10.0]], "box_product_ids": ["p0"]}
+    rows = [{"product_id": "p0", "title": "red shoe", "category": "shoes", "split": "test", "images": [customer]}]
+    shard_format.write_shards(rows, tmp_path, "test")
+    with pytest.raises(ValueError, match="none of the 1 products .* has a catalog image"):
+        search.load_catalogue(tmp_path, "test")
+
+
+@needs_faiss
+@pytest.mark.parametrize(
+    "factory, parameters",
+    [("IDMap,Flat", None), ("IDMap2,Flat", None), ("PCA8,IDMap,Flat", None), ("IDMap,IVF2,Flat", "nprobe=2")],
+)
+def test_id_map_factories_map_to_catalogue_rows(search, factory, parameters):
+    catalogue, embeddings = unit_catalogue()
+    index = search.ProductSearchIndex(catalogue, string_factory=factory, search_parameters=parameters)
+    hits = index.search_embeddings(embeddings[[3, 17]], k=1)
+    assert [hits[0][0]["product_id"], hits[1][0]["product_id"]] == ["p3", "p17"]
+
+
+@needs_faiss
+def test_a_ready_id_map_index_with_other_ids_is_refused(search):
+    import faiss
+
+    catalogue, embeddings = unit_catalogue()
+    ready = faiss.index_factory(8, "IDMap,Flat", faiss.METRIC_INNER_PRODUCT)
+    ready.add_with_ids(embeddings, np.arange(len(embeddings), dtype=np.int64)[::-1].copy())
+    with pytest.raises(ValueError, match="ids that are not the catalogue's row numbers"):
+        search.ProductSearchIndex(catalogue, faiss_index=ready)
+
+
+@needs_faiss
+def test_factory_and_knobs_are_checked(search):
+    catalogue, _ = unit_catalogue()
+    with pytest.raises(ValueError, match="search_parameters 'bogus=3'.*'Flat'"):
+        search.ProductSearchIndex(catalogue, search_parameters="bogus=3")
+    with pytest.raises(ValueError, match="search_parameters 'nprobe=4'.*'Flat'"):
+        search.ProductSearchIndex(catalogue, search_parameters="nprobe=4")
+    for factory in (3, ""):
+        with pytest.raises(ValueError, match="string_factory must be"):
+            search.ProductSearchIndex(catalogue, string_factory=factory)
+    with pytest.raises(ValueError, match="train_size must be"):
+        search.ProductSearchIndex(catalogue, string_factory="IVF2,Flat", train_size="10")
+    with pytest.raises(ValueError, match="seed must be"):
+        search.ProductSearchIndex(catalogue, string_factory="IVF2,Flat", seed=-1)
+
+
+@needs_faiss
+def test_a_catalogue_of_embeddings_alone_answers_with_row_numbers(search):
+    _, embeddings = unit_catalogue()
+    index = search.ProductSearchIndex(datasets.Dataset.from_dict({"embeddings": embeddings}))
+    assert [hit["index"] for hit in index.search_embeddings(embeddings[5:6], k=2)[0]][0] == 5
+
+
+@needs_faiss
+def test_recall_at_k_checks_its_queries_and_k(search):
+    catalogue, embeddings = unit_catalogue()
+    index = search.ProductSearchIndex(catalogue)
+    assert index.recall_at_k(embeddings[:3], k=len(catalogue) + 10) == 1.0  # k past the catalogue: all of it
+    for k in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            index.recall_at_k(embeddings[:3], k=k)
+    with pytest.raises(ValueError, match=r"queries must be \(num_queries >= 1, 8\)"):
+        index.recall_at_k(embeddings[:3, :4], k=3)
+    with pytest.raises(ValueError, match=r"queries has NaN or infinite values in rows \[0\]"):
+        index.recall_at_k(np.full((1, 8), np.nan), k=3)
+    with pytest.raises(ValueError, match=r"exact must be .*\(3, 3\)"):
+        index.recall_at_k(embeddings[:3], k=3, exact=np.zeros((2, 3), np.int64))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        search.exact_top_k(catalogue, embeddings[:3], k=0)

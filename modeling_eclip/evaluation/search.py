@@ -27,11 +27,14 @@ import torch.nn.functional as F
 
 from ..data.source import CatalogueSource, image_input
 from ..processing_eclip import check_texts, to_rgb_images
-from ..serving.index_files import (
+from ..serving.search_index import (
     INDEX_FORMAT_VERSION,
     PROBE_TITLE,
-    PROBE_TOLERANCE,
+    check_model_probe,
+    check_ready_index,
+    checked_queries,
     file_sha256,
+    id_map,
     probe_image,
     product_ids_sha256,
     read_index_info,
@@ -114,8 +117,13 @@ def load_catalogue(
     # In memory: no copy in the datasets cache for what is read once per run.
     catalogue = datasets.Dataset.from_list(rows)
     kept = catalogue.filter(lambda image: image is not None, input_columns="image", keep_in_memory=True)
+    wanted = kind if source is None else f"{kind} from {source!r}"
+    if len(kept) == 0:
+        raise ValueError(
+            f"none of the {len(catalogue)} products of split {split!r} of {dataset.describe()} has a {wanted} image; "
+            "choose another kind or source"
+        )
     if len(kept) < len(catalogue):
-        wanted = kind if source is None else f"{kind} from {source!r}"
         logger.warning(
             "%d of %d products have no %s image and are left out.", len(catalogue) - len(kept), len(catalogue), wanted
         )
@@ -129,8 +137,10 @@ def _trained_index(catalogue: datasets.Dataset, string_factory: str, dim: int, t
     except RuntimeError as error:
         raise ValueError(f"faiss cannot build the index {string_factory!r}: {error}") from error
     if not index.is_trained:
-        if train_size < 1:
-            raise ValueError(f"train_size must be >= 1 for the index {string_factory!r}, got {train_size}.")
+        if isinstance(train_size, bool) or not isinstance(train_size, (int, np.integer)) or train_size < 1:
+            raise ValueError(f"train_size must be >= 1 for the index {string_factory!r}, got {train_size!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
         generator = np.random.default_rng(seed)
         rows = np.sort(generator.choice(len(catalogue), size=min(train_size, len(catalogue)), replace=False))
         sample = np.concatenate(list(_embedding_batches(catalogue.select(rows), INDEX_ADD_BATCH)))
@@ -154,6 +164,11 @@ def _embedding_batches(catalogue: datasets.Dataset, batch_size: int) -> Iterator
 def exact_top_k(catalogue: datasets.Dataset, queries: np.ndarray, k: int, chunk_size: int = 1_000_000) -> np.ndarray:
     """Row numbers of each query's `k` largest inner products over the catalogue's embeddings, by brute force over
     chunks (so a memory-mapped catalogue larger than memory works too)."""
+    _check_count(k, "k")
+    if len(catalogue) == 0:
+        raise ValueError("The catalogue is empty: there is nothing to search.")
+    first = catalogue.select_columns([EMBEDDING_COLUMN]).with_format("numpy")[0][EMBEDDING_COLUMN]
+    queries = checked_queries(queries, len(first), "queries")
     best_scores = np.full((len(queries), 0), -np.inf, np.float32)
     best_rows = np.zeros((len(queries), 0), np.int64)
     for start, chunk in zip(range(0, len(catalogue), chunk_size), _embedding_batches(catalogue, chunk_size)):
@@ -198,27 +213,46 @@ class ProductSearchIndex:
         seed: int = 0,
         faiss_index: Any = None,
     ):
+        if len(catalogue) == 0:
+            raise ValueError("The catalogue is empty: there is nothing to search.")
         if EMBEDDING_COLUMN not in catalogue.column_names:
             raise ValueError(f"The catalogue needs an {EMBEDDING_COLUMN!r} column; use ProductSearchIndex.build.")
         _check_count(batch_size, "batch_size")
-        if len(catalogue) == 0:
-            raise ValueError("The catalogue is empty: there is nothing to search.")
+        if string_factory is not None and (not isinstance(string_factory, str) or not string_factory.strip()):
+            raise ValueError(
+                f"string_factory must be a faiss index factory string such as 'HNSW32', got {string_factory!r}."
+            )
+        if search_parameters is not None and not isinstance(search_parameters, str):
+            raise ValueError(f"search_parameters must be a string such as 'nprobe=32', got {search_parameters!r}.")
         self.dim, self.embeddings_sha256 = _check_catalogue_embeddings(catalogue)
         self.model, self.processor, self.batch_size = model, processor, batch_size
         self.string_factory = string_factory or "Flat"
         if faiss_index is None:
             faiss_index = _trained_index(catalogue, self.string_factory, self.dim, train_size, seed)
-            for batch in _embedding_batches(catalogue, INDEX_ADD_BATCH):
-                faiss_index.add(batch)
-        elif faiss_index.ntotal != len(catalogue) or faiss_index.d != self.dim:
-            raise ValueError(
-                f"The faiss index holds {faiss_index.ntotal} vectors of size {faiss_index.d}, the catalogue "
-                f"{len(catalogue)} of size {self.dim}; they do not belong together."
-            )
+            row_ids = id_map(faiss_index) is not None
+            for start, batch in zip(
+                range(0, len(catalogue), INDEX_ADD_BATCH), _embedding_batches(catalogue, INDEX_ADD_BATCH)
+            ):
+                try:
+                    if not row_ids:
+                        faiss_index.add(batch)
+                    else:  # an IDMap holds ids, not row numbers, unless it is given the row numbers as ids
+                        faiss_index.add_with_ids(batch, np.arange(start, start + len(batch), dtype=np.int64))
+                except RuntimeError as error:
+                    raise ValueError(f"faiss cannot add the catalogue to {self.string_factory!r}: {error}") from error
+        else:
+            check_ready_index(faiss_index, len(catalogue), self.dim)
         self.faiss_index = faiss_index
         self.search_parameters = search_parameters
         if search_parameters:
-            faiss.ParameterSpace().set_index_parameters(faiss_index, search_parameters)
+            try:
+                faiss.ParameterSpace().set_index_parameters(faiss_index, search_parameters)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"faiss cannot apply search_parameters {search_parameters!r} to the index {self.string_factory!r} "
+                    f"({str(error).rsplit(':', 1)[-1].strip()}); name knobs of that index, e.g. nprobe for IVF, "
+                    "efSearch for HNSW."
+                ) from error
         self.catalogue = catalogue
         self.hidden_columns = list(hidden_columns)
         hidden = [column for column in (*hidden_columns, EMBEDDING_COLUMN) if column in catalogue.column_names]
@@ -241,6 +275,9 @@ class ProductSearchIndex:
         `index_kwargs` (`train_size`, `search_parameters`, `seed`) go to the constructor."""
         if embedding not in EMBEDDING_KINDS:
             raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {embedding!r}.")
+        if len(catalogue) == 0:
+            # Dataset.map over no rows adds no embeddings column: say what is wrong, not what is missing.
+            raise ValueError("The catalogue is empty (0 rows): there are no products to index.")
         columns = {"image+title": [image_column, title_column], "image": [image_column], "title": [title_column]}
         columns = columns[embedding]
         missing = [column for column in columns if column not in catalogue.column_names]
@@ -387,16 +424,23 @@ class ProductSearchIndex:
                         "own catalogue back, or rebuild the index."
                     )
         if model is not None and processor is not None:
-            _check_model_probe(info, model, processor, directory)
+            check_model_probe(info, lambda: _model_probe(model, processor), directory / INDEX_INFO_FILE)
         return index
 
     def recall_at_k(self, queries: np.ndarray, k: int = 10, exact: np.ndarray | None = None) -> float:
         """Mean fraction of each query's exact top `k` (inner product over the stored embeddings, by brute force, or
         `exact` from `exact_top_k` when it was computed already) that the index returns in its top `k`: 1.0 for the
         flat index, what an approximate one loses otherwise."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        _check_count(k, "k")
+        queries = checked_queries(queries, self.dim, "queries")
+        k = min(k, len(self))  # past the catalogue, all of it
         _, found = self.faiss_index.search(queries, k)
-        exact = exact_top_k(self.catalogue, queries, k) if exact is None else exact
+        exact = exact_top_k(self.catalogue, queries, k) if exact is None else np.asarray(exact)
+        if exact.shape != (len(queries), k):
+            raise ValueError(
+                f"exact must be exact_top_k's ({len(queries)}, {k}) row numbers for these queries and k, got shape "
+                f"{exact.shape}."
+            )
         return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), exact.tolist())]))
 
     def search(self, image: Any = None, title: str | None = None, k: int = 10) -> list[dict[str, Any]]:
@@ -458,24 +502,15 @@ class ProductSearchIndex:
     def search_embeddings(self, embeddings: np.ndarray, k: int = 10) -> list[list[dict[str, Any]]]:
         """The `k` best products for each row of `(num_queries, D)` L2-normalised query embeddings."""
         _check_count(k, "k")
-        try:
-            embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"embeddings must be a (num_queries, D) float array: {error}") from None
-        if embeddings.ndim != 2 or embeddings.shape[0] == 0 or embeddings.shape[1] != self.dim:
-            raise ValueError(
-                f"embeddings must be (num_queries >= 1, {self.dim}) like the catalogue's, got shape {embeddings.shape}."
-            )
-        if not np.isfinite(embeddings).all():
-            rows = np.flatnonzero(~np.isfinite(embeddings).all(axis=1)).tolist()
-            raise ValueError(f"embeddings has NaN or infinite values in rows {rows[:10]}.")
+        embeddings = checked_queries(embeddings, self.dim, "embeddings")
         scores, indices = self.faiss_index.search(embeddings, min(k, len(self)))
         results = []
         for row_scores, row_indices in zip(scores, indices):
             # An approximate index may find fewer than k products (faiss pads with -1).
             found = row_indices >= 0
             row_scores, row_indices = row_scores[found], row_indices[found]
-            rows = self.metadata[[int(index) for index in row_indices]]
+            # A catalogue of embeddings alone has no other columns (and a Dataset without columns has no rows).
+            rows = self.metadata[[int(index) for index in row_indices]] if self.metadata.column_names else {}
             results.append(
                 [
                     {"score": float(score), "index": int(index), **{name: rows[name][rank] for name in rows}}
@@ -540,28 +575,6 @@ def _model_probe(model: Any, processor: Any) -> dict[str, list[float]]:
     queries = {"image+title": {"images": [image], "titles": [PROBE_TITLE]}, "image": {"images": [image]}}
     queries["title"] = {"titles": [PROBE_TITLE]}
     return {kind: embed_products(model, processor, **query)[0].tolist() for kind, query in queries.items()}
-
-
-def _check_model_probe(info: dict[str, Any], model: Any, processor: Any, directory: Path) -> None:
-    saved = info.get("model_probe")
-    if saved is None:
-        logger.warning(
-            "%s was saved without a model: nothing checks that the model given embeds as the one that embedded its "
-            "catalogue.",
-            directory,
-        )
-        return
-    probe = _model_probe(model, processor)
-    try:
-        distance = max(1.0 - float(np.dot(saved[kind], probe[kind])) for kind in probe)
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{directory / INDEX_INFO_FILE} has a broken 'model_probe' ({error}); save again.") from None
-    if not distance <= PROBE_TOLERANCE:
-        raise ValueError(
-            f"The model and processor given to load {directory} do not embed as the model that built it (cosine "
-            f"distance {distance:.3f} on a fixed probe, more than {PROBE_TOLERANCE}): your queries would not compare "
-            "with its catalogue. Load it with the model it was built with, or rebuild the index with this one."
-        )
 
 
 __all__ = ["EMBEDDING_KINDS", "ProductSearchIndex", "embed_products", "exact_top_k", "load_catalogue"]

@@ -1,6 +1,7 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""The files of a saved `ProductSearchIndex` (`modeling_eclip.evaluation.search`): its `search_index.json`, checked
-as it is read, and the fingerprints that tie the index file, the catalogue and the model together.
+"""The checks of a `ProductSearchIndex` (`modeling_eclip.evaluation.search`) that are not about embedding: its saved
+`search_index.json`, read and checked; the fingerprints that tie the index file, the catalogue and the model together;
+query embeddings; and a faiss index's ids, which must be the catalogue's row numbers.
 
 A faiss index returns row numbers; they name the right products only beside the catalogue it was built on, in the
 same row order, and only for queries embedded by the model that embedded the catalogue. Row count and vector size
@@ -12,11 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import datasets
+import faiss
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 # Format 2 adds the fingerprints; format 1 (none) still loads, unchecked, with a warning.
 INDEX_FORMAT_VERSION = 2
@@ -61,6 +67,69 @@ def probe_image() -> np.ndarray:
     return np.stack([rows * 5, columns * 6, (rows + columns) * 2], axis=-1).astype(np.uint8)
 
 
+def checked_queries(queries: Any, dim: int, name: str) -> np.ndarray:
+    """`(num_queries >= 1, dim)` finite float32 query embeddings, contiguous (what faiss takes), or a ValueError."""
+    try:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a (num_queries, D) float array: {error}") from None
+    if queries.ndim != 2 or queries.shape[0] == 0 or queries.shape[1] != dim:
+        raise ValueError(f"{name} must be (num_queries >= 1, {dim}) like the catalogue's, got shape {queries.shape}.")
+    if not np.isfinite(queries).all():
+        rows = np.flatnonzero(~np.isfinite(queries).all(axis=1)).tolist()
+        raise ValueError(f"{name} has NaN or infinite values in rows {rows[:10]}.")
+    return queries
+
+
+def id_map(index: Any) -> Any:
+    """The IndexIDMap(2) of a factory index such as "IDMap,Flat" or "PCA32,IDMap,Flat", or None."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return index if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)) else None
+
+
+def check_ready_index(index: Any, count: int, dim: int) -> None:
+    """A ready faiss index must hold the catalogue's vectors under their row numbers, which search turns into rows."""
+    if not isinstance(index, faiss.Index):
+        raise ValueError(f"faiss_index must be a faiss index, got {type(index).__name__}.")
+    if index.ntotal != count or index.d != dim:
+        raise ValueError(
+            f"The faiss index holds {index.ntotal} vectors of size {index.d}, the catalogue {count} of size {dim}; "
+            "they do not belong together."
+        )
+    mapped = id_map(index)
+    if mapped is not None and not np.array_equal(faiss.vector_to_array(mapped.id_map), np.arange(count)):
+        raise ValueError(
+            "The faiss index maps its vectors to ids that are not the catalogue's row numbers (0, 1, ...), so its "
+            "hits would name the wrong rows; add the vectors with add_with_ids(embeddings, np.arange(len(catalogue)))."
+        )
+
+
+def check_model_probe(info: dict[str, Any], embed_probe: Callable[[], dict[str, list[float]]], info_file: Path) -> None:
+    """Refuses a model whose embeddings of the probe (`embed_probe()`) are not those saved in `info`: its queries
+    would not compare with the catalogue's embeddings."""
+    saved = info.get("model_probe")
+    if saved is None:
+        logger.warning(
+            "%s was saved without a model: nothing checks that the model given embeds as the one that embedded its "
+            "catalogue.",
+            info_file.parent,
+        )
+        return
+    probe = embed_probe()
+    try:
+        distance = max(1.0 - float(np.dot(saved[kind], probe[kind])) for kind in probe)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{info_file} has a broken 'model_probe' ({error}); save the index again.") from None
+    if not distance <= PROBE_TOLERANCE:
+        raise ValueError(
+            f"The model and processor given to load {info_file.parent} do not embed as the model that built it (cosine "
+            f"distance {distance:.3f} on a fixed probe, more than {PROBE_TOLERANCE}): your queries would not compare "
+            "with its catalogue. Load it with the model it was built with, or rebuild the index with this one."
+        )
+
+
 def read_index_info(info_file: Path) -> dict[str, Any]:
     """`search_index.json`, checked: errors name the file and the key, and say to save the index again."""
     try:
@@ -93,7 +162,11 @@ __all__ = [
     "INDEX_FORMAT_VERSION",
     "PROBE_TITLE",
     "PROBE_TOLERANCE",
+    "check_model_probe",
+    "check_ready_index",
+    "checked_queries",
     "file_sha256",
+    "id_map",
     "probe_image",
     "product_ids_sha256",
     "read_index_info",
