@@ -223,3 +223,197 @@ def test_recall_at_k_checks_its_queries_and_k(search):
         index.recall_at_k(embeddings[:3], k=3, exact=np.zeros((2, 3), np.int64))
     with pytest.raises(ValueError, match="k must be a positive integer"):
         search.exact_top_k(catalogue, embeddings[:3], k=0)
+
+
+# ----- the ONNX embedder: its files (case 14) and its inputs (cases 7, 14) -----
+
+ONNX_GRAPHS = ("text", "image", "instance")
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory):
+    """Three graphs of a tiny model (not image_instance: each graph takes ~15 s to export), exported once."""
+    pytest.importorskip("onnxruntime", reason="needs the serving extra: pip install '.[serving]'")
+    pytest.importorskip("onnxscript", reason="needs the serving extra: pip install '.[serving]'")
+    from modeling_eclip.serving import export_embedding_graphs
+
+    output = tmp_path_factory.mktemp("serving") / "onnx"
+    export_embedding_graphs(tiny_model(seed=1), make_processor(), output, graphs=ONNX_GRAPHS)
+    return output
+
+
+@pytest.fixture(scope="module")
+def embedder(onnx_export):
+    from modeling_eclip.serving import OnnxEmbedder
+
+    return OnnxEmbedder(onnx_export)
+
+
+def copy_with_info(onnx_export, tmp_path, edit):
+    folder = tmp_path / "onnx"
+    shutil.copytree(onnx_export, folder)
+    info_file = folder / "export_info.json"
+    info_file.write_text(edit(json.loads(info_file.read_text())) if callable(edit) else edit)
+    return folder
+
+
+def without(mapping, *path):
+    """A copy of the nested dict `mapping` without the key at `path`."""
+    mapping = json.loads(json.dumps(mapping))
+    inner = mapping
+    for key in path[:-1]:
+        inner = inner[key]
+    del inner[path[-1]]
+    return json.dumps(mapping)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ("{", r"export_info.json is not valid JSON"),
+        ("[]", r"export_info.json holds a list, not a JSON object"),
+        (lambda info: without(info, "graphs"), r"export_info.json has no 'graphs'"),
+        (lambda info: without(info, "logit_scale"), r"export_info.json has no 'logit_scale'"),
+        (lambda info: without(info, "graphs", "text", "file"), r"export_info.json: graphs\['text'\] has no 'file'"),
+        (lambda info: json.dumps({**info, "projection_dim": "16"}), r"export_info.json has a bad 'projection_dim'"),
+        (lambda info: json.dumps({**info, "graphs": {}}), r"export_info.json lists no graphs"),
+        (
+            lambda info: json.dumps({**info, "graphs": {**info["graphs"], "audio": info["graphs"]["text"]}}),
+            r"export_info.json lists an unknown graph 'audio'",
+        ),
+        (
+            lambda info: json.dumps({**info, "graphs": {"text": {**info["graphs"]["text"], "file": "gone.onnx"}}}),
+            r"gone.onnx.*export_info.json.*is missing",
+        ),
+    ],
+)
+def test_a_broken_export_info_names_the_file_and_key(onnx_export, tmp_path, edit, message):
+    from modeling_eclip.serving import OnnxEmbedder
+
+    with pytest.raises(ValueError, match=message):
+        OnnxEmbedder(copy_with_info(onnx_export, tmp_path, edit))
+
+
+def test_a_corrupt_graph_file_is_named(onnx_export, tmp_path):
+    from modeling_eclip.serving import OnnxEmbedder
+
+    folder = copy_with_info(onnx_export, tmp_path, lambda info: json.dumps(info))
+    (folder / "image.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ValueError, match=r"onnxruntime cannot load .*image.onnx"):
+        OnnxEmbedder(folder)
+
+
+def test_embedder_arguments_are_checked(onnx_export):
+    from modeling_eclip.serving import OnnxEmbedder
+
+    for batch_size in (0, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            OnnxEmbedder(onnx_export, batch_size=batch_size)
+    with pytest.raises(ValueError, match=r"providers \['NoSuchExecutionProvider'\] are not available"):
+        OnnxEmbedder(onnx_export, providers=["NoSuchExecutionProvider"])
+
+
+def pixels(batch=2, size=32):
+    return np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+
+
+def ids(batch=2, length=6):
+    return np.full((batch, length), 1000, np.int64)
+
+
+@pytest.mark.parametrize(
+    "graph, inputs, message",
+    [
+        ("image", {"pixel_values": np.full((2, 3, 32, 32), np.nan, np.float32)}, "pixel_values has NaN or infinite"),
+        ("image", {"pixel_values": np.full((2, 3, 32, 32), np.inf, np.float32)}, "pixel_values has NaN or infinite"),
+        ("image", {"pixel_values": np.zeros((2, 3, 32, 32), np.uint8)}, "pixel_values has dtype uint8"),
+        ("image", {"pixel_values": pixels(size=64)}, r"pixel_values must be \(batch, 3, 32, 32\).*\(2, 3, 64, 64\)"),
+        ("image", {"pixel_values": pixels()[0]}, r"pixel_values must be \(batch, 3, 32, 32\)"),
+        ("image", {"pixel_values": pixels(batch=0)}, "pixel_values is an empty batch"),
+        ("image", {"pixel_values": [[1, 2]]}, r"pixel_values must be \(batch, 3, 32, 32\)"),
+        ("image", {}, r"the 'image' graph takes pixel_values; pixel_values is missing"),
+        ("image", ["pixel_values"], "inputs must be a dict"),
+        ("text", {"input_ids": np.full((1, 4), 30522), "attention_mask": np.ones((1, 4))}, r"input_ids must lie in"),
+        ("text", {"input_ids": np.full((1, 4), -1), "attention_mask": np.ones((1, 4))}, r"input_ids must lie in"),
+        ("text", {"input_ids": ids(length=65), "attention_mask": np.ones((2, 65))}, "input_ids has 65 tokens, more"),
+        ("text", {"input_ids": ids().astype(np.float32), "attention_mask": np.ones((2, 6))}, "integer token ids"),
+        ("text", {"input_ids": ids()[0], "attention_mask": np.ones(6)}, r"add the batch dimension"),
+        ("text", {"input_ids": ids(batch=0), "attention_mask": np.ones((0, 6))}, "input_ids is empty"),
+        ("text", {"input_ids": ids(length=0), "attention_mask": np.ones((2, 0))}, "input_ids is empty"),
+        ("text", {"input_ids": ids(), "attention_mask": np.ones((2, 5))}, "attention_mask must have the shape"),
+        ("text", {"input_ids": ids(), "attention_mask": np.full((2, 6), 2)}, r"attention_mask holds 0 and 1"),
+        ("text", {"input_ids": ids(), "attention_mask": np.array([[0] * 6, [1] * 6])}, r"row 0 of attention_mask"),
+        ("text", {"input_ids": np.array([[101, 7, 102, 0]])}, r"padding.*no attention_mask"),
+        (
+            "instance",
+            {"pixel_values": pixels(batch=3), "input_ids": ids(), "attention_mask": np.ones((2, 6))},
+            "3 pixel_values rows but 2 input_ids rows",
+        ),
+    ],
+)
+def test_bad_graph_inputs_are_refused_before_onnxruntime(embedder, graph, inputs, message):
+    with pytest.raises(ValueError, match=message):
+        embedder.run(graph, inputs)
+
+
+def test_graph_inputs_the_pytorch_model_takes_give_its_embeddings(embedder, onnx_export):
+    import torch
+
+    from modeling_eclip.serving.onnx_export import EMBEDDING_GRAPHS
+
+    model = tiny_model(seed=1)
+    tokens = make_processor()(text=["red shoe", "blue denim jacket"], return_tensors="np")
+    unpadded = tokens["input_ids"][:1, : int(tokens["attention_mask"][0].sum())]
+    # No attention_mask and no padding: all ones, as the PyTorch model assumes without one.
+    expected = model.get_text_features(input_ids=torch.from_numpy(unpadded), return_dict=True).pooler_output
+    np.testing.assert_allclose(embedder.run("text", {"input_ids": unpadded}), expected.detach().numpy(), atol=1e-4)
+    # float64 pixels, torch tensors (even with requires_grad), boolean masks and int32 ids are what they say.
+    values = torch.from_numpy(pixels()).requires_grad_()
+    expected = EMBEDDING_GRAPHS["image"].module(model)(values).detach().numpy()
+    np.testing.assert_allclose(embedder.run("image", {"pixel_values": values}), expected, atol=1e-4)
+    np.testing.assert_allclose(
+        embedder.run("image", {"pixel_values": pixels().astype(np.float64)}), expected, atol=1e-4
+    )
+    masked = {"input_ids": tokens["input_ids"].astype(np.int32), "attention_mask": tokens["attention_mask"] == 1}
+    reference = embedder.run("text", dict(tokens))
+    np.testing.assert_allclose(embedder.run("text", masked), reference, atol=1e-6)
+
+
+def test_texts_and_images_are_named_by_their_position_in_the_call(onnx_export):
+    from modeling_eclip.serving import OnnxEmbedder
+
+    embedder = OnnxEmbedder(onnx_export, batch_size=2)
+    with pytest.raises(ValueError, match=r"Cannot decode images\[2\]"):
+        embedder.embed_images([np.zeros((8, 8, 3), np.uint8)] * 2 + [b"junk"])
+    with pytest.raises(ValueError, match=r"texts\[3\] is ''"):
+        embedder.embed_texts(["a", "b", "c", ""])
+    with pytest.raises(ValueError, match=r"titles\[2\] is ' '"):
+        embedder.embed_products([np.zeros((8, 8, 3), np.uint8)] * 3, ["a", "b", " "])
+    with pytest.raises(ValueError, match="texts must be a string or a list of strings"):
+        embedder.embed_texts(text for text in ["a", "b"])
+    with pytest.raises(ValueError, match="texts is empty"):
+        embedder.embed_texts([])
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "YCbCr", "HSV"])
+def test_images_of_any_mode_embed_as_their_rgb_version(embedder, mode):
+    from modeling_eclip.processing_eclip import to_rgb_image
+
+    image = (
+        Image.new(mode, (24, 20), 4000) if mode == "I;16" else Image.new("RGB", (24, 20), (200, 30, 30)).convert(mode)
+    )
+    np.testing.assert_allclose(embedder.embed_images([image]), embedder.embed_images([to_rgb_image(image)]), atol=1e-6)
+    assert np.isfinite(embedder.embed_images([image])).all()
+
+
+def test_an_export_before_vocab_size_checks_ids_against_the_tokenizer(onnx_export, tmp_path, caplog):
+    from modeling_eclip.serving import OnnxEmbedder
+
+    folder = copy_with_info(
+        onnx_export, tmp_path, lambda info: without(json.loads(without(info, "vocab_size")), "max_text_length")
+    )
+    embedder = OnnxEmbedder(folder)
+    assert "predates vocab_size and max_text_length" in caplog.text
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 30522\)"):
+        embedder.run("text", {"input_ids": np.full((1, 4), 30522), "attention_mask": np.ones((1, 4))})
+    assert embedder.embed_texts(["red shoe"]).shape == (1, 16)
