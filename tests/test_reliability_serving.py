@@ -7,11 +7,13 @@ import importlib.util
 import io
 import json
 import shutil
+import subprocess
+import sys
 
 import datasets
 import numpy as np
 import pytest
-from helpers import make_processor, tiny_model
+from helpers import REPO, make_processor, save_tiny_checkpoint, subprocess_env, tiny_model
 from PIL import Image
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="needs the search extra (faiss)")
@@ -227,12 +229,12 @@ def test_recall_at_k_checks_its_queries_and_k(search):
 
 # ----- the ONNX embedder: its files (case 14) and its inputs (cases 7, 14) -----
 
-ONNX_GRAPHS = ("text", "image", "instance")
+ONNX_GRAPHS = ("text", "image", "instance", "image_instance")
 
 
 @pytest.fixture(scope="module")
 def onnx_export(tmp_path_factory):
-    """Three graphs of a tiny model (not image_instance: each graph takes ~15 s to export), exported once."""
+    """The graphs of a tiny model, exported once."""
     pytest.importorskip("onnxruntime", reason="needs the serving extra: pip install '.[serving]'")
     pytest.importorskip("onnxscript", reason="needs the serving extra: pip install '.[serving]'")
     from modeling_eclip.serving import export_embedding_graphs
@@ -417,3 +419,105 @@ def test_an_export_before_vocab_size_checks_ids_against_the_tokenizer(onnx_expor
     with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 30522\)"):
         embedder.run("text", {"input_ids": np.full((1, 4), 30522), "attention_mask": np.ones((1, 4))})
     assert embedder.embed_texts(["red shoe"]).shape == (1, 16)
+
+
+def test_export_arguments_are_checked(tmp_path):
+    import torch
+
+    from modeling_eclip.serving import export_embedding_graphs
+
+    with pytest.raises(ValueError, match="exports an EclipModel, got Linear"):
+        export_embedding_graphs(torch.nn.Linear(2, 2), make_processor(), tmp_path / "a")
+    with pytest.raises(ValueError, match="processor must be the model's EclipProcessor"):
+        export_embedding_graphs(tiny_model(), None, tmp_path / "b")
+
+
+# ----- the serving scripts (case 15) -----
+
+
+def run_script(name, *arguments, timeout=300):
+    command = [sys.executable, str(REPO / "examples" / name), *map(str, arguments)]
+    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=timeout)
+
+
+def run_main(name, arguments, monkeypatch, capsys):
+    """An example's main() in this process (seconds faster than a new interpreter): (exit code, stdout, stderr)."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "examples" / name)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", [name, *map(str, arguments)])
+    try:
+        script.main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_export_script_names_a_missing_model_folder(tmp_path):
+    result = run_script("export_onnx.py", "--model", "/no/such/model", "--output", tmp_path / "onnx")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "no model at /no/such/model: that folder does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("model", ["./no-such-model", "~/no-such-model", "a/b/c", "no-such-folder/"])
+def test_export_script_names_any_missing_local_path(model, tmp_path, monkeypatch, capsys):
+    code, _, stderr = run_main("export_onnx.py", ["--model", model, "--output", tmp_path / "o"], monkeypatch, capsys)
+    assert code == 2 and f"no model at {model}" in stderr
+
+
+def test_export_script_sends_a_hub_id_to_the_hub_and_names_what_failed(tmp_path, monkeypatch, capsys):
+    arguments = ["--model", "someone/no-such-model", "--output", tmp_path / "onnx"]
+    code, _, stderr = run_main("export_onnx.py", arguments, monkeypatch, capsys)
+    assert code == 2 and "cannot load --model someone/no-such-model" in stderr
+    assert "no model at" not in stderr  # the Hub was asked (offline here)
+
+
+def test_export_script_checks_its_folders_before_exporting(tmp_path, monkeypatch, capsys):
+    def export(*arguments):
+        return run_main("export_onnx.py", arguments, monkeypatch, capsys)
+
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = export("--model", tmp_path / "empty", "--output", tmp_path / "onnx")
+    assert code == 2 and "has no config.json" in stderr
+    save_tiny_checkpoint(tmp_path / "model")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("kept")
+    code, _, stderr = export("--model", tmp_path / "model", "--output", tmp_path / "taken")
+    assert code == 2 and "--overwrite" in stderr
+    code, _, stderr = export("--model", tmp_path / "model", "--output", tmp_path / "o", "--check-data", tmp_path / "x")
+    assert code == 2 and "--check-data" in stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_serve_script_skips_and_counts_unreadable_images(onnx_export, tmp_path, monkeypatch, capsys):
+    for index, colour in enumerate(["red", "blue", "green"]):
+        Image.new("RGB", (20, 16), colour).save(tmp_path / f"product-{index}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    arguments = ["--onnx", onnx_export, "--images", tmp_path, "--text", "red", "--k", 9]
+    code, stdout, stderr = run_main("serve_embeddings.py", arguments, monkeypatch, capsys)
+    assert code == 0, stderr
+    assert "Skipped 1 of 4 images that cannot be read" in stderr and "broken.jpg" in stderr
+    lines = stdout.splitlines()
+    assert lines[0] == f"Indexed 3 images from {tmp_path}"
+    assert len(lines) == 2 + 3  # k past the catalogue: all three products
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--k", "0"], "--k: must be a positive integer"),
+        (["--text", " "], "--text[0] is ' '"),
+        (["--image", "/no/such/query.png"], "Cannot decode --image /no/such/query.png"),
+        (["--images", "/no/such/folder"], "--images /no/such/folder is not a folder"),
+        (["--onnx", "/no/such/export"], "--onnx: /no/such/export has no export_info.json"),
+    ],
+)
+def test_serve_script_names_bad_arguments(tmp_path, arguments, message, monkeypatch, capsys):
+    Image.new("RGB", (20, 16), "red").save(tmp_path / "product.png")
+    defaults = {"--onnx": tmp_path / "no-export", "--images": tmp_path}
+    defaults.update(dict(zip(arguments[::2], arguments[1::2])))
+    arguments = [item for pair in defaults.items() for item in pair]
+    code, _, stderr = run_main("serve_embeddings.py", arguments, monkeypatch, capsys)
+    assert code == 2 and message in stderr, stderr
