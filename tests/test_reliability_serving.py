@@ -521,3 +521,20 @@ def test_serve_script_names_bad_arguments(tmp_path, arguments, message, monkeypa
     arguments = [item for pair in defaults.items() for item in pair]
     code, _, stderr = run_main("serve_embeddings.py", arguments, monkeypatch, capsys)
     assert code == 2 and message in stderr, stderr
+
+
+def test_an_export_without_its_processor_is_named(onnx_export, tmp_path):
+    from modeling_eclip.serving import OnnxEmbedder
+
+    folder = copy_with_info(onnx_export, tmp_path, lambda info: json.dumps(info))
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(ValueError, match=r"has no usable processor.*export the model again"):
+        OnnxEmbedder(folder)
+
+
+def test_token_type_ids_the_graphs_cannot_take_are_refused(embedder):
+    tokens = dict(make_processor()(text=["red shoe"], return_tensors="np"))
+    assert embedder.run("text", tokens).shape == (1, 16)  # the processor's zeros: what the graph embeds
+    with pytest.raises(ValueError, match="token_type_ids"):
+        embedder.run("text", {**tokens, "token_type_ids": np.ones_like(tokens["input_ids"])})

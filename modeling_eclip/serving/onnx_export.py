@@ -281,7 +281,12 @@ class OnnxEmbedder:
         self.info = read_export_info(info_file, {name: graph.inputs for name, graph in EMBEDDING_GRAPHS.items()})
         self.batch_size = batch_size
         self.logit_scale = float(self.info["logit_scale"])
-        self.processor = EclipProcessor.from_pretrained(export_dir)
+        try:
+            self.processor = EclipProcessor.from_pretrained(export_dir)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"{export_dir} has no usable processor ({error}); export the model again (examples/export_onnx.py)."
+            ) from error
         tokenizer = self.processor.tokenizer
         # Exports before these were recorded: the tokenizer's bounds, and onnxruntime's errors past them.
         if "vocab_size" not in self.info or "max_text_length" not in self.info:
@@ -337,6 +342,10 @@ class OnnxEmbedder:
                 feed[name] = _as_array(inputs[name], name)
             elif name != "attention_mask" or "input_ids" not in inputs:
                 raise ValueError(f"the {graph!r} graph takes {', '.join(needed)}; {name} is missing.")
+        token_types = inputs.get("token_type_ids")
+        if "input_ids" in feed and token_types is not None and _as_array(token_types, "token_type_ids").any():
+            # The graphs embed every token as segment 0, as the processor gives them; other values would be dropped.
+            raise ValueError("The exported graphs take no token_type_ids; texts are embedded as all zeros.")
         if "pixel_values" in feed:
             feed["pixel_values"] = self._checked_pixels(feed["pixel_values"])
         if "input_ids" in feed:
