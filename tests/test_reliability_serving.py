@@ -313,6 +313,7 @@ def test_embedder_arguments_are_checked(onnx_export):
             OnnxEmbedder(onnx_export, batch_size=batch_size)
     with pytest.raises(ValueError, match=r"providers \['NoSuchExecutionProvider'\] are not available"):
         OnnxEmbedder(onnx_export, providers=["NoSuchExecutionProvider"])
+    assert OnnxEmbedder(onnx_export, providers="CPUExecutionProvider").embed_texts("red shoe").shape == (1, 16)
 
 
 def pixels(batch=2, size=32):

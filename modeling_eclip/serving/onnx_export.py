@@ -299,12 +299,13 @@ class OnnxEmbedder:
         self.max_text_length = self.info.get("max_text_length", tokenizer.model_max_length)
         self.num_channels = self.info.get("num_channels", 3)
         self.pad_token_id = tokenizer.pad_token_id
+        providers = [providers] if isinstance(providers, str) else list(providers)  # one name, not its letters
         names = [provider[0] if isinstance(provider, (tuple, list)) else provider for provider in providers]
         unknown = [name for name in names if name not in onnxruntime.get_available_providers()]
         if unknown or not names:
             # onnxruntime would only warn and fall back to the CPU.
             raise ValueError(
-                f"providers {unknown or list(providers)} are not available in this onnxruntime; it has "
+                f"providers {unknown or providers} are not available in this onnxruntime; it has "
                 f"{onnxruntime.get_available_providers()}."
             )
         self.sessions = {}
@@ -316,7 +317,7 @@ class OnnxEmbedder:
                 raise ValueError(f"{path}, listed in {info_file} for the {name!r} graph, is missing; export again.")
             try:
                 self.sessions[name] = onnxruntime.InferenceSession(
-                    str(path), sess_options=session_options, providers=list(providers)
+                    str(path), sess_options=session_options, providers=providers
                 )
             except Exception as error:  # onnxruntime's errors derive from Exception only
                 raise ValueError(f"onnxruntime cannot load {path}: {error}; export again.") from error
