@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..data.source import CatalogueSource, image_input
 from ..processing_eclip import check_texts, to_rgb_images
-from ..serving.search_index import (
+from .search_index import (
     INDEX_FORMAT_VERSION,
     PROBE_TITLE,
     check_model_probe,
