@@ -48,7 +48,8 @@ class DatasetArguments:
         metadata={
             "help": "SPLIT=PATH_OR_GLOB entries (several per split allowed) for data outside a dataset repository, "
             "e.g. in an object store: --dataset_name parquet --dataset_data_files "
-            "'train=s3://bucket/shop/data/train-*.parquet' (load_dataset's data_files)."
+            "'train=s3://bucket/shop/data/train-*.parquet' (load_dataset's data_files). A local path or glob that "
+            "matches no file is an error naming it."
         },
     )
 

@@ -14,8 +14,9 @@ what ECLIP needs (:class:`CatalogueColumns`). Two layouts are read, told apart b
 :meth:`CatalogueSource.products` streams every product of a split in one normalised form (``PRODUCT_FEATURES``: image
 bytes, names of kinds) through ``datasets``, so the training stream shuffles and splits it by node with ``datasets``'
 own tools, and a Hub dataset and a local one take the same code path. The schema is checked when a split is opened
-(:class:`CatalogueSchemaError` names the column, its type and the option to set); bad rows (no title, a missing or
-undecodable image) are left to the consumers, which skip and count them.
+(:class:`CatalogueSchemaError` names the column, its type and the option to set), after the split's data files
+(``preflight.py``: files that are missing, truncated or hold other columns are named before any row is read); bad
+rows (no title, a missing or undecodable image) are left to the consumers, which skip and count them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import datasets
 
+from .preflight import check_card_data_files, check_data_file_patterns, check_split_files
 from .shard_format import list_shards, migration_hint, old_layout_splits
 
 # Every product as the consumers see it. The image is `image` (encoded bytes) or, for datasets that store paths or
@@ -159,17 +161,45 @@ class CatalogueSource:
             str(self.name_or_path), self.config, revision=self.revision, data_files=self.data_files
         )
 
+    def check_files(self, split: str) -> list[str]:
+        """The dataset pre-flight of ``split`` (``preflight.py``), before any row is read: the card's and
+        ``data_files``' patterns match files, the split has files, and its local parquet / CSV files can be read and
+        have the split's columns (``FileNotFoundError`` or ``DataFileError`` naming the file). Returns the split's data
+        files (``[]`` for a split the dataset lacks: :meth:`load` names it)."""
+        root = self._local_folder()
+        if root is not None:
+            check_card_data_files(root, self.config)
+        if self.data_files:
+            check_data_file_patterns(self.data_files, root)
+        builder = self.builder()
+        files = (builder.config.data_files or {}).get(split)
+        if files is None:
+            return []
+        files = [str(f) for f in files]
+        check_split_files(files, split, self.describe(), builder.info.features)
+        return files
+
+    def _opened(self, split: str, need_category: bool) -> tuple[list[str], datasets.IterableDataset, _Layout]:
+        """The split's data files (checked), its stream and its layout (schema checked)."""
+        files = self.check_files(split)
+        base = self.load(split)
+        return files, base, _check_schema(base.features, self.columns, self.describe(), need_category)
+
+    def _local_folder(self) -> Path | None:
+        path = Path(self.name_or_path)
+        return path.resolve() if path.is_dir() else None
+
     def layout(self, split: str, need_category: bool = False) -> _Layout:
-        """Check the schema of ``split`` (:class:`CatalogueSchemaError` naming the problem); return how to read it."""
-        return _check_schema(self.load(split).features, self.columns, self.describe(), need_category)
+        """Check the data files (:meth:`check_files`) and the schema of ``split`` (:class:`CatalogueSchemaError`
+        naming the problem); return how to read it."""
+        return self._opened(split, need_category)[2]
 
     # ----------------------------------------------------------------------------------------------- products
     def products(self, split: str, need_category: bool = False) -> datasets.IterableDataset:
         """Every product of ``split`` in the form of ``PRODUCT_FEATURES``, as a ``datasets.IterableDataset`` with one
         shard per data file of the split (so ``shuffle`` shuffles the file order and ``split_dataset_by_node`` can
-        give each rank its own files). The schema is checked here, before any row is read."""
-        base = self.load(split)
-        layout = _check_schema(base.features, self.columns, self.describe(), need_category)
+        give each rank its own files). The data files and the schema are checked here, before any row is read."""
+        _, base, layout = self._opened(split, need_category)
         return datasets.IterableDataset.from_generator(
             _products_of_shards,
             features=PRODUCT_FEATURES,
@@ -192,8 +222,7 @@ class CatalogueSource:
         name = getattr(self.columns, field)
         values = {}
         for split in self.split_names():
-            base = self.load(split)
-            layout = _check_schema(base.features, self.columns, self.describe(), need_category=field == "category")
+            _, base, layout = self._opened(split, need_category=field == "category")
             names = layout.category_names if field == "category" else None
             for row in base.select_columns([self.columns.product_id, name]):
                 values[str(row[self.columns.product_id])] = _label(row[name], names)
