@@ -34,7 +34,11 @@ class DatasetArguments:
     title_column: str = field(default="title", metadata={"help": "Column of the product title."})
     image_column: str = field(
         default="images",
-        metadata={"help": "Column of the images: a list per product, or one Image per row (grouped by product id)."},
+        metadata={
+            "help": "Column of the images: a list per product, or one Image per row (grouped by product id). Image "
+            "paths relative to the dataset are read from the folder of the data file that holds them, never from the "
+            "working directory; absolute paths and URLs as they are."
+        },
     )
     category_column: str = field(default="category", metadata={"help": "Column of the category (evaluation)."})
     source_column: str = field(
