@@ -1,7 +1,7 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
 """Reliability of the product data that training and evaluation read (issue 28): image paths resolve against the
 dataset, never the working directory; a dataset's files are checked before the model is built; image files have a
-size cap and only regular files are read; every kind of bad image is skipped and counted."""
+size cap; a catalogue of unusable products fails early; every kind of bad image is skipped and counted."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from helpers import TINY_BATCH, make_processor, tiny_run_arguments
 from modeling_eclip import EclipForPreTraining, processing_eclip
 from modeling_eclip.data.preflight import DataFileError
 from modeling_eclip.data.source import CatalogueColumns, CatalogueSource, resolve_image_path
-from modeling_eclip.data.stream import ProductPairStream, load_product_stream
+from modeling_eclip.data.stream import ProductPairStream, UnusableCatalogueError, load_product_stream
 from modeling_eclip.processing_eclip import to_rgb_image
 from modeling_eclip.training import parse_arguments, pretrain
 
@@ -291,3 +291,42 @@ def test_every_kind_of_bad_image_in_a_local_dataset_is_skipped_and_counted(
     assert len(batches) == 1
     assert stream.counters["skipped_single_image_products"] == len(BAD_IMAGE_CELLS)
     assert stream.counters["skipped_corrupt_images"] == len(BAD_IMAGE_CELLS)
+
+
+# ------------------------------------------------------------------------------------- unusable catalogues
+def test_a_catalogue_of_unusable_products_fails_after_the_first_products(tmp_path: Path) -> None:
+    cells = [[f"images/missing-{n}a.png", f"images/missing-{n}b.png"] for n in range(40)]
+    data = write_csv_dataset(tmp_path / "shop", images=cells)
+    stream = stream_of(CatalogueSource("csv", data_files={"train": str(data)}), unusable_products_limit=10)
+    with pytest.raises(UnusableCatalogueError) as error:
+        list(stream)
+    message = str(error.value)
+    assert "the first 10 products" in message and "10 with fewer than two readable images" in message
+    assert str(tmp_path / "shop" / "images" / "missing-") in message  # the first decoding error, with its file
+    assert stream.counters["skipped_single_image_products"] == 10  # stopped there, not after all 40
+
+
+def test_a_catalogue_whose_first_products_are_unusable_still_trains(tmp_path: Path) -> None:
+    bad = [[f"images/missing-{n}.png"] for n in range(9)]
+    good = [[f"images/ok-{2 * n}.png", f"images/ok-{2 * n + 1}.png"] for n in range(8)]
+    data = write_csv_dataset(tmp_path / "shop", images=bad + good)
+    stream = stream_of(CatalogueSource("csv", data_files={"train": str(data)}), unusable_products_limit=10)
+    assert len(list(stream)) == 2
+    assert stream.counters["skipped_single_image_products"] == 9
+    # A catalogue smaller than the limit is judged after its pass, as before (the training loop's EmptyEpochError).
+    data = write_csv_dataset(tmp_path / "small", images=bad)
+    stream = stream_of(CatalogueSource("csv", data_files={"train": str(data)}), unusable_products_limit=10)
+    assert list(stream) == [] and stream.last_epoch["products"] == 9
+
+
+def test_pretraining_stops_early_on_a_catalogue_of_unusable_products(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_config: Path
+) -> None:
+    from modeling_eclip.data import stream as stream_module
+
+    monkeypatch.setattr(stream_module, "UNUSABLE_PRODUCTS_LIMIT", 20)
+    cells = [[f"images/missing-{n}.png", ""] for n in range(60)]
+    data = write_csv_dataset(tmp_path / "shop", images=cells)
+    arguments = tiny_run_arguments(model_config, "csv", tmp_path / "run", image_column="images", warmup_steps=1)
+    with pytest.raises(UnusableCatalogueError, match="the first 20 products"):
+        pretrain(parse_arguments([*arguments, "--dataset_data_files", f"train={data}"]))
