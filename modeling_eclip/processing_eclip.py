@@ -8,6 +8,7 @@ import base64
 import binascii
 import io
 import os
+import stat
 import unicodedata
 import urllib.error
 import urllib.request
@@ -25,11 +26,17 @@ from transformers.processing_utils import ProcessingKwargs
 DEFAULT_MAX_TEXT_LENGTH = 55
 # Seconds to wait for an image URL, as `load_image(timeout=...)` would be told.
 DEFAULT_URL_TIMEOUT = 30.0
+# The largest image file or download `to_rgb_image` reads (bytes), checked before reading: product photos are far
+# smaller, and a catalogue must not make a reader load a 10 GB file whole. Set it (or pass `max_file_bytes`) to read
+# larger ones; it is read at each call, so setting it before the training stream starts its decode processes works.
+MAX_IMAGE_FILE_BYTES = 50 * 2**20
 # The floating-point model inputs that `check_model_inputs` refuses with NaN or infinite values.
 FLOAT_INPUT_NAMES = ("pixel_values", "prompt_pixel_values", "positive_pixel_values", "prompt_embeds")
 
 
-def to_rgb_image(image: Any, name: str = "image", min_size: int | None = None) -> Image.Image:
+def to_rgb_image(
+    image: Any, name: str = "image", min_size: int | None = None, *, max_file_bytes: int | None = None
+) -> Image.Image:
     """Decodes a PIL image, path, URL, base64 string, bytes, array or tensor into an RGB PIL image: THE image decoder.
 
     Every path that reads an image (processor, pipeline, grounding, search, training, evaluation) decodes through it:
@@ -54,19 +61,24 @@ def to_rgb_image(image: Any, name: str = "image", min_size: int | None = None) -
     else above holds as it is: the decompression-bomb guard reads the header's full size, and orientation, alpha and
     modes are handled after the reduced decode.
 
+    Files and downloads larger than `max_file_bytes` (None: `MAX_IMAGE_FILE_BYTES`, 50 MB) are refused before they
+    are read (a file by its size, a download by its length or once it passes the cap), and only regular files are
+    opened: a folder, an empty file, a FIFO or a device (`/dev/zero`) is refused without waiting on it.
+
     Errors are ValueErrors that name `name` (the argument and position, e.g. `images[3]`) and the file, if any.
     """
     if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1):
         raise ValueError(f"min_size must be an integer >= 1 or None, got {min_size!r}")
+    max_file_bytes = MAX_IMAGE_FILE_BYTES if max_file_bytes is None else max_file_bytes
     try:
         source = None
         if isinstance(image, str) and not os.path.exists(image) and _is_url_or_base64(image):
             # A short missing path such as "shoe" is valid base64 too; say both readings failed.
             source = image if image.startswith(("http://", "https://")) else "no such file; read as base64 data"
-            image = _read_url_or_base64(image)
+            image = _read_url_or_base64(image, max_file_bytes)
         if isinstance(image, (str, os.PathLike)):
             source = os.fspath(image)
-            with Image.open(image) as opened:
+            with _open_image_file(image, max_file_bytes) as file, Image.open(file) as opened:
                 image = _decode(opened, min_size)
         elif isinstance(image, (bytes, bytearray)):
             with Image.open(io.BytesIO(image)) as opened:
@@ -108,15 +120,49 @@ def _is_url_or_base64(text: str) -> bool:
     return True
 
 
-def _read_url_or_base64(text: str) -> bytes:
+def _over_cap(size: int, max_file_bytes: int) -> ValueError:
+    return ValueError(
+        f"{size} bytes, over the cap of {max_file_bytes} bytes for an image file (processing_eclip."
+        "MAX_IMAGE_FILE_BYTES, or max_file_bytes); shrink the image, or raise the cap if such files are expected"
+    )
+
+
+def _open_image_file(path: str | os.PathLike, max_file_bytes: int) -> io.BufferedReader:
+    """The file at `path` opened for reading, once its size is known to be within the cap. Opened without blocking
+    and checked on the open descriptor, so a FIFO or a device can never hang the reader (and no race swaps the file
+    between the check and the read)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise ValueError("it is a folder, not an image file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file (a FIFO, socket or device is never read)")
+        if info.st_size == 0:
+            raise ValueError("the file is empty (0 bytes)")
+        if info.st_size > max_file_bytes:
+            raise _over_cap(info.st_size, max_file_bytes)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _read_url_or_base64(text: str, max_file_bytes: int) -> bytes:
     """The encoded image behind a URL, a data URI or a base64 string, decoded by `to_rgb_image` like any bytes."""
     if text.startswith(("http://", "https://")):
         # The standard library (redirects followed), so remote code needs no HTTP package.
         try:
             with urllib.request.urlopen(text, timeout=DEFAULT_URL_TIMEOUT) as response:
-                return response.read()
+                length = response.headers.get("Content-Length")
+                if length and length.isdigit() and int(length) > max_file_bytes:
+                    raise _over_cap(int(length), max_file_bytes)
+                data = response.read(max_file_bytes + 1)  # never more than the cap, whatever the server claims
         except (urllib.error.URLError, TimeoutError) as error:
             raise OSError(f"cannot download it: {error}") from error
+        if len(data) > max_file_bytes:
+            raise _over_cap(len(data), max_file_bytes)
+        return data
     if text.startswith("data:image/"):
         text = text.split(",", 1)[-1]
     try:

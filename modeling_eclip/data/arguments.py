@@ -34,7 +34,11 @@ class DatasetArguments:
     title_column: str = field(default="title", metadata={"help": "Column of the product title."})
     image_column: str = field(
         default="images",
-        metadata={"help": "Column of the images: a list per product, or one Image per row (grouped by product id)."},
+        metadata={
+            "help": "Column of the images: a list per product, or one Image per row (grouped by product id). Image "
+            "paths relative to the dataset are read from the folder of the data file that holds them, never from the "
+            "working directory; absolute paths and URLs as they are."
+        },
     )
     category_column: str = field(default="category", metadata={"help": "Column of the category (evaluation)."})
     source_column: str = field(
@@ -48,7 +52,8 @@ class DatasetArguments:
         metadata={
             "help": "SPLIT=PATH_OR_GLOB entries (several per split allowed) for data outside a dataset repository, "
             "e.g. in an object store: --dataset_name parquet --dataset_data_files "
-            "'train=s3://bucket/shop/data/train-*.parquet' (load_dataset's data_files)."
+            "'train=s3://bucket/shop/data/train-*.parquet' (load_dataset's data_files). A local path or glob that "
+            "matches no file is an error naming it."
         },
     )
 

@@ -14,25 +14,42 @@ what ECLIP needs (:class:`CatalogueColumns`). Two layouts are read, told apart b
 :meth:`CatalogueSource.products` streams every product of a split in one normalised form (``PRODUCT_FEATURES``: image
 bytes, names of kinds) through ``datasets``, so the training stream shuffles and splits it by node with ``datasets``'
 own tools, and a Hub dataset and a local one take the same code path. The schema is checked when a split is opened
-(:class:`CatalogueSchemaError` names the column, its type and the option to set); bad rows (no title, a missing or
-undecodable image) are left to the consumers, which skip and count them.
+(:class:`CatalogueSchemaError` names the column, its type and the option to set), after the split's data files
+(``preflight.py``: files that are missing, truncated or hold other columns are named before any row is read); bad
+rows (no title, a missing or undecodable image) are left to the consumers, which skip and count them.
+
+Image paths. A dataset that stores paths rather than image bytes is read the same way from any working directory:
+:func:`resolve_image_path`, the one rule for every image read from a dataset (training stream, evaluation, search),
+resolves a relative path against the folder of the data file holding the row (``--dataset_data_files
+train=/x/cat.csv``: ``images/1.png`` is ``/x/images/1.png``; ``/x/shop/data/train-0.parquet``: ``/x/shop/data/...``),
+as ``datasets`` reads the ``file_name`` of an image folder's metadata file. Absolute paths and URLs are kept; a URL is
+downloaded when decoded (without a network, or for a Hub dataset's relative path, which becomes an ``hf://`` URL, it
+is counted as an unreadable image). Unlike the converter (``convert.py``), which copies image bytes into a dataset that
+may be published and therefore keeps to the catalogue's folder unless ``--allow-outside-paths``, readers only decode
+pixels: absolute paths and ``..`` are followed as written. Only regular files are read, up to
+``processing_eclip.MAX_IMAGE_FILE_BYTES`` (``to_rgb_image``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+import posixpath
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 
+from ..processing_eclip import _is_url_or_base64
+from .preflight import check_card_data_files, check_data_file_patterns, check_split_files, is_remote
 from .shard_format import list_shards, migration_hint, old_layout_splits
 
 # Every product as the consumers see it. The image is `image` (encoded bytes) or, for datasets that store paths or
-# URLs, `path`; `kind` is a name (or None); boxes are empty when the dataset has none.
+# URLs, `path` (absolute, or a URL: `resolve_image_path`); `kind` is a name (or None); boxes are empty when the dataset
+# has none.
 PRODUCT_FEATURES = datasets.Features(
     {
         "product_id": datasets.Value("string"),
@@ -55,6 +72,8 @@ PRODUCT_FEATURES = datasets.Features(
 
 # Rows converted from arrow at once (cheaper than one by one).
 _READ_BATCH = 64
+# `scheme://` of a URL (http, https, hf, s3, ...).
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class CatalogueSchemaError(ValueError):
@@ -159,21 +178,57 @@ class CatalogueSource:
             str(self.name_or_path), self.config, revision=self.revision, data_files=self.data_files
         )
 
+    def check_files(self, split: str) -> list[str]:
+        """The dataset pre-flight of ``split`` (``preflight.py``), before any row is read: the card's and
+        ``data_files``' patterns match files, the split has files, and its local parquet / CSV files can be read and
+        have the split's columns (``FileNotFoundError`` or ``DataFileError`` naming the file). Returns the split's data
+        files (``[]`` for a split the dataset lacks: :meth:`load` names it)."""
+        root = self._local_folder()
+        if root is not None:
+            check_card_data_files(root, self.config)
+        if self.data_files:
+            check_data_file_patterns(self.data_files, root)
+        builder = self.builder()
+        files = (builder.config.data_files or {}).get(split)
+        if files is None:
+            return []
+        files = [str(f) for f in files]
+        check_split_files(files, split, self.describe(), builder.info.features)
+        return files
+
+    def _opened(self, split: str, need_category: bool) -> tuple[list[str], datasets.IterableDataset, _Layout]:
+        """The split's data files (checked), its stream and its layout (schema checked)."""
+        files = self.check_files(split)
+        base = self.load(split)
+        return files, base, _check_schema(base.features, self.columns, self.describe(), need_category)
+
+    def _local_folder(self) -> Path | None:
+        path = Path(self.name_or_path)
+        return path.resolve() if path.is_dir() else None
+
     def layout(self, split: str, need_category: bool = False) -> _Layout:
-        """Check the schema of ``split`` (:class:`CatalogueSchemaError` naming the problem); return how to read it."""
-        return _check_schema(self.load(split).features, self.columns, self.describe(), need_category)
+        """Check the data files (:meth:`check_files`) and the schema of ``split`` (:class:`CatalogueSchemaError`
+        naming the problem); return how to read it."""
+        return self._opened(split, need_category)[2]
 
     # ----------------------------------------------------------------------------------------------- products
     def products(self, split: str, need_category: bool = False) -> datasets.IterableDataset:
         """Every product of ``split`` in the form of ``PRODUCT_FEATURES``, as a ``datasets.IterableDataset`` with one
         shard per data file of the split (so ``shuffle`` shuffles the file order and ``split_dataset_by_node`` can
-        give each rank its own files). The schema is checked here, before any row is read."""
-        base = self.load(split)
-        layout = _check_schema(base.features, self.columns, self.describe(), need_category)
+        give each rank its own files). The data files and the schema are checked here, before any row is read."""
+        files, base, layout = self._opened(split, need_category)
+        # The folder of each shard's data file, for its relative image paths (a tuple: datasets shards lists only).
+        folders = _shard_folders(files, base.n_shards, self._local_folder())
         return datasets.IterableDataset.from_generator(
             _products_of_shards,
             features=PRODUCT_FEATURES,
-            gen_kwargs={"shards": list(range(base.n_shards)), "source": self, "split": split, "layout": layout},
+            gen_kwargs={
+                "shards": list(range(base.n_shards)),
+                "source": self,
+                "split": split,
+                "layout": layout,
+                "folders": folders,
+            },
         )
 
     def iter_products(self, split: str, need_category: bool = False) -> Iterator[dict[str, Any]]:
@@ -192,8 +247,7 @@ class CatalogueSource:
         name = getattr(self.columns, field)
         values = {}
         for split in self.split_names():
-            base = self.load(split)
-            layout = _check_schema(base.features, self.columns, self.describe(), need_category=field == "category")
+            _, base, layout = self._opened(split, need_category=field == "category")
             names = layout.category_names if field == "category" else None
             for row in base.select_columns([self.columns.product_id, name]):
                 values[str(row[self.columns.product_id])] = _label(row[name], names)
@@ -347,8 +401,38 @@ def _label(value: Any, names: tuple[str, ...] | None) -> str | None:
     return names[value] if names is not None and 0 <= value < len(names) else str(value)
 
 
-def _image_entry(value: Any, image_type: str, extra: dict[str, Any], layout: _Layout) -> dict[str, Any]:
-    """One image of ``PRODUCT_FEATURES`` from a raw image value and its optional fields."""
+def resolve_image_path(value: str | None, folder: str | None) -> str | None:
+    """THE rule for an image path read from a dataset: a relative path is taken from ``folder`` (the folder of the
+    data file holding the row, a local path or a URL), never from the working directory; absolute paths, URLs and
+    ``data:`` URIs are kept. None for a missing or blank value, and for a relative path without a folder to resolve
+    it against. A relative value that is valid base64 and names no file there stays as it is (``to_rgb_image``
+    decodes it as base64, as it would have)."""
+    if value is None or not str(value).strip():
+        return None
+    value = str(value)
+    if _URL_SCHEME.match(value) or value.startswith("data:") or os.path.isabs(value):
+        return value
+    if folder is None:
+        return None
+    if is_remote(folder):
+        return posixpath.join(folder, value)
+    path = os.path.join(folder, value)  # ".." left to the OS, which follows symbolic links as the file is opened
+    return value if not os.path.lexists(path) and _is_url_or_base64(value) else path
+
+
+def _shard_folders(files: Sequence[str], n_shards: int, root: Path | None) -> tuple[str | None, ...]:
+    """The folder of each shard's data file (shard i is data file i for the file formats ``datasets`` packages);
+    the dataset's folder (or None) when the shards are not the files."""
+    if len(files) == n_shards:
+        return tuple(posixpath.dirname(f) if is_remote(f) else os.path.dirname(os.path.abspath(f)) for f in files)
+    return (None if root is None else str(root),) * n_shards
+
+
+def _image_entry(
+    value: Any, image_type: str, extra: dict[str, Any], layout: _Layout, folder: str | None
+) -> dict[str, Any]:
+    """One image of ``PRODUCT_FEATURES`` from a raw image value and its optional fields (a path resolved against
+    ``folder``, :func:`resolve_image_path`)."""
     data, path = None, None
     if image_type == "image" and value is not None:
         data, path = value.get("bytes"), value.get("path")
@@ -358,7 +442,7 @@ def _image_entry(value: Any, image_type: str, extra: dict[str, Any], layout: _La
         path = value
     return {
         "image": data,
-        "path": None if data is not None else path,
+        "path": None if data is not None else resolve_image_path(path, folder),
         "source": None if extra.get("source") is None else str(extra["source"]),
         "kind": _label(extra.get("kind"), layout.kind_names),
         "boxes": extra.get("boxes") or [],
@@ -367,26 +451,27 @@ def _image_entry(value: Any, image_type: str, extra: dict[str, Any], layout: _La
 
 
 def _products_of_shards(
-    shards: list[int], source: CatalogueSource, split: str, layout: _Layout
+    shards: list[int], source: CatalogueSource, split: str, layout: _Layout, folders: tuple[str | None, ...]
 ) -> Iterator[dict[str, Any]]:
     """The generator behind :meth:`CatalogueSource.products`: the products of the given data files, in order."""
     base = source.load(split)
     columns = source.columns
     for index in shards:
+        folder = folders[index]
         rows = _rows(base.shard(num_shards=base.n_shards, index=index), columns, layout)
         if layout.image_per_row:
-            yield from _group_image_rows(rows, columns, layout)
+            yield from _group_image_rows(rows, columns, layout, folder)
             continue
         for row in rows:
             images = []
             for item in row[columns.image] or []:
                 if layout.image_field is None:
-                    images.append(_image_entry(item, layout.image_type, {}, layout))
+                    images.append(_image_entry(item, layout.image_type, {}, layout, folder))
                 elif item is None:
-                    images.append(_image_entry(None, layout.image_type, {}, layout))
+                    images.append(_image_entry(None, layout.image_type, {}, layout, folder))
                 else:
                     extra = {name: item.get(getattr(columns, name)) for name in layout.subfields}
-                    images.append(_image_entry(item[layout.image_field], layout.image_type, extra, layout))
+                    images.append(_image_entry(item[layout.image_field], layout.image_type, extra, layout, folder))
             yield _product(row, columns, layout, images, noncontiguous=False)
 
 
@@ -418,7 +503,7 @@ def _product(
 
 
 def _group_image_rows(
-    rows: Iterator[dict[str, Any]], columns: CatalogueColumns, layout: _Layout
+    rows: Iterator[dict[str, Any]], columns: CatalogueColumns, layout: _Layout, folder: str | None
 ) -> Iterator[dict[str, Any]]:
     """Consecutive rows with the same product id as one product (one data file)."""
     seen: set[str] = set()
@@ -434,13 +519,14 @@ def _group_image_rows(
         if first is None:
             first = {"key": key, "row": row}
         extra = {name: row[getattr(columns, name)] for name in layout.subfields}
-        images.append(_image_entry(row[columns.image], layout.image_type, extra, layout))
+        images.append(_image_entry(row[columns.image], layout.image_type, extra, layout, folder))
     if first is not None:
         yield _product(first["row"], columns, layout, images, noncontiguous=first["key"] in seen)
 
 
 def image_input(image: dict[str, Any]) -> bytes | str | None:
-    """What to decode for one image of ``PRODUCT_FEATURES``: its bytes, else its path or URL (None when neither)."""
+    """What to decode for one image of ``PRODUCT_FEATURES``: its bytes, else its path (absolute, or a URL: resolved by
+    :func:`resolve_image_path` when the product was read) (None when neither)."""
     return image["image"] if image.get("image") is not None else image.get("path")
 
 

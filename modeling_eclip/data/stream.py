@@ -21,7 +21,6 @@ This module is used by the training loop and evaluation; it is not part of the r
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +34,8 @@ from PIL import Image, ImageEnhance
 
 from ..processing_eclip import is_blank_text, to_rgb_image
 from .batching import DistinctBatcher, decode_in_order
+from .epoch import COUNTER_NAMES, EpochTally
+from .epoch import UnusableCatalogueError as UnusableCatalogueError  # what the stream raises, importable here
 from .source import CatalogueSource, image_input
 
 DEFAULT_SHUFFLE_BUFFER = 1000
@@ -42,14 +43,10 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_NUM_WORKERS = 2
 # Rows read from the parquet stream at once (arrow -> python conversion is cheaper in batches).
 _READ_BATCH = 64
-COUNTER_NAMES = (
-    "skipped_corrupt_images",
-    "skipped_single_image_products",
-    "skipped_blank_title_products",
-    "skipped_no_product_id_products",
-    "noncontiguous_products",
-    "deferred_duplicates",
-)
+# The first epoch stops with UnusableCatalogueError once its first this many products were all unusable (0: never):
+# far more than a healthy catalogue's bad start, far fewer than a large unreadable catalogue (`epoch.py`). Read when a
+# stream is made.
+UNUSABLE_PRODUCTS_LIMIT = 1000
 # The counter of each reason `make_pair` rejects a product for.
 REJECTION_COUNTERS = {
     "single_image": "skipped_single_image_products",
@@ -242,17 +239,20 @@ def make_pair(
     anchor_kind_probability: float = 1.0,
     min_size: int | None = None,
     crop_resize: CropResize | None = None,
+    max_file_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Pick and decode two different images of one product row (each augmented with :func:`augment_image` when
     ``augment``). ``min_size``: JPEGs are decoded at the smallest reduced scale that keeps both sides >= it
     (``to_rgb_image``; :func:`min_decode_size` gives the one that costs the model no resolution); ``crop_resize``:
-    the processor's resize, applied to large crops before the colour jitter (:func:`augment_image`).
+    the processor's resize, applied to large crops before the colour jitter (:func:`augment_image`);
+    ``max_file_bytes``: the size cap of an image file (``to_rgb_image``; None: ``MAX_IMAGE_FILE_BYTES``).
 
     Returns a sample (``anchor``, ``positive`` RGB PIL images, ``title``, ``product_id`` int64, ``product_key``
     string) or, when fewer than two images decode, ``{"rejected": "single_image"}`` (``"blank_title"`` for a title with
     nothing to read, which the processor would refuse mid-run: see ``check_texts``; ``"no_product_id"`` for a missing
-    or empty id); ``corrupt`` counts the images that are missing or failed to decode. The choice depends only on
-    (seed, epoch, position), which makes resumption exact.
+    or empty id); ``corrupt`` counts the images that are missing or failed to decode, ``error`` is the first one's
+    message (None when none failed). The choice depends only on (seed, epoch, position), which makes resumption
+    exact.
     """
     # A product id met again later in its data file (image-per-row datasets): trained on, and counted.
     noncontiguous = bool(example.get("noncontiguous"))
@@ -265,16 +265,19 @@ def make_pair(
     rng = np.random.default_rng([seed, epoch, position])
     decoded: dict[int, Any] = {}
     bad: set[int] = set()
+    errors: list[str] = []
 
     def load(index: int) -> Any:
         if index not in decoded and index not in bad:
             value = image_input(images[index])
+            name = f"{example['product_id']} image {index}"
             try:
                 if value is None:
-                    raise ValueError("no image")
-                decoded[index] = to_rgb_image(value, f"{example['product_id']} image {index}", min_size)
-            except ValueError:
+                    raise ValueError(f"{name} has no image (an empty cell, or a relative path without a folder)")
+                decoded[index] = to_rgb_image(value, name, min_size, max_file_bytes=max_file_bytes)
+            except ValueError as error:
                 bad.add(index)
+                errors.append(str(error))
         return decoded.get(index)
 
     sample: dict[str, Any] = {"rejected": "single_image"}
@@ -296,6 +299,7 @@ def make_pair(
                 }
                 break
     sample["corrupt"] = len(bad)
+    sample["error"] = errors[0] if errors else None
     sample["noncontiguous"] = noncontiguous
     return sample
 
@@ -310,6 +314,7 @@ class PairSettings(NamedTuple):
     anchor_kind_probability: float
     min_size: int | None
     crop_resize: CropResize | None
+    max_file_bytes: int | None
 
 
 class PairJob(NamedTuple):
@@ -377,6 +382,11 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         reduced_decoding: decode JPEGs at a reduced scale that still leaves the model its full input resolution
             (:func:`min_decode_size`), and resize crops larger than the model's input before the colour jitter
             (:class:`CropResize`); several times faster on large photos. False: always decode and jitter in full.
+        unusable_products_limit: stop the first epoch with :class:`UnusableCatalogueError` (and the counts) once its
+            first this many products were all unusable, rather than stream a whole unreadable catalogue (None:
+            ``UNUSABLE_PRODUCTS_LIMIT``; 0: never). A shorter catalogue is judged after its pass (``last_epoch``).
+        max_image_file_bytes: image files larger than this are skipped and counted as unreadable, without being read
+            (None: ``processing_eclip.MAX_IMAGE_FILE_BYTES``, 50 MB).
     """
 
     def __init__(
@@ -391,6 +401,8 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         anchor_kind: str | None = None,
         anchor_kind_probability: float = 1.0,
         reduced_decoding: bool = True,
+        unusable_products_limit: int | None = None,
+        max_image_file_bytes: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= anchor_kind_probability <= 1.0:
@@ -399,6 +411,10 @@ class ProductPairStream(torch.utils.data.IterableDataset):
             raise ValueError("batch_size must be at least 2: the objectives need other products as negatives")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 (0: decode in the iterating process), got {num_workers}")
+        limit = UNUSABLE_PRODUCTS_LIMIT if unusable_products_limit is None else unusable_products_limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"unusable_products_limit must be an integer >= 0 (0: never stop early), got {limit!r}")
+        self.unusable_products_limit = limit
         self.stream = stream
         self.collator = ProductPairCollator(processor)
         self.batch_size = batch_size
@@ -411,6 +427,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
             anchor_kind_probability=anchor_kind_probability,
             min_size=min_decode_size(processor, augment) if reduced_decoding else None,
             crop_resize=CropResize.of(processor) if reduced_decoding else None,
+            max_file_bytes=max_image_file_bytes,
         )
         self.epoch = 0
         self._consumed = 0  # examples of this epoch taken by the batcher (in a batch, held over or rejected)
@@ -477,7 +494,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
         """The batches of the current epoch from the current position (of those ``owned``, (loader worker, loader
         workers), only every workers-th), then on to the next epoch."""
         epoch, start, replay = self.epoch, self._consumed, set(self._pending)
-        tally = _EpochTally(epoch, from_start=start == 0 and not replay, counters_at_start=dict(self._counters))
+        tally = EpochTally(epoch, from_start=start == 0 and not replay, counters_at_start=dict(self._counters))
         batcher = DistinctBatcher(self.batch_size)
         samples = decode_in_order(self._jobs(epoch, start, replay), workers)
         for batch in self._full_batches(samples, replay, batcher, tally):
@@ -516,7 +533,7 @@ class ProductPairStream(torch.utils.data.IterableDataset):
                 position += 1
 
     def _full_batches(
-        self, samples: Iterator[tuple[int, dict]], replay: set[int], batcher: DistinctBatcher, tally: _EpochTally
+        self, samples: Iterator[tuple[int, dict]], replay: set[int], batcher: DistinctBatcher, tally: EpochTally
     ) -> Iterator[list[dict]]:
         """The full batches of the epoch's samples, keeping the position (``_consumed``, ``_pending``) and the
         counters up to date before each is handed on. The held-over examples of a restored state (``replay``) start
@@ -529,8 +546,9 @@ class ProductPairStream(torch.utils.data.IterableDataset):
             if restored:
                 batcher.hold_over(restored)
                 restored = []
-            tally.products += 1
+            tally.take(sample)
             self._take(position, sample, batcher)
+            tally.check_usable(self._counters, self.unusable_products_limit)
             if batcher.is_full():
                 batch = batcher.start_next_batch()
                 self._pending = batcher.pending_positions()
@@ -554,23 +572,3 @@ def _is_owned(owned: tuple[int, int] | None, batch_index: int) -> bool:
     """Whether this process runs the processor for batch ``batch_index``: (loader worker, loader workers) owns every
     workers-th batch; None (direct use) owns them all."""
     return owned is None or batch_index % owned[1] == owned[0]
-
-
-@dataclasses.dataclass
-class _EpochTally:
-    """What one pass over an epoch gave, for ``ProductPairStream.last_epoch``."""
-
-    epoch: int
-    from_start: bool
-    counters_at_start: dict[str, int]
-    products: int = 0  # examples read and taken (not those replayed from a restored state)
-    batches: int = 0
-
-    def summary(self, counters: Mapping[str, int]) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "from_start": self.from_start,
-            "batches": self.batches,
-            "products": self.products,
-            **{name: counters[name] - self.counters_at_start[name] for name in COUNTER_NAMES},
-        }
