@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modeling_eclip import processing_eclip
 from modeling_eclip.data import convert as c2s
 from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.source import read_split
@@ -23,6 +24,7 @@ EXPECTED = {
     "invalid_kind": 0,
     "path_outside_catalogue": 0,
     "not_a_regular_file": 0,
+    "image_file_too_large": 0,
     "missing_image_file": 1,
     "duplicate": 1,
     "unreadable_image": 1,
@@ -114,6 +116,21 @@ def test_jsonl(rows: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture) 
     _check_output(tmp_path / "out", report)
     printed = capsys.readouterr().out
     assert "| rejected: unreadable_image | 1 |" in printed
+
+
+def test_an_image_file_over_the_size_cap_is_counted_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The converter applies the readers' cap (``processing_eclip.MAX_IMAGE_FILE_BYTES``) before reading a file."""
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    rows = [
+        {"product_id": pid, "title": f"title of {pid}", "image": _save(_rgb(seed, size), folder / f"{pid}-{seed}.png")}
+        for pid, seed, size in (("small", 1, 16), ("small", 2, 16), ("big", 3, 16), ("big", 4, 128))
+    ]
+    monkeypatch.setattr(processing_eclip, "MAX_IMAGE_FILE_BYTES", (folder / "big-4.png").stat().st_size - 1)
+    report = c2s.convert(_write_jsonl(rows, folder), tmp_path / "out")
+    assert report["rejected_rows"]["image_file_too_large"] == 1
+    assert report["rejected_rows"]["single_image_product"] == 1  # "big" kept one image: not a product to train on
+    assert report["accepted_rows"] == 2
 
 
 def test_csv_with_absolute_paths_and_pre_resize(rows: list[dict], tmp_path: Path) -> None:

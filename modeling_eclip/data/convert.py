@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from .. import processing_eclip
 from ..processing_eclip import is_blank_text, to_rgb_image
 from .hub import add_push_arguments, check_repo_id, run_build_command
 from .output_folder import check_output_folder, replacing_output_folder
@@ -66,6 +67,7 @@ REJECTION_REASONS = (
     "invalid_kind",
     "path_outside_catalogue",
     "not_a_regular_file",
+    "image_file_too_large",
     "missing_image_file",
     "duplicate",
     "unreadable_image",
@@ -187,13 +189,21 @@ def _text(row: dict[str, Any], key: str, where: str) -> str:
     return str(value).strip()
 
 
+class ImageFileTooLargeError(ValueError):
+    """An image file over ``processing_eclip.MAX_IMAGE_FILE_BYTES``, the cap every reader of images applies."""
+
+
 def read_regular_file(path: Path) -> bytes | None:
     """The bytes of ``path``, or ``None`` when it is not a regular file (a device, a FIFO, a folder). Opened without
-    blocking and checked on the open descriptor, so ``/dev/zero`` or a FIFO can never hang the reader."""
+    blocking and checked on the open descriptor, so ``/dev/zero`` or a FIFO can never hang the reader; a file over
+    ``MAX_IMAGE_FILE_BYTES`` (read at each call) raises :class:`ImageFileTooLargeError` before it is read."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
             return None
+        if info.st_size > processing_eclip.MAX_IMAGE_FILE_BYTES:
+            raise ImageFileTooLargeError(f"{path}: {info.st_size} bytes, over {processing_eclip.MAX_IMAGE_FILE_BYTES}")
         with os.fdopen(descriptor, "rb", closefd=False) as file:
             return file.read()
     finally:
@@ -225,6 +235,8 @@ def _image_input(value: Any, root: Path, where: str, allow_outside_paths: bool) 
         data = read_regular_file(file)
     except FileNotFoundError:
         return None, "missing_image_file"
+    except ImageFileTooLargeError:
+        return None, "image_file_too_large"
     except OSError:  # permission denied, a socket, ...
         return None, "unreadable_image"
     return (data, None) if data is not None else (None, "not_a_regular_file")
