@@ -64,7 +64,8 @@ class CheckpointManager:
     Every rank writes into `tmp-checkpoint-<step>` (Accelerate's model and optimiser state; its RNG states, data-stream
     position as JSON); after a barrier the main process writes the schedule, the run config and `trainer_state.json`
     (with the size and SHA-256 of every file) and renames the directory, which is atomic on one file system. A
-    checkpoint of the same step replaces the old one. Only the newest `save_total_limit` checkpoints are kept.
+    checkpoint of the same step replaces the old one. Only the newest `save_total_limit` checkpoints are kept; a
+    `checkpoint-<step>` that is a symbolic link (moved to another disk) is rotated by removing the link only.
     `output_dir` must be shared by the ranks (multi-node: a shared file system). `run_config`, what the run was, is
     kept with every checkpoint (a resume compares it).
     """
@@ -118,7 +119,7 @@ class CheckpointManager:
         """Deletes temporary directories left by a run that was killed while saving (main process)."""
         if self.accelerator.is_main_process:
             for path in self.output_dir.glob(f"{TMP_CHECKPOINT_PREFIX}*"):
-                shutil.rmtree(path, ignore_errors=True)
+                remove_path(path)
         self.accelerator.wait_for_everyone()
 
     def save(self, step: int, stream: DataPosition, scheduler: Any, trainer_state: dict[str, Any]) -> Path:
@@ -126,7 +127,7 @@ class CheckpointManager:
         tmp = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}{step}"
         accelerator, rank = self.accelerator, self.accelerator.process_index
         if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_path(tmp)
         accelerator.wait_for_everyone()
         tmp.mkdir(parents=True, exist_ok=True)
         accelerator.save_state(str(tmp))
@@ -141,12 +142,12 @@ class CheckpointManager:
             state = {**trainer_state, "step": step, "last_good_checkpoint": str(final), MANIFEST_KEY: manifest}
             write_json(tmp / TRAINER_STATE, state)
             _fsync_tree(tmp)
-            if final.exists():  # the same step saved before (a resumed run, or an older run): the new one wins
+            if os.path.lexists(final):  # the same step saved before (a resumed run, or an older run): the new one wins
                 replaced = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}replaced-{final.name}"
-                shutil.rmtree(replaced, ignore_errors=True)
+                remove_path(replaced)
                 os.replace(final, replaced)
                 os.replace(tmp, final)
-                shutil.rmtree(replaced)
+                remove_path(replaced)
             else:
                 os.replace(tmp, final)
             for old in self.checkpoints()[: -self.save_total_limit]:
@@ -154,7 +155,7 @@ class CheckpointManager:
                 # start), never a half-deleted checkpoint-N.
                 doomed = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}deleted-{old.name}"
                 os.replace(old, doomed)
-                shutil.rmtree(doomed)
+                remove_path(doomed)
         accelerator.wait_for_everyone()
         return final
 
@@ -360,5 +361,15 @@ def remove_run_files(output_dir: str | os.PathLike, names: Sequence[str], patter
     for pattern in (f"{CHECKPOINT_PREFIX}*", f"{TMP_CHECKPOINT_PREFIX}*", *patterns):
         doomed += sorted(output_dir.glob(pattern))
     for path in doomed:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        remove_path(path)
     return [path.name for path in doomed]
+
+
+def remove_path(path: Path) -> None:
+    """Deletes a folder, a file or a symbolic link (nothing when it is missing). A link is removed itself and never
+    followed: a checkpoint folder linked from another disk keeps what it points to (`shutil.rmtree` refuses links
+    mid-run otherwise)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,15 @@ from ..data.arguments import DATASET_ARGUMENT_NAMES
 from ..data.stream import ProductPairStream
 from ..processing_eclip import EclipProcessor
 from .arguments import HUB_CHECKPOINT_DIR, RESUME_FROM_HUB, PretrainingArguments
-from .checkpoints import CHECKPOINT_PREFIX, RUN_CONFIG, TRAINER_STATE, CheckpointError, CheckpointManager, read_json
+from .checkpoints import (
+    CHECKPOINT_PREFIX,
+    RUN_CONFIG,
+    TRAINER_STATE,
+    CheckpointError,
+    CheckpointManager,
+    read_json,
+    remove_path,
+)
 
 
 @dataclass
@@ -197,7 +204,7 @@ def remove_later_checkpoints(
         )
     if newer and accelerator.is_main_process:
         for later in newer:
-            shutil.rmtree(later)
+            remove_path(later)
         accelerator.print(f"--overwrite_output_dir: deleted {', '.join(p.name for p in newer)}")
     accelerator.wait_for_everyone()
 
