@@ -9,14 +9,19 @@ or the new one after a hard kill between its two renames."""
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import LOGGED_KEYS, read_metrics, tiny_run_arguments, write_tiny_model_config
+from helpers import LOGGED_KEYS, read_metrics, subprocess_env, tiny_run_arguments, write_tiny_model_config
 
+from modeling_eclip.data import output_folder
 from modeling_eclip.training import check_arguments, parse_arguments, pretrain
 from modeling_eclip.training.checkpoints import (
     CHECKPOINT_MANIFEST,
@@ -434,3 +439,62 @@ def test_a_resume_at_something_that_is_no_checkpoint_is_named(
         args = parse_arguments(_arguments(model_config, demo_catalogue, tmp_path / "new", resume=str(resume)))
         with pytest.raises(FileNotFoundError, match=f"is not a complete checkpoint \\({re.escape(reason)}"):
             check_arguments(args)
+
+
+# ----------------------------------------------------------------------------------------------- output folders
+
+# A build that SIGKILLs itself right after its `kill_after`-th rename of the swap (argv: output, kill_after, the
+# module's file, loaded alone: it needs only the standard library, and the package takes seconds to import).
+KILLED_BUILD = r"""
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("output_folder", sys.argv[3])
+output_folder = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(output_folder)
+
+renames, kill_after = [0], int(sys.argv[2])
+real_rename = os.rename
+
+def rename_then_die(source, target):
+    real_rename(source, target)
+    renames[0] += 1
+    if renames[0] == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+output_folder.os.rename = rename_then_die
+with output_folder.replacing_output_folder(sys.argv[1], overwrite=True) as staging:
+    (staging / "build.txt").write_text("new")
+"""
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3])
+def test_a_hard_kill_during_the_output_swap_is_finished_by_the_next_build(
+    tmp_path: Path, kill_after: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = tmp_path / "catalogue"
+    output.mkdir()
+    (output / "build.txt").write_text("old")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BUILD, str(output), str(kill_after), output_folder.__file__],
+        env=subprocess_env(),
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    # Before: a kill after the old output was moved aside left no output at all, and the old build hidden beside it.
+    with caplog.at_level(logging.WARNING, logger=output_folder.__name__):
+        output_folder.check_output_folder(output, overwrite=True)
+    assert (output / "build.txt").read_text() == "new", "the finished build was not put in place"
+    assert "was killed while swapping it in" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalogue"]
+    with output_folder.replacing_output_folder(output, overwrite=True) as staging:
+        (staging / "build.txt").write_text("newer")
+    assert (output / "build.txt").read_text() == "newer"
+
+
+def test_an_old_output_moved_aside_with_no_finished_build_goes_back(tmp_path: Path) -> None:
+    aside = tmp_path / ".catalogue.old-123-abcd"
+    aside.mkdir()
+    (aside / "build.txt").write_text("old")
+    message = output_folder.finish_interrupted_swap(tmp_path / "catalogue")
+    assert "the earlier output it had moved aside was put back" in message
+    assert (tmp_path / "catalogue" / "build.txt").read_text() == "old" and not aside.exists()
+    assert output_folder.finish_interrupted_swap(tmp_path / "catalogue") is None
