@@ -26,7 +26,8 @@ from modeling_eclip.processing_eclip import to_rgb_image
 from modeling_eclip.training import loop as training_loop
 from modeling_eclip.training import parse_arguments, pretrain
 from modeling_eclip.training import run as training_run
-from modeling_eclip.training.image_tower import ImageTowerArguments, drop_unreadable_images
+from modeling_eclip.training.image_tower import ImageTowerArguments
+from modeling_eclip.training.image_tower_data import drop_unreadable_images
 
 MAX_STEPS = 4
 
