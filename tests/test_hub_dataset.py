@@ -5,8 +5,10 @@ three producers push the finished folder to the Hub (a local stand-in of `HfApi`
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 import yaml
 from helpers import DEMO_CATALOGUE, HubApiStandIn, can_build_catalogue
 from huggingface_hub import DatasetCard
+from PIL import Image
 
 from modeling_eclip.data import convert as c2s
 from modeling_eclip.data import hub
@@ -28,6 +31,7 @@ from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.hub import check_complete_catalogue, push_catalogue
 from modeling_eclip.data.source import CatalogueSource, read_split
 from modeling_eclip.demo import catalogue as dc
+from modeling_eclip.processing_eclip import to_rgb_image
 
 # Run with `python -c` in a fresh process and cache: nothing of ours is imported, `datasets` alone reads the folders.
 PLAIN_DATASETS_READER = r"""
@@ -316,3 +320,86 @@ def test_format_1_shards_migrate_with_every_row(tmp_path: Path, capsys: pytest.C
     assert migrate_shards.main([str(new), "--output", str(tmp_path / "again")]) == 2
     assert "holds no <split>/shard-*.parquet files of the old format" in capsys.readouterr().err
     assert not (tmp_path / "again").exists()
+
+
+def _gif_with_transparency() -> bytes:
+    image = Image.new("P", (24, 20), 1)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    image.paste(0, (0, 0, 8, 8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="GIF", transparency=0)
+    return buffer.getvalue()
+
+
+def _encoded(image: Image.Image, image_format: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **save)
+    return buffer.getvalue()
+
+
+def _webp_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    return _encoded(Image.new("RGB", (24, 20), (10, 200, 30)), "WEBP", lossless=True, exif=exif)
+
+
+OTHER_FORMATS = {
+    "GIF": _gif_with_transparency,
+    "WEBP": _webp_rotated,
+    "BMP": lambda: _encoded(Image.new("RGB", (24, 20), (10, 20, 30)), "BMP"),
+    "TIFF": lambda: _encoded(Image.new("CMYK", (24, 20), (10, 20, 30, 40)), "TIFF"),
+}
+
+
+def test_images_of_other_formats_migrate_as_png_with_the_same_pixels(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    rows = _write_format_1(old)
+    originals = {}
+    for index, (kind, encode) in enumerate(OTHER_FORMATS.items()):
+        originals[kind] = rows["train"][index]["images"][1]["image"] = encode()
+    shutil.rmtree(old / "train")
+    (old / "train").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows["train"], schema=OLD_SCHEMA), old / "train" / "shard-00000.parquet")
+    # Before: "error: image bytes are neither PNG nor JPEG", naming no product.
+    assert migrate_shards.main([str(old), "--output", str(new)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"converted to PNG: 1 {kind} image(s)" in out for kind in OTHER_FORMATS), out
+    migrated = read_split(new, "train")
+    for index, kind in enumerate(OTHER_FORMATS):
+        stored = migrated[index]["images"][1]["image"]
+        assert sf.image_format(stored) == "png", kind
+        # Readers decode the stored PNG exactly as they decoded the original (transparency, EXIF orientation).
+        assert list(to_rgb_image(stored).getdata()) == list(to_rgb_image(originals[kind]).getdata()), kind
+        assert Image.open(io.BytesIO(stored)).size == Image.open(io.BytesIO(originals[kind])).size  # boxes still fit
+    fields = ("image", "source", "kind", "boxes", "box_product_ids")
+    assert [{k: image[k] for k in fields} for image in migrated[4]["images"]] == rows["train"][4]["images"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("undecodable", "nor an image Pillow decodes .*; replace the image in the old catalogue, or remove it"),
+        ("no_source", "empty source"),
+        ("null_box", "box \\[1.0, None, 20.0, 22.0\\] is not \\[x0, y0, x1, y1\\]"),
+    ],
+)
+def test_a_row_that_cannot_migrate_is_named_by_file_row_split_and_product(
+    tmp_path: Path, capsys: pytest.CaptureFixture, damage: str, message: str
+) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    rows = _write_format_1(old)
+    image = rows["train"][1]["images"][1]
+    if damage == "undecodable":
+        image["image"] = bad_inputs.gif_bad_header()[:20]
+    elif damage == "no_source":
+        image["source"] = None
+    else:
+        image["boxes"][0][1] = None
+    pq.write_table(pa.Table.from_pylist(rows["train"][:3], schema=OLD_SCHEMA), old / "train" / "shard-00000.parquet")
+    assert migrate_shards.main([str(old), "--output", str(new)]) == 2
+    error = capsys.readouterr().err
+    assert f"train/shard-00000.parquet row 1 (split train): product {rows['train'][1]['product_id']} image 1: " in error
+    assert re.search(message, error), error
+    assert "Traceback" not in error and not new.exists()

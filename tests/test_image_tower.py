@@ -6,10 +6,14 @@
 import json
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from bad_inputs import truncated_jpeg
 from helpers import MINILM_DIR
+from PIL import Image
 from safetensors.torch import load_file
 
 from modeling_eclip import EclipModel
@@ -150,3 +154,97 @@ def test_tower_arguments_are_checked():
     with pytest.raises(ValueError, match="warmup_ratio"):
         ImageTowerArguments(dataset="d", output_dir="o", warmup_ratio=1.0)
     assert ImageTowerArguments(dataset="d", output_dir="o", max_train_minutes="none").max_train_minutes is None
+
+
+# ----------------------------------------------------------------------------------------------- bad datasets
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "purple": (150, 30, 150)}
+
+
+def _write_split(root, split, names, rows, index=0, count=1):
+    """One parquet file of `split` with the ClassLabel `names`; `rows` are (colour name or image bytes, label id)."""
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    images = [
+        {"bytes": c, "path": None} if isinstance(c, bytes) else Image.new("RGB", (32, 32), COLOURS[c]) for c, _ in rows
+    ]
+    table = datasets.Dataset.from_dict({"image": images, "label": [0] * len(rows)}, features=features).data.table
+    # Labels as given, whatever the names: how a file with labels that do not fit its classes comes about.
+    table = table.set_column(1, "label", pa.array([label for _, label in rows], pa.int64()))
+    path = root / "data" / f"{split}-{index:05d}-of-{count:05d}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(features.arrow_schema.metadata), path)
+    return path
+
+
+def _colours(names, repeat=1):
+    return [(name, names.index(name)) for name in names] * repeat
+
+
+def _tower_arguments(dataset, output, tmp_path, **overrides):
+    values = {
+        "dataset": str(dataset),
+        "output_dir": str(output),
+        "model_config": str(_tiny_preset(tmp_path)),
+        "num_train_epochs": 10,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 3e-3,
+        "augment": False,
+        "bf16": False,
+        "dataloader_num_workers": 0,
+    }
+    return ImageTowerArguments(**{**values, **overrides})
+
+
+def test_validation_labels_are_scored_by_class_name_and_unlabelled_examples_skipped(tmp_path):
+    train_names, validation_names = ["red", "green", "blue"], ["blue", "red", "green"]
+    _write_split(tmp_path / "set", "train", train_names, _colours(train_names, 8))
+    # Another order of the same classes, and one example without a label.
+    _write_split(tmp_path / "set", "validation", validation_names, [*_colours(validation_names, 2), ("red", -1)])
+    # Before: datasets read the validation labels with the train file's names (0% here), and -1 was an IndexError
+    # after training, with no tower saved.
+    info = pretrain_image_tower(_tower_arguments(tmp_path / "set", tmp_path / "tower", tmp_path))
+    assert info["validation_acc@1"] == 1.0
+    assert info["skipped_unlabelled_examples"] == {"train": 0, "validation": 1}
+    assert (tmp_path / "tower" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "tower" / "config.json").read_text())["id2label"] == {
+        "0": "red",
+        "1": "green",
+        "2": "blue",
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("unknown_class", "split validation has classes the train split does not: \\['purple'\\]"),
+        ("label_outside_classes", "split validation: 1 label\\(s\\) are outside its 3 classes \\(e.g. 7\\)"),
+        ("files_disagree", "split validation: its files list the classes in different orders .*validation-00001"),
+        ("unreadable_train", "split train has no image to train on: 6 image\\(s\\) do not decode, 0 example"),
+        ("unlabelled_validation", "split validation has no image to score on: 0 image\\(s\\) do not decode, 3 ex"),
+    ],
+)
+def test_a_dataset_that_cannot_be_trained_or_scored_is_refused_before_training(tmp_path, monkeypatch, case, message):
+    import modeling_eclip.training.image_tower as image_tower
+
+    names, root = ["red", "green", "blue"], tmp_path / "set"
+    train = (
+        [(truncated_jpeg(), label) for _, label in _colours(names, 2)]
+        if case == "unreadable_train"
+        else _colours(names, 2)
+    )
+    _write_split(root, "train", names, train)
+    if case == "unknown_class":
+        _write_split(root, "validation", ["red", "green", "purple"], _colours(["red", "green", "purple"]))
+    elif case == "label_outside_classes":
+        _write_split(root, "validation", names, [*_colours(names), ("red", 7)])
+    elif case == "files_disagree":
+        _write_split(root, "validation", names, _colours(names), 0, 2)
+        _write_split(root, "validation", ["blue", "red", "green"], _colours(["blue", "red", "green"]), 1, 2)
+    elif case == "unlabelled_validation":
+        _write_split(root, "validation", names, [(name, -1) for name in names])
+    else:
+        _write_split(root, "validation", names, _colours(names))
+    monkeypatch.setattr(image_tower, "_train_tower", pytest.fail)  # refused before any model is built
+    with pytest.raises(ValueError, match=message):
+        pretrain_image_tower(_tower_arguments(root, tmp_path / "tower", tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set", "tiny.json"], "a staging folder was left behind"

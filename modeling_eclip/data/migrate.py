@@ -2,7 +2,10 @@
 """Convert a catalogue of the old shard format (1: ``<split>/shard-*.parquet``, raw image bytes) into the Hub dataset
 layout of ``modeling_eclip/data/shard_format.py`` (format 2), so no catalogue is stranded.
 
-Every product row is carried over unchanged (images as ``datasets.Image()`` bytes, kinds as class labels); the
+Every product row is carried over unchanged (images as ``datasets.Image()`` bytes, kinds as class labels), except that
+an image in another format than PNG or JPEG that Pillow decodes (GIF, WebP, BMP, TIFF...) is re-encoded losslessly as
+PNG (``shard_format.as_png_or_jpeg``: first frame, same pixels, so its boxes still fit) and counted; an image nothing
+decodes, or a row that breaks the format, stops the migration with its file, row, split and product named. The
 licence and attribution files and ``dataset_info.json`` are copied; a dataset card (``README.md``) is written. The
 old folder is only read. A non-empty ``--output`` is refused unless ``--overwrite``; ``--push_to_hub REPO_ID`` uploads
 the finished folder to a Hub dataset repository (``modeling_eclip/data/hub.py``)::
@@ -17,6 +20,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ import pyarrow.parquet as pq
 
 from .hub import add_push_arguments, check_repo_id, run_build_command
 from .output_folder import replacing_output_folder
-from .shard_format import ShardWriter, check_card_licence, old_layout_splits, write_dataset_card
+from .shard_format import ShardWriter, as_png_or_jpeg, check_card_licence, old_layout_splits, write_dataset_card
 
 # Files of an old catalogue folder that travel with the data.
 CARRIED_FILES = ("LICENSE-DATA.md", "ATTRIBUTION.md", "dataset_info.json", "rejections.json")
@@ -35,7 +39,8 @@ OLD_COLUMNS = ("product_id", "title", "category", "images")
 def migrate(
     old: str | Path, output: str | Path, license: str = "other", overwrite: bool = False, validate: bool = True
 ) -> dict[str, Any]:
-    """Write the format-2 catalogue of the format-1 catalogue ``old`` into ``output``; returns products per split.
+    """Write the format-2 catalogue of the format-1 catalogue ``old`` into ``output``; returns ``{"products": products
+    per split, "converted_images": images re-encoded as PNG per original format}``.
 
     The card's licence is ``license``; with ``other`` and a ``LICENSE-DATA.md`` in ``old``, the card links to it."""
     check_card_licence(license)
@@ -46,6 +51,7 @@ def migrate(
     if not splits:
         raise FileNotFoundError(f"{old} holds no <split>/shard-*.parquet files of the old format")
     counts: dict[str, int] = {}
+    converted: Counter[str] = Counter()
     with replacing_output_folder(output, overwrite) as staging:
         for split in splits:
             with ShardWriter(staging, split, validate=validate) as writer:
@@ -54,9 +60,14 @@ def migrate(
                     missing = set(OLD_COLUMNS) - set(parquet.schema_arrow.names)
                     if missing:
                         raise ValueError(f"{path} is not an ECLIP shard: no column(s) {', '.join(sorted(missing))}")
+                    number = 0
                     for group in range(parquet.num_row_groups):
                         for row in parquet.read_row_group(group, columns=list(OLD_COLUMNS)).to_pylist():
-                            writer.write(row)
+                            try:
+                                writer.write(_standard_images(row, converted))
+                            except ValueError as error:
+                                raise ValueError(f"{path} row {number} (split {split}): {error}") from None
+                            number += 1
             counts[split] = writer.num_rows
         for name in CARRIED_FILES:
             if (old / name).is_file():
@@ -71,7 +82,30 @@ def migrate(
             license_name=f"{old.resolve().name}-data-licence" if linked else "",
             license_link="LICENSE-DATA.md" if linked else "",
         )
-    return counts
+    return {"products": counts, "converted_images": dict(converted)}
+
+
+def _standard_images(row: dict[str, Any], converted: Counter[str]) -> dict[str, Any]:
+    """``row`` with every image in a format other than PNG or JPEG re-encoded as PNG (counted in ``converted`` by
+    original format); ``ValueError`` naming the product and image for bytes nothing decodes."""
+    images = row.get("images")
+    if not isinstance(images, list):
+        return row  # validate_row names what is wrong
+    standard = []
+    for index, image in enumerate(images):
+        if isinstance(image, dict) and isinstance(image.get("image"), bytes):
+            try:
+                data, original = as_png_or_jpeg(image["image"])
+            except ValueError as error:
+                raise ValueError(
+                    f"product {row.get('product_id')} image {index}: {error}; replace the image in the old catalogue, "
+                    "or remove it"
+                ) from None
+            if original is not None:
+                converted[original] += 1
+                image = {**image, "image": data}
+        standard.append(image)
+    return {**row, "images": standard}
 
 
 def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
@@ -87,17 +121,24 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> int:
     add_push_arguments(parser)
     args = parser.parse_args(argv)
 
-    def build() -> dict[str, int]:
+    def build() -> dict[str, Any]:
         check_repo_id(args.push_to_hub)  # before any work: a bad id must not cost a migration
         return migrate(args.old, args.output, license=args.license, overwrite=args.overwrite)
 
     return run_build_command(
         build,
         (ValueError, FileExistsError, FileNotFoundError),
-        lambda counts, _: "\n".join(f"{split}: {count} products" for split, count in counts.items()),
+        lambda report, _: summary(report),
         push=(args.output, args),
         hub_api=hub_api,
     )
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The products of each split and the images converted to PNG, one line each."""
+    lines = [f"{split}: {count} products" for split, count in report["products"].items()]
+    lines += [f"converted to PNG: {count} {kind} image(s)" for kind, count in report["converted_images"].items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

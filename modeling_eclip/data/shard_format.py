@@ -40,6 +40,7 @@ Files are written under temporary names and renamed, and builders write into a s
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from typing import Any
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 # 1: <split>/shard-*.parquet with raw binary images (modeling_eclip/data/migrate.py converts it); 2: this layout.
 FORMAT_VERSION = "2"
@@ -79,6 +81,8 @@ CATALOGUE_FEATURES = datasets.Features(
 # The arrow schema, with the features in its `huggingface` metadata (what `datasets` reads the types from).
 CATALOGUE_SCHEMA = CATALOGUE_FEATURES.arrow_schema
 
+# Modes a PNG file holds as they are.
+_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 # Statistics only on the small string columns: min/max of image bytes are useless and bloat the footer.
 _STATISTICS_COLUMNS = ["product_id", "title", "category"]
 
@@ -117,6 +121,32 @@ def image_format(data: bytes) -> str:
     raise ValueError("image bytes are neither PNG nor JPEG")
 
 
+def as_png_or_jpeg(data: bytes) -> tuple[bytes, str | None]:
+    """``data`` as the format stores images: PNG or JPEG bytes as they are, ``(data, None)``; an image of another
+    format that Pillow decodes (GIF, WebP, BMP, TIFF...) re-encoded losslessly as PNG, ``(png, "GIF")``: its first
+    frame (what every reader decodes of it), same size and pixels (so its boxes still fit), transparency and EXIF
+    orientation kept. Raises ``ValueError`` for bytes Pillow cannot decode."""
+    try:
+        image_format(data)
+        return data, None
+    except ValueError:
+        pass
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            original = opened.format
+            image = opened.copy()  # the first frame, decoded
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image bytes are neither PNG nor JPEG, nor an image Pillow decodes ({error})") from error
+    if image.mode == "F":  # 32-bit float: integers, which readers scale to 8 bits the same way
+        image = image.convert("I")
+    elif image.mode not in _PNG_MODES:  # CMYK, YCbCr...: converted as readers convert them
+        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+    exif = image.getexif()
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **({"exif": exif} if exif else {}))
+    return buffer.getvalue(), original or "unknown"
+
+
 def validate_row(row: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` if a product row (images as bytes, kinds as names) breaks the format; no decoding."""
     for key in ("product_id", "title", "category"):
@@ -127,18 +157,26 @@ def validate_row(row: Mapping[str, Any]) -> None:
         raise ValueError(f"product {row['product_id']}: 'images' must be a non-empty list")
     for i, image in enumerate(images):
         where = f"product {row['product_id']} image {i}"
-        image_format(image["image"])
-        if image["kind"] not in IMAGE_KINDS:
-            raise ValueError(f"{where}: kind {image['kind']!r} not in {IMAGE_KINDS}")
-        if not image["source"]:
+        if not isinstance(image, Mapping):
+            raise ValueError(f"{where}: an image is a mapping of image, source, kind, boxes, box_product_ids")
+        if not isinstance(image.get("image"), (bytes, bytearray)):
+            raise ValueError(f"{where}: no encoded image bytes, got {type(image.get('image')).__name__}")
+        try:
+            image_format(image["image"])
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}; store it as PNG or JPEG (as_png_or_jpeg converts it)") from None
+        if image.get("kind") not in IMAGE_KINDS:
+            raise ValueError(f"{where}: kind {image.get('kind')!r} not in {IMAGE_KINDS}")
+        if not image.get("source"):
             raise ValueError(f"{where}: empty source")
-        boxes, ids = image["boxes"], image["box_product_ids"]
-        if len(boxes) != len(ids) or not boxes:
+        boxes, ids = image.get("boxes"), image.get("box_product_ids")
+        if not isinstance(boxes, Sequence) or not isinstance(ids, Sequence) or len(boxes) != len(ids) or not boxes:
             raise ValueError(f"{where}: needs one product id per box and at least the product's own box")
         if ids[0] != row["product_id"]:
             raise ValueError(f"{where}: the first box must be the product itself")
         for box in boxes:
-            if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+            numbers = isinstance(box, Sequence) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+            if not numbers or not (box[0] < box[2] and box[1] < box[3]):
                 raise ValueError(f"{where}: box {box!r} is not [x0, y0, x1, y1] with x0 < x1, y0 < y1")
 
 

@@ -20,7 +20,7 @@ import yaml
 from ..configuration_eclip import EclipConfig
 from ..data.arguments import DatasetArguments
 from ..data.shard_format import IMAGE_KINDS
-from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
+from .checkpoints import CHECKPOINT_MANIFEST, CHECKPOINT_PREFIX, verify_checkpoint
 from .fields import (
     AT_LEAST_ONE,
     FRACTION,
@@ -415,13 +415,22 @@ def check_arguments(args: PretrainingArguments, world_size: int = 1) -> EclipCon
         if value is not None and value.startswith(("./", "../", "/")) and not Path(value).is_dir():
             hint = " (build it with examples/pretrain_image_tower.py, or run `make demo`)" if "vision" in name else ""
             raise FileNotFoundError(f"{name} {value} is not a folder{hint}")
-    if args.resume not in (None, "latest", RESUME_FROM_HUB) and not (Path(args.resume) / TRAINER_STATE).is_file():
+    if args.resume not in (None, "latest", RESUME_FROM_HUB) and not (Path(args.resume) / CHECKPOINT_MANIFEST).is_file():
         raise FileNotFoundError(
-            f"resume={args.resume!r} is not a complete checkpoint (no {TRAINER_STATE}); pass "
+            f"resume={args.resume!r} is not a complete checkpoint ({not_a_checkpoint(Path(args.resume))}); pass "
             f"'latest', 'hub' or a {CHECKPOINT_PREFIX}N directory"
         )
     check_output_dir(args.output_dir, args.resume, args.overwrite_output_dir)
     return config
+
+
+def not_a_checkpoint(path: Path) -> str:
+    """Why `path`, which has no checkpoint manifest, is not a checkpoint, and which one to pass instead when it is a
+    run's output_dir."""
+    inside = sorted(p.name for p in path.glob(f"{CHECKPOINT_PREFIX}*")) if path.is_dir() else []
+    if inside:
+        return f"it is a run's output_dir holding {', '.join(inside)}: pass one of them, or --resume latest"
+    return verify_checkpoint(path) or "it is not a folder"
 
 
 def check_global_batch(args: PretrainingArguments, config: EclipConfig, world_size: int) -> None:

@@ -14,7 +14,10 @@ What a checkpoint holds, and how each part is read back (nothing in it can run c
 - `stream_state_rank<r>.json`: each process's position in the data stream, JSON;
 - `run_config.json`: the recipe, the model config and the catalogue and tokenizer fingerprints the run started with,
   JSON (resume compares them, see `resume.RESUME_REFUSED`);
-- `trainer_state.json`: the loop's counters and the size and SHA-256 of every other file, JSON, written last.
+- `trainer_state.json`: the loop's counters, JSON;
+- `checkpoint_manifest.json`: the size and SHA-256 of every other file of the checkpoint (`trainer_state.json` and the
+  files of any subfolder included), JSON, written last. A checkpoint is complete when it has one, and intact when every
+  file matches it and no other file is there (`verify_checkpoint`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ RNG_STATE = "rng_state_rank{rank}.json"
 SCHEDULER_STATE = "scheduler_state.json"
 RUN_CONFIG = "run_config.json"
 METRICS_FILE = "metrics.jsonl"
-# trainer_state.json's manifest: {file name: {"bytes": size, "sha256": digest}} of every other file of the checkpoint.
+CHECKPOINT_MANIFEST = "checkpoint_manifest.json"
+# The manifest's {"files": {path: {"bytes": size, "sha256": digest}}}: every other file of the checkpoint, by its path
+# relative to the checkpoint folder (Accelerate writes sharded FSDP states as subfolders).
 MANIFEST_KEY = "files"
 # What Accelerate's save_state writes for the RNG states, replaced by RNG_STATE (see the module docstring).
 ACCELERATE_RNG_STATE = "random_states_{rank}.pkl"
@@ -62,9 +67,10 @@ class CheckpointManager:
     """`checkpoint-<step>` directories under `output_dir`, each complete or absent, checked before they are loaded.
 
     Every rank writes into `tmp-checkpoint-<step>` (Accelerate's model and optimiser state; its RNG states, data-stream
-    position as JSON); after a barrier the main process writes the schedule, the run config and `trainer_state.json`
-    (with the size and SHA-256 of every file) and renames the directory, which is atomic on one file system. A
-    checkpoint of the same step replaces the old one. Only the newest `save_total_limit` checkpoints are kept.
+    position as JSON); after a barrier the main process writes the schedule, the run config, `trainer_state.json` and
+    last the manifest (the size and SHA-256 of every other file) and renames the directory, which is atomic on one
+    file system. A checkpoint of the same step replaces the old one. Only the newest `save_total_limit` checkpoints
+    are kept; a `checkpoint-<step>` that is a symbolic link (moved to another disk) is rotated by removing the link.
     `output_dir` must be shared by the ranks (multi-node: a shared file system). `run_config`, what the run was, is
     kept with every checkpoint (a resume compares it).
     """
@@ -87,8 +93,8 @@ class CheckpointManager:
         return sorted(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
 
     def checkpoints(self) -> list[Path]:
-        """Checkpoints with a `trainer_state.json`, oldest first (rotation counts these)."""
-        return [p for p in self.directories() if (p / TRAINER_STATE).is_file()]
+        """Complete checkpoints (with a manifest), oldest first (rotation counts these)."""
+        return [p for p in self.directories() if (p / CHECKPOINT_MANIFEST).is_file()]
 
     def latest(self) -> Path | None:
         found = self.checkpoints()
@@ -118,7 +124,7 @@ class CheckpointManager:
         """Deletes temporary directories left by a run that was killed while saving (main process)."""
         if self.accelerator.is_main_process:
             for path in self.output_dir.glob(f"{TMP_CHECKPOINT_PREFIX}*"):
-                shutil.rmtree(path, ignore_errors=True)
+                remove_path(path)
         self.accelerator.wait_for_everyone()
 
     def save(self, step: int, stream: DataPosition, scheduler: Any, trainer_state: dict[str, Any]) -> Path:
@@ -126,7 +132,7 @@ class CheckpointManager:
         tmp = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}{step}"
         accelerator, rank = self.accelerator, self.accelerator.process_index
         if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_path(tmp)
         accelerator.wait_for_everyone()
         tmp.mkdir(parents=True, exist_ok=True)
         accelerator.save_state(str(tmp))
@@ -137,16 +143,16 @@ class CheckpointManager:
         if accelerator.is_main_process:
             write_json(tmp / SCHEDULER_STATE, scheduler.state_dict())
             write_json(tmp / RUN_CONFIG, self.run_config)
-            manifest = {p.name: _file_entry(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-            state = {**trainer_state, "step": step, "last_good_checkpoint": str(final), MANIFEST_KEY: manifest}
-            write_json(tmp / TRAINER_STATE, state)
+            write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "last_good_checkpoint": str(final)})
+            manifest = {name: _file_entry(tmp / name) for name in sorted(_checkpoint_files(tmp))}
+            write_json(tmp / CHECKPOINT_MANIFEST, {MANIFEST_KEY: manifest})
             _fsync_tree(tmp)
-            if final.exists():  # the same step saved before (a resumed run, or an older run): the new one wins
+            if os.path.lexists(final):  # the same step saved before (a resumed run, or an older run): the new one wins
                 replaced = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}replaced-{final.name}"
-                shutil.rmtree(replaced, ignore_errors=True)
+                remove_path(replaced)
                 os.replace(final, replaced)
                 os.replace(tmp, final)
-                shutil.rmtree(replaced)
+                remove_path(replaced)
             else:
                 os.replace(tmp, final)
             for old in self.checkpoints()[: -self.save_total_limit]:
@@ -154,7 +160,7 @@ class CheckpointManager:
                 # start), never a half-deleted checkpoint-N.
                 doomed = self.output_dir / f"{TMP_CHECKPOINT_PREFIX}deleted-{old.name}"
                 os.replace(old, doomed)
-                shutil.rmtree(doomed)
+                remove_path(doomed)
         accelerator.wait_for_everyone()
         return final
 
@@ -186,30 +192,43 @@ class CheckpointManager:
             stream.load_state_dict(read_json(stream_state))
         except (OSError, KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"the stream position {stream_state} cannot be restored ({error})") from error
-        state = read_json(path / TRAINER_STATE)
-        state.pop(MANIFEST_KEY, None)
+        try:
+            state = read_json(path / TRAINER_STATE)
+        except (OSError, ValueError) as error:  # intact by its manifest, so the manifest was rewritten with it
+            raise CheckpointError(f"{path / TRAINER_STATE} is unreadable ({error})") from error
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path / TRAINER_STATE} holds {type(state).__name__}, not the trainer state")
         return state
 
 
 def verify_checkpoint(path: Path) -> str | None:
-    """What is wrong with a checkpoint directory (a missing, truncated or added file, a file whose SHA-256 differs
-    from the one `trainer_state.json` records), or None when it is intact."""
+    """What is wrong with a checkpoint directory (no manifest, a missing, truncated or added file, a file whose
+    SHA-256 differs from the one `checkpoint_manifest.json` records, `trainer_state.json` included), or None when it
+    is intact."""
+    if not path.is_dir():
+        return "it is not a folder" if path.exists() else "it does not exist"
     try:
-        state = read_json(path / TRAINER_STATE)
+        manifest = read_json(path / CHECKPOINT_MANIFEST)
     except FileNotFoundError:
-        return f"no {TRAINER_STATE}"
+        try:  # only to say why: versions before the manifest file kept the checksums in trainer_state.json
+            older = MANIFEST_KEY in read_json(path / TRAINER_STATE)
+        except (OSError, ValueError, TypeError):
+            older = False
+        reason = f": written by an older version, which did not checksum {TRAINER_STATE}" if older else ""
+        return f"no {CHECKPOINT_MANIFEST}{reason}"
     except (OSError, ValueError) as error:
-        return f"{TRAINER_STATE} is unreadable: {error}"
-    manifest = state.get(MANIFEST_KEY) if isinstance(state, dict) else None
-    if not isinstance(manifest, dict) or not manifest:
-        return f"{TRAINER_STATE} lists no files (written by an older version, whose schedule state is a pickle)"
+        return f"{CHECKPOINT_MANIFEST} is unreadable: {error}"
+    files = manifest.get(MANIFEST_KEY) if isinstance(manifest, dict) else None
+    entries = files.values() if isinstance(files, dict) else ()
+    if not isinstance(files, dict) or TRAINER_STATE not in files or not all(isinstance(e, dict) for e in entries):
+        return f"{CHECKPOINT_MANIFEST} does not list the checkpoint's files ({TRAINER_STATE} among them)"
     # A file the save did not write is refused, not ignored: some loader (Accelerate's, for one) might pick it up.
-    extra = sorted(p.name for p in path.iterdir() if p.name not in manifest and p.name != TRAINER_STATE)
+    extra = sorted(_checkpoint_files(path) - set(files) - {CHECKPOINT_MANIFEST})
     if extra:
         return f"it holds files that were not saved with it: {extra}"
-    for name, expected in manifest.items():
+    for name, expected in files.items():
         file = path / name
-        if Path(name).name != name or not file.is_file():
+        if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
             return f"{name} is missing"
         size = file.stat().st_size
         if size != expected.get("bytes"):
@@ -338,6 +357,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _checkpoint_files(root: Path) -> set[str]:
+    """The paths, relative to `root`, of every file under it (links included, as what they point to is read)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
 def _file_entry(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
@@ -360,5 +384,15 @@ def remove_run_files(output_dir: str | os.PathLike, names: Sequence[str], patter
     for pattern in (f"{CHECKPOINT_PREFIX}*", f"{TMP_CHECKPOINT_PREFIX}*", *patterns):
         doomed += sorted(output_dir.glob(pattern))
     for path in doomed:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        remove_path(path)
     return [path.name for path in doomed]
+
+
+def remove_path(path: Path) -> None:
+    """Deletes a folder, a file or a symbolic link (nothing when it is missing). A link is removed itself and never
+    followed: a checkpoint folder linked from another disk keeps what it points to (`shutil.rmtree` refuses links
+    mid-run otherwise)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)

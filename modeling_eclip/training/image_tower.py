@@ -7,6 +7,11 @@ ViT on it and saves a standard ViT checkpoint (config + safetensors + image proc
 `EclipModel.from_vision_text_pretrained` and the pretraining recipes' `vision_model_name_or_path` load (the classifier
 head is left behind when loaded as the tower). `examples/pretrain_image_tower.py` is its command line.
 
+The dataset is checked whole before training (`image_tower_data.load_tower_data`): validation labels are scored by
+class name, examples without a label (-1) or with an image that does not decode are skipped and counted (kept in
+`tower_info.json`), and a split left empty, an unknown validation class or a label outside its classes is refused,
+named. The output folder is replaced whole once the tower is saved (`data.output_folder`).
+
 `make demo` trains it once and keeps it under `outputs/` until one of its inputs changes (Makefile dependencies).
 """
 
@@ -14,10 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,10 +28,12 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
+from ..data.output_folder import replacing_output_folder
 from ..data.stream import augment_image
 from ..processing_eclip import to_rgb_image
 from .arguments import read_model_config, resolve_pretrained_path
 from .fields import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, clear_none_strings
+from .image_tower_data import TowerData, image_source, load_tower_data
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +46,8 @@ class ImageTowerArguments:
 
     dataset: str = field(
         metadata={
-            "help": "Image-classification dataset: a local folder or Hub id with an `image` "
-            "Image and a `label` ClassLabel column, splits train and validation."
+            "help": "Image-classification dataset: a local folder or Hub id with an `image` Image and a `label` "
+            "ClassLabel column, splits train and validation (labels matched by class name; -1: no label, skipped)."
         }
     )
     output_dir: str = field(metadata={"help": "Where the ViT checkpoint is written."})
@@ -102,39 +107,20 @@ def _text_initialised_classifier(text_model: str, names: list[str], width: int, 
     return rows * (0.02 / rows.std())
 
 
-def _image_source(image: Mapping[str, Any]) -> Any:
-    """What `to_rgb_image` decodes for an undecoded `datasets.Image` value: its bytes, else its path."""
-    return image["bytes"] if image.get("bytes") is not None else image["path"]
-
-
-def drop_unreadable_images(data: Any) -> tuple[Any, dict[str, int]]:
-    """The dataset with its `image` column left undecoded (`to_rgb_image` decodes it in the transform, as the
-    pretraining stream does: EXIF orientation, transparency on white) and without the rows whose image does not
-    decode; returns the count dropped per split (logged, and kept in tower_info.json)."""
-    import datasets
-
-    def readable(example: dict[str, Any]) -> bool:
-        try:
-            to_rgb_image(_image_source(example["image"]))
-        except ValueError:
-            return False
-        return True
-
-    data = data.cast_column("image", datasets.Image(decode=False))
-    unreadable = {}
-    for split in list(data):
-        before = len(data[split])
-        data[split] = data[split].filter(readable)
-        unreadable[split] = before - len(data[split])
-        if unreadable[split]:
-            logger.warning("image tower: skipped %d unreadable image(s) of split %s", unreadable[split], split)
-    return data, unreadable
-
-
 def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
     """Trains the tower and returns its info (validation accuracy, training time and throughput). Refuses a non-empty
-    `output_dir` that holds no image tower (a `tower_info.json`), unless `overwrite_output_dir`."""
-    import datasets
+    `output_dir` that holds no image tower (a `tower_info.json`), unless `overwrite_output_dir`; the dataset is
+    checked whole before training (`load_tower_data`), and the folder is replaced only once the tower is saved."""
+    output = Path(args.output_dir)
+    if output.exists() and any(output.iterdir()) and not (args.overwrite_output_dir or (output / TOWER_INFO).is_file()):
+        raise FileExistsError(f"{output} is not empty and holds no image tower; pass --overwrite_output_dir")
+    with replacing_output_folder(output, overwrite=True) as staging:
+        return _train_tower(args, load_tower_data(args.dataset), staging)
+
+
+def _train_tower(args: ImageTowerArguments, tower_data: TowerData, staging: Path) -> dict[str, Any]:
+    """Trains the tower on checked data, scores it on the validation split and saves it with its info into
+    `staging`; returns the info."""
     from accelerate.state import AcceleratorState
     from transformers import (
         Trainer,
@@ -147,19 +133,7 @@ def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
 
     from ..evaluation.metrics import ClassificationAccuracy, rank_by_score
 
-    output = Path(args.output_dir)
-    if output.exists() and any(output.iterdir()) and not (args.overwrite_output_dir or (output / TOWER_INFO).is_file()):
-        raise FileExistsError(f"{output} is not empty and holds no image tower; pass --overwrite_output_dir")
-
-    data = datasets.load_dataset(args.dataset)
-    missing = [split for split in ("train", "validation") if split not in data]
-    if missing:
-        raise ValueError(f"dataset {args.dataset} has no {missing} split(s); it has {sorted(data)}")
-    for column, kind in (("image", datasets.Image), ("label", datasets.ClassLabel)):
-        if not isinstance(data["train"].features.get(column), kind):
-            raise ValueError(f"dataset {args.dataset} needs a {kind.__name__} column {column!r}")
-    names = data["train"].features["label"].names
-    data, unreadable = drop_unreadable_images(data)
+    data, names = tower_data.data, tower_data.names
 
     vision = read_model_config(args.model_config)["vision_config"]
     config = ViTConfig(
@@ -177,12 +151,13 @@ def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
             model.classifier.bias.zero_()
     processor = ViTImageProcessorPil(size={"height": config.image_size, "width": config.image_size})
 
-    def transform(batch: dict[str, list], train: bool) -> dict[str, Any]:
+    def transform(batch: dict[str, list], split: str) -> dict[str, Any]:
         rng = np.random.default_rng()
-        images = [to_rgb_image(_image_source(image)) for image in batch["image"]]
-        if train and args.augment:
+        images = [to_rgb_image(image_source(image)) for image in batch["image"]]
+        if split == "train" and args.augment:
             images = [augment_image(image, rng) for image in images]
-        return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"], "labels": batch["label"]}
+        labels = [tower_data.label_maps[split][label] for label in batch["label"]]  # the train split's class ids
+        return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"], "labels": labels}
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
         rankings = rank_by_score(torch.as_tensor(prediction.predictions), 5).tolist()
@@ -200,8 +175,6 @@ def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
                 logger.warning("image tower: time budget used up at step %d of %d", state.global_step, state.max_steps)
                 control.should_training_stop = True
 
-    staging = output.with_name(f".{output.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
     training_args = TrainingArguments(
         output_dir=str(staging / "trainer"),
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -225,8 +198,8 @@ def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=data["train"].with_transform(lambda batch: transform(batch, True)),
-        eval_dataset=data["validation"].with_transform(lambda batch: transform(batch, False)),
+        train_dataset=data["train"].with_transform(lambda batch: transform(batch, "train")),
+        eval_dataset=data["validation"].with_transform(lambda batch: transform(batch, "validation")),
         compute_metrics=compute_metrics,
         callbacks=[TimeBudget()],
     )
@@ -249,14 +222,13 @@ def pretrain_image_tower(args: ImageTowerArguments) -> dict[str, Any]:
         "epochs": round(result.global_step * args.per_device_train_batch_size / len(data["train"]), 2),
         "train_seconds": round(train_seconds, 1),
         "samples_per_second": round(result.global_step * args.per_device_train_batch_size / train_seconds, 1),
-        "skipped_unreadable_images": unreadable,
+        "skipped_unreadable_images": tower_data.unreadable,
+        "skipped_unlabelled_examples": tower_data.unlabelled,
         "validation_acc@1": metrics["eval_acc@1"],
         "validation_acc@5": metrics["eval_acc@5"],
         "chance_acc@1": 1 / len(names),
     }
     (staging / TOWER_INFO).write_text(json.dumps(info, indent=1) + "\n")
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(staging, output)
     return info
 
 

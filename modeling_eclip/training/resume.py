@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,16 @@ from ..data.arguments import DATASET_ARGUMENT_NAMES
 from ..data.stream import ProductPairStream
 from ..processing_eclip import EclipProcessor
 from .arguments import HUB_CHECKPOINT_DIR, RESUME_FROM_HUB, PretrainingArguments
-from .checkpoints import CHECKPOINT_PREFIX, RUN_CONFIG, TRAINER_STATE, CheckpointError, CheckpointManager, read_json
+from .checkpoints import (
+    CHECKPOINT_MANIFEST,
+    CHECKPOINT_PREFIX,
+    RUN_CONFIG,
+    TRAINER_STATE,
+    CheckpointError,
+    CheckpointManager,
+    read_json,
+    remove_path,
+)
 
 
 @dataclass
@@ -35,6 +43,26 @@ class TrainerState:
     train_seconds: float = 0.0
     samples: int = 0
     last_good_checkpoint: str | None = None
+
+
+def trainer_state_from(saved: dict[str, Any], path: Path) -> TrainerState:
+    """The `TrainerState` a checkpoint's `trainer_state.json` (at `path`) holds; `CheckpointError` naming the key for an
+    unknown key or a value of another kind (the counters are integers >= 0, the time a finite number >= 0)."""
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainerState)})
+    if unknown:
+        raise CheckpointError(f"{path} has unknown keys {unknown}")
+    for name, value in saved.items():
+        if name == "last_good_checkpoint":
+            fits = value is None or isinstance(value, str)
+        elif name == "train_seconds":
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+        else:
+            fits = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if not fits:
+            raise CheckpointError(f"{path}: {name} is {value!r}, which no run saves")
+    if "step" not in saved:
+        raise CheckpointError(f"{path} has no step")
+    return TrainerState(**saved)
 
 
 # On resume, a value that differs from the checkpoint's is refused for these: the checkpoint's optimiser and schedule
@@ -150,11 +178,7 @@ def resume(
     path = checkpoint_to_resume(args, checkpoints, accelerator, hub_api)
     if path is None:
         return TrainerState()
-    saved = checkpoints.load(path, stream, scheduler)
-    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainerState)})
-    if unknown or not isinstance(saved.get("step"), int):
-        raise CheckpointError(f"{path / TRAINER_STATE} has unknown keys {unknown} or no integer step")
-    state = TrainerState(**saved)
+    state = trainer_state_from(checkpoints.load(path, stream, scheduler), path / TRAINER_STATE)
     check_resume_config(path, checkpoints.run_config, args, accelerator)
     if args.resume not in ("latest", RESUME_FROM_HUB):
         remove_later_checkpoints(path, state.step, checkpoints, args, accelerator)
@@ -197,7 +221,7 @@ def remove_later_checkpoints(
         )
     if newer and accelerator.is_main_process:
         for later in newer:
-            shutil.rmtree(later)
+            remove_path(later)
         accelerator.print(f"--overwrite_output_dir: deleted {', '.join(p.name for p in newer)}")
     accelerator.wait_for_everyone()
 
@@ -214,7 +238,7 @@ def download_hub_checkpoint(args: PretrainingArguments, accelerator: Accelerator
         )
     accelerator.wait_for_everyone()
     path = Path(args.output_dir) / HUB_CHECKPOINT_DIR
-    if not (path / TRAINER_STATE).is_file():
+    if not (path / CHECKPOINT_MANIFEST).is_file():
         raise FileNotFoundError(
             f"resume=hub: {args.hub_model_id} has no complete {HUB_CHECKPOINT_DIR}/ (push one with "
             "--hub_strategy checkpoint)"
