@@ -5,13 +5,31 @@ object-detection pipeline decoding as the package decodes."""
 
 from __future__ import annotations
 
+import io
+import logging
+from collections import Counter
+from pathlib import Path
+
+import datasets
 import pytest
 import torch
-from helpers import tiny_config
+from bad_inputs import (
+    BAD_BOXES_IMAGE_SIZE,
+    BAD_PIXEL_BOXES,
+    WHITE,
+    exif_rotated_jpeg,
+    png_bomb,
+    truncated_jpeg,
+)
+from helpers import TINY_IMAGE_SIZE, tiny_config
 from helpers import tiny_pixel_values as pixels
+from PIL import Image
 from transformers import BatchFeature
 
-from modeling_eclip import EclipForObjectDetection
+from modeling_eclip import EclipForObjectDetection, EclipImageProcessor
+from modeling_eclip.data.shard_format import CATALOGUE_FEATURES, IMAGE_KINDS
+from modeling_eclip.detection import DetectionBatches, category_labels, evaluate_checkpoint, load_detection_samples
+from modeling_eclip.detection.data import sample_image
 
 
 def _detector(**overrides) -> EclipForObjectDetection:
@@ -48,3 +66,161 @@ def test_labels_from_an_image_processor_are_taken() -> None:
     expected = model(pixel_values=pixels(1), labels=[target]).loss
     output = model(pixel_values=pixels(1), labels=[BatchFeature(target)]).loss
     torch.testing.assert_close(output, expected)
+
+
+# ------------------------------------------------------------------------------------------- the catalogue
+IMAGE_SIZE = (32, 24)  # width, height of the readable images below
+GOOD_BOX = [2.0, 2.0, 12.0, 10.0]
+
+
+def _png(size: tuple[int, int] = IMAGE_SIZE, colour: tuple[int, ...] = (255, 255, 255), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _image(data: bytes, boxes: list | None = None, ids: list | None = None, kind: str = "customer") -> dict:
+    return {
+        "image": data,
+        "source": "s",
+        "kind": kind,
+        "boxes": [GOOD_BOX] if boxes is None else boxes,
+        "box_product_ids": ids,
+    }
+
+
+def write_catalogue(root: Path, rows: list[dict], split: str = "train") -> Path:
+    """Rows as a foreign catalogue may hold them (boxes of any length, box ids not matching the boxes, no category):
+    the shard writer refuses such rows, so they are written with `datasets` directly. An image's `box_product_ids`
+    default to its product's id once per box."""
+    features = CATALOGUE_FEATURES.copy()
+    features["images"].feature["boxes"] = datasets.List(datasets.List(datasets.Value("float32")))
+    encoded = []
+    for row in rows:
+        images = [
+            {
+                **image,
+                "image": {"bytes": image["image"], "path": None},
+                "kind": IMAGE_KINDS.index(image["kind"]),
+                "box_product_ids": (
+                    [row["product_id"]] * len(image["boxes"])
+                    if image["box_product_ids"] is None
+                    else image["box_product_ids"]
+                ),
+            }
+            for image in row["images"]
+        ]
+        encoded.append({**row, "images": images})
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(encoded, features=features).to_parquet(root / "data" / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+def _product(product_id: str, category: str | None, images: list[dict]) -> dict:
+    return {"product_id": product_id, "title": f"title of {product_id}", "category": category, "images": images}
+
+
+def test_catalogue_conversion_skips_and_counts_every_bad_image(tmp_path: Path) -> None:
+    width, height = BAD_BOXES_IMAGE_SIZE
+    good = [[2.0, 2.0, 12.0, 10.0]]
+    wide = [14.0, 2.0, 30.0, 20.0]
+    rows = [
+        _product(
+            "p0",
+            "cookware",
+            [
+                _image(_png((width, height)), good, kind="catalog"),  # not a detection kind: left out, not counted
+                _image(_png((width, height)), [*good, wide], ["p0", "p1"]),
+                _image(_png((width, height)), [*good, wide], ["p0", "unlisted"], kind="ad"),
+                *[_image(_png((width, height)), boxes, ["p0"] * len(boxes)) for boxes, _ in BAD_PIXEL_BOXES.values()],
+            ],
+        ),
+        _product("p1", "shoes", [_image(_png((width, height)), good)]),
+    ]
+    data = write_catalogue(tmp_path, rows)
+    labels = category_labels(data)
+    assert labels == ["cookware", "shoes"]
+    samples, skipped = load_detection_samples(data, "train", labels)
+    assert [s.labels for s in samples] == [[0, 1], [1]]
+    expected = Counter({"unknown_product": 1})
+    expected.update(reason for _, reason in BAD_PIXEL_BOXES.values())
+    assert skipped == expected
+
+
+def _bad_rows() -> list[dict]:
+    """Every kind of image a detection split skips, around two good ones (p0 image 0, p1 image 0)."""
+    return [
+        _product(
+            "p0",
+            "cookware",
+            [
+                _image(_png()),
+                _image(truncated_jpeg()),
+                _image(b"this is not an image", kind="ad"),
+                _image(png_bomb()),
+                _image(_png(), [GOOD_BOX, GOOD_BOX, GOOD_BOX], ["p0"]),  # 3 boxes, 1 product id
+                _image(_png(), [GOOD_BOX, [14.0, 2.0, 30.0, 20.0]], ["p0", "p2"]),  # p2 has no category
+            ],
+        ),
+        _product("p1", "shoes", [_image(_png())]),
+        _product("p2", None, [_image(_png())]),
+        _product("p3", " ", [_image(_png())]),  # a blank category is none
+    ]
+
+
+def test_bad_images_and_rows_are_skipped_counted_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Pretraining skips and counts unreadable images; detection too, and images whose boxes cannot be labelled."""
+    data = write_catalogue(tmp_path / "catalogue", _bad_rows())
+    labels = category_labels(data)  # was TypeError: '<' not supported between 'NoneType' and 'str'
+    assert labels == ["cookware", "shoes"]
+    with caplog.at_level(logging.WARNING, logger="modeling_eclip.detection.data"):
+        samples, skipped = load_detection_samples(data, "train", labels)
+    assert [(s.product_id, s.labels) for s in samples] == [("p0", [0]), ("p1", [1])]
+    assert skipped == {"unreadable_image": 3, "box_id_mismatch": 1, "no_category": 3}
+    log = caplog.text
+    assert "skipped 7 of 9 boxed images" in log and "split 'train'" in log
+    # The first few are named: product, image and why.
+    assert "p0 image 1" in log and "Truncated" in log
+    assert "p0 image 4: 3 boxes but 1 box_product_ids" in log
+    batch = next(iter(DetectionBatches(samples, _image_processor(), len(labels), batch_size=2, seed=0)))
+    assert batch["pixel_values"].shape[0] == 2
+
+
+def test_a_category_unseen_in_training_is_skipped_and_counted_at_evaluation(tmp_path: Path) -> None:
+    data = write_catalogue(
+        tmp_path, [_product("p0", "cookware", [_image(_png())]), _product("p1", "toys", [_image(_png())])]
+    )
+    samples, skipped = load_detection_samples(data, "train", ["cookware", "shoes"])
+    assert [s.product_id for s in samples] == ["p0"] and skipped == {"unknown_category": 1}
+
+
+def test_images_are_decoded_by_the_package_decoder(tmp_path: Path) -> None:
+    """Transparency on white, EXIF orientation applied (boxes are on the upright image, as evaluation reads them)."""
+    upright = [2.0, 2.0, 18.0, 38.0]  # fits the upright 20 x 40 image, not the stored 40 x 20 one
+    rows = [
+        _product("p0", "cookware", [_image(_png(mode="RGBA", colour=(0, 0, 0, 0)))]),
+        _product("p1", "shoes", [_image(exif_rotated_jpeg(), [upright])]),
+    ]
+    data = write_catalogue(tmp_path, rows)
+    samples, skipped = load_detection_samples(data, "train", category_labels(data))
+    assert not skipped and [(s.width, s.height) for s in samples] == [IMAGE_SIZE, (20, 40)]
+    assert sample_image(samples[0]).getpixel((0, 0)) == WHITE
+    assert sample_image(samples[1]).size == (20, 40)
+
+
+def test_a_split_with_no_usable_image_is_an_error_naming_it(tmp_path: Path) -> None:
+    data = write_catalogue(tmp_path, [_product("p0", "cookware", [_image(truncated_jpeg())])], split="test")
+    with pytest.raises(ValueError, match=r"split 'test' of .* has no usable boxed image.*unreadable_image"):
+        evaluate_checkpoint(_saved_detector(tmp_path / "detector", ["cookware"]), data, "test")
+
+
+def _image_processor() -> EclipImageProcessor:
+    return EclipImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+
+
+def _saved_detector(directory: Path, labels: list[str], seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = EclipForObjectDetection(tiny_config(num_labels=len(labels), id2label=dict(enumerate(labels))))
+    model.save_pretrained(directory)
+    _image_processor().save_pretrained(directory)
+    return directory

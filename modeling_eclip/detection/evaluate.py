@@ -18,7 +18,7 @@ import torch
 
 from ..modeling_eclip import EclipForObjectDetection
 from ..processing_eclip import EclipImageProcessor
-from .data import DETECTION_KINDS, DetectionSample, load_detection_samples, sample_image
+from .data import DETECTION_KINDS, DetectionSample, load_detection_samples, require_samples, sample_image
 from .metrics import ANY_CLASS_METRIC_NAMES, METRIC_NAMES, coco_map
 
 
@@ -61,11 +61,14 @@ def evaluate_checkpoint(
     model_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str = "test", batch_size: int = 32
 ) -> dict[str, Any]:
     """Loads a fine-tuned checkpoint (model and image processor) and evaluates it on a split's boxed images, with the
-    checkpoint's own labels."""
+    checkpoint's own labels. Images that cannot be read or labelled (a category the checkpoint was not trained on,
+    say) are skipped and counted in `skipped_images`; a split with none left is a `ValueError` naming it."""
     model = EclipForObjectDetection.from_pretrained(model_dir, dtype=torch.float32)
     image_processor = EclipImageProcessor.from_pretrained(model_dir)
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     samples, skipped = load_detection_samples(data_dir, split, label_names, DETECTION_KINDS)
+    remedy = "evaluate on a split whose customer and ad images are readable and boxed with the checkpoint's labels"
+    require_samples(samples, skipped, split, data_dir, remedy)
     return {**evaluate_detection(model, image_processor, samples, batch_size), "skipped_images": dict(skipped)}
 
 
