@@ -5,7 +5,9 @@ object-detection pipeline decoding as the package decodes."""
 
 from __future__ import annotations
 
+import importlib
 import io
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -21,14 +23,24 @@ from bad_inputs import (
     png_bomb,
     truncated_jpeg,
 )
-from helpers import TINY_IMAGE_SIZE, tiny_config
+from helpers import TINY_IMAGE_SIZE, tiny_config, tiny_model
 from helpers import tiny_pixel_values as pixels
 from PIL import Image
+from test_detection import run_arguments
 from transformers import BatchFeature
 
 from modeling_eclip import EclipForObjectDetection, EclipImageProcessor
+from modeling_eclip.data import shard_format as sf
 from modeling_eclip.data.shard_format import CATALOGUE_FEATURES, IMAGE_KINDS
-from modeling_eclip.detection import DetectionBatches, category_labels, evaluate_checkpoint, load_detection_samples
+from modeling_eclip.data.source import read_split
+from modeling_eclip.detection import (
+    DetectionBatches,
+    category_labels,
+    evaluate_checkpoint,
+    finetune,
+    load_detection_samples,
+    parse_detection_arguments,
+)
 from modeling_eclip.detection.data import sample_image
 
 
@@ -224,3 +236,107 @@ def _saved_detector(directory: Path, labels: list[str], seed: int = 0) -> Path:
     model.save_pretrained(directory)
     _image_processor().save_pretrained(directory)
     return directory
+
+
+# ------------------------------------------------------------------------------------------- fine-tuning
+# The module (the package exports its `finetune` function under the same name).
+detection_finetune = importlib.import_module("modeling_eclip.detection.finetune")
+
+
+@pytest.fixture(scope="module")
+def eclip_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ECLIP saved with its image processor, as a pretraining export is."""
+    directory = tmp_path_factory.mktemp("eclip")
+    tiny_model(seed=0).save_pretrained(directory)
+    _image_processor().save_pretrained(directory)
+    return directory
+
+
+def _copy_catalogue(demo_catalogue: Path, root: Path, test_rows: list[dict] | None) -> Path:
+    """The demo catalogue's train split, with `test_rows` as its test split (None: no test split)."""
+    splits = {"train": read_split(demo_catalogue, "train"), "test": test_rows}
+    for split, rows in splits.items():
+        if rows is not None:
+            with sf.ShardWriter(root, split) as writer:
+                for row in rows:
+                    writer.write(row)
+    return root
+
+
+def _unreadable_test_rows(demo_catalogue: Path) -> list[dict]:
+    """The demo catalogue's test products with every image truncated."""
+    rows = read_split(demo_catalogue, "test")
+    for row in rows:
+        row["images"] = [{**image, "image": truncated_jpeg()} for image in row["images"]]
+    return rows
+
+
+def _never_built(*args, **kwargs) -> None:
+    pytest.fail("the model was built before the data was checked")
+
+
+def test_a_missing_eval_split_fails_before_the_model_is_built(
+    demo_catalogue: Path, eclip_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _copy_catalogue(demo_catalogue, tmp_path / "catalogue", None)
+    monkeypatch.setattr(detection_finetune.EclipForObjectDetection, "from_pretrained", _never_built)
+    with pytest.raises(FileNotFoundError, match=r"eval_split 'test'.*no such split.*--evaluate_at_end false"):
+        finetune(parse_detection_arguments(run_arguments(eclip_export, data, tmp_path / "run")))
+
+
+def test_an_eval_split_with_no_usable_image_fails_before_the_model_is_built(
+    demo_catalogue: Path, eclip_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _copy_catalogue(demo_catalogue, tmp_path / "catalogue", _unreadable_test_rows(demo_catalogue))
+    monkeypatch.setattr(detection_finetune.EclipForObjectDetection, "from_pretrained", _never_built)
+    refused = r"split 'test' of .* no usable boxed image \(skipped: unreadable_image \d+\).*--evaluate_at_end false"
+    with pytest.raises(ValueError, match=refused):
+        finetune(parse_detection_arguments(run_arguments(eclip_export, data, tmp_path / "run")))
+
+
+def test_a_run_refused_for_its_data_leaves_the_earlier_run_in_place(
+    demo_catalogue: Path, eclip_export: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "run"
+    (output / "checkpoint-2").mkdir(parents=True)
+    (output / "metrics.jsonl").write_text('{"step": 2}\n')
+    data = _copy_catalogue(demo_catalogue, tmp_path / "catalogue", _unreadable_test_rows(demo_catalogue))
+    flags = [*run_arguments(eclip_export, data, output), "--overwrite_output_dir", "True"]
+    with pytest.raises(ValueError, match="split 'test' .* no usable boxed image"):
+        finetune(parse_detection_arguments(flags))
+    assert (output / "checkpoint-2").is_dir() and (output / "metrics.jsonl").is_file()
+
+
+def test_a_truncated_test_image_is_skipped_and_counted_and_the_run_exports(
+    demo_catalogue: Path, eclip_export: Path, tmp_path: Path
+) -> None:
+    rows = read_split(demo_catalogue, "test")
+    customer = next(i for i, image in enumerate(rows[0]["images"]) if image["kind"] == "customer")
+    rows[0]["images"][customer]["image"] = truncated_jpeg()
+    data = _copy_catalogue(demo_catalogue, tmp_path / "catalogue", rows)
+    output = tmp_path / "run"
+    result = finetune(parse_detection_arguments(run_arguments(eclip_export, data, output, max_steps=2)))
+    assert result.summary["skipped_eval_images"] == {"unreadable_image": 1}
+    assert result.metrics["num_images"] > 0 and (output / "model" / "model.safetensors").is_file()
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["summary"]["skipped_eval_images"] == {"unreadable_image": 1}
+    assert "unreadable_image" in (output / "model" / "README.md").read_text()
+
+
+def test_the_export_is_written_before_a_failing_evaluation(
+    demo_catalogue: Path, eclip_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_evaluation(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(detection_finetune, "evaluate_detection", failing_evaluation)
+    output = tmp_path / "run"
+    with pytest.raises(
+        RuntimeError, match=r"evaluation on split 'test' failed .*disk gone.*exported to .*checkpoint-2"
+    ):
+        finetune(parse_detection_arguments(run_arguments(eclip_export, demo_catalogue, output, max_steps=2)))
+    export = output / "model"
+    assert (export / "model.safetensors").is_file() and (export / "preprocessor_config.json").is_file()
+    assert "The evaluation failed (OSError: disk gone)" in (export / "README.md").read_text()
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["summary"]["evaluation_error"] == "OSError: disk gone" and saved["metrics"] == {}
