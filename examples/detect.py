@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--output", default="detections.png", help="Where the drawing is written.")
     args = parser.parse_args(argv)
     image = to_rgb_image(args.image)
-    # The export carries its code; with this package imported the registered classes are used either way.
+    # The export names its own pipeline in config.json (the package's image decoder, not transformers' load_image),
+    # which transformers builds only with trust_remote_code=True; it carries the code, so no install is needed.
     detector = pipeline("object-detection", model=args.model, trust_remote_code=True)
     detections = detector(image, threshold=args.threshold)
     draw_detections(image, detections).save(args.output)

@@ -40,6 +40,7 @@ from .loss_eclip import (
     mean_over_processes,
     slot_token_entropy,
 )
+from .pipeline_eclip import OBJECT_DETECTION_PIPELINE, OBJECT_DETECTION_TASK
 
 TEXT_PROMPT = 0
 IMAGE_PROMPT = 1
@@ -1480,6 +1481,16 @@ class EclipForObjectDetection(EclipPreTrainedModel):
         self.class_labels_classifier = nn.Linear(dim, config.num_labels + 1)  # + "no object"
         self.bbox_predictor = DetrMLPPredictionHead(input_dim=dim, hidden_dim=dim, output_dim=4, num_layers=3)
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """As `PreTrainedModel.save_pretrained`. With remote code registered, `config.json` also names the package's
+        object-detection pipeline (`custom_pipelines`, its code copied with the model's), so `pipeline(
+        "object-detection", model=save_directory, trust_remote_code=True)` decodes images with the package's decoder,
+        as training and evaluation do, rather than with transformers' `load_image`. Only that entry: a pretraining
+        checkpoint's zero-shot pipeline needs the tokenizer a detection checkpoint leaves out."""
+        if self._auto_class is not None:
+            self.config.custom_pipelines = {OBJECT_DETECTION_TASK: dict(OBJECT_DETECTION_PIPELINE)}
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     def text_parameters(self) -> list[nn.Parameter]:
         """The parameters detection never uses (text tower, g_T, temperature, the "ema" negatives are a buffer)."""

@@ -207,7 +207,9 @@ def test_post_processing_gives_boxes_on_the_original_non_square_image(tmp_path):
 
 def test_object_detection_pipeline_returns_boxes_in_the_original_pixels(tmp_path):
     save_detector(tmp_path)
-    detections = transformers.pipeline("object-detection", model=str(tmp_path))(wide_image(), threshold=0.5)
+    detections = transformers.pipeline("object-detection", model=str(tmp_path), trust_remote_code=True)(
+        wide_image(), threshold=0.5
+    )
     assert len(detections) == TINY_NUM_QUERIES
     for detection in detections:
         assert set(detection) == {"score", "label", "box"} and detection["label"] == "shoes"
@@ -237,9 +239,13 @@ REMOTE_DETECTION_SCRIPT = textwrap.dedent(
     torch.testing.assert_close(output.pred_boxes, expected["pred_boxes"], rtol=0, atol=1e-6)
     image = Image.new("RGB", (200, 100), "white")
     detector = transformers.pipeline("object-detection", model=directory, trust_remote_code=True)
+    assert type(detector).__name__ == "EclipObjectDetectionPipeline", type(detector)
     detections = detector(image, threshold=0.5)
     assert detections and detections[0]["label"] == "shoes", detections
     assert abs(detections[0]["box"]["xmax"] - 75) <= 1, detections
+    # The package's decoder, from the checkpoint's own code: transparency on white.
+    transparent = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+    assert detector(transparent, threshold=0.0) == detector(image, threshold=0.0)
     """
 )
 
@@ -401,7 +407,9 @@ def test_finetuning_checkpoints_resumes_exports_and_the_map_command_reads_the_ex
     )
     assert rows["run"]["map@0.5"] == pytest.approx(results["metrics"]["map@0.5"])
     assert json.loads((tmp_path / "t.json").read_text())["run"]["num_objects"] == results["metrics"]["num_objects"]
-    detections = transformers.pipeline("object-detection", model=str(export))(wide_image(), threshold=0.0)
+    detections = transformers.pipeline("object-detection", model=str(export), trust_remote_code=True)(
+        wide_image(), threshold=0.0
+    )
     assert detections and {"score", "label", "box"} == set(detections[0])
 
     # --overwrite_output_dir starts over: the earlier run's checkpoints, metrics and export go, other files stay.

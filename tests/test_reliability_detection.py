@@ -13,8 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
+import transformers
 from bad_inputs import (
     BAD_BOXES_IMAGE_SIZE,
     BAD_PIXEL_BOXES,
@@ -42,6 +44,8 @@ from modeling_eclip.detection import (
     parse_detection_arguments,
 )
 from modeling_eclip.detection.data import sample_image
+from modeling_eclip.pipeline_eclip import OBJECT_DETECTION_PIPELINE, EclipObjectDetectionPipeline
+from modeling_eclip.processing_eclip import to_rgb_image
 
 
 def _detector(**overrides) -> EclipForObjectDetection:
@@ -340,3 +344,55 @@ def test_the_export_is_written_before_a_failing_evaluation(
     assert "The evaluation failed (OSError: disk gone)" in (export / "README.md").read_text()
     saved = json.loads((output / "results.json").read_text())
     assert saved["summary"]["evaluation_error"] == "OSError: disk gone" and saved["metrics"] == {}
+
+
+# ------------------------------------------------------------------------------------------- the pipeline
+def _sixteen_bit_png() -> bytes:
+    """A 16-bit grey gradient: `load_image` clips every level above 255 to white, the package scales by 65535."""
+    levels = np.linspace(0, 65535, 48 * 40).reshape(40, 48).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _rgba_png() -> bytes:
+    """A red square on transparent black: on white for the package, on black for `load_image`."""
+    image = Image.new("RGBA", (48, 40), (0, 0, 0, 0))
+    image.paste((200, 30, 30, 255), (10, 8, 30, 28))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("make", [_rgba_png, _sixteen_bit_png], ids=["rgba", "16_bit"])
+def test_the_object_detection_pipeline_decodes_files_with_the_package_decoder(tmp_path: Path, make) -> None:
+    directory = _saved_detector(tmp_path / "detector", ["cookware", "shoes", "toys"], seed=3)
+    path = tmp_path / "photo.png"
+    path.write_bytes(make())
+    detector = transformers.pipeline("object-detection", model=str(directory), trust_remote_code=True)
+    assert type(detector).__name__ == "EclipObjectDetectionPipeline"
+    found = detector(str(path), threshold=0.0)
+    # The same image through the package's decoder, then transformers' own pipeline on the decoded image.
+    model = EclipForObjectDetection.from_pretrained(directory)
+    stock = transformers.pipeline("object-detection", model=model, image_processor=_image_processor())
+    assert found == stock(to_rgb_image(str(path)), threshold=0.0)
+    # What the stock decoder gives differs: the test can tell the two decoders apart.
+    assert found != stock(str(path), threshold=0.0)
+
+
+def test_a_detection_checkpoint_names_its_pipeline_and_a_model_in_memory_can_use_it(tmp_path: Path) -> None:
+    directory = _saved_detector(tmp_path / "detector", ["cookware", "shoes"])
+    config = json.loads((directory / "config.json").read_text())
+    assert config["custom_pipelines"] == {"object-detection": OBJECT_DETECTION_PIPELINE}
+    assert (directory / "pipeline_eclip.py").is_file()
+    # Without trust_remote_code=True transformers refuses a checkpoint that names its own pipeline, and says why.
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        transformers.pipeline("object-detection", model=str(directory))
+    model = EclipForObjectDetection.from_pretrained(directory)
+    detector = transformers.pipeline(
+        "object-detection", model=model, image_processor=_image_processor(), pipeline_class=EclipObjectDetectionPipeline
+    )
+    transparent = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    assert detector(transparent, threshold=0.0) == detector(Image.new("RGB", (20, 20), WHITE), threshold=0.0)
+    with pytest.raises(ValueError, match=r"Cannot decode image \(.*missing\.png\)"):
+        detector(str(tmp_path / "missing.png"))
