@@ -44,6 +44,7 @@ from modeling_eclip.detection import (
     parse_detection_arguments,
 )
 from modeling_eclip.detection.data import sample_image
+from modeling_eclip.detection.evaluate import main as evaluate_main
 from modeling_eclip.pipeline_eclip import OBJECT_DETECTION_PIPELINE, EclipObjectDetectionPipeline
 from modeling_eclip.processing_eclip import to_rgb_image
 
@@ -396,3 +397,27 @@ def test_a_detection_checkpoint_names_its_pipeline_and_a_model_in_memory_can_use
     assert detector(transparent, threshold=0.0) == detector(Image.new("RGB", (20, 20), WHITE), threshold=0.0)
     with pytest.raises(ValueError, match=r"Cannot decode image \(.*missing\.png\)"):
         detector(str(tmp_path / "missing.png"))
+
+
+# ------------------------------------------------------------------------------------------- the mAP command
+def test_evaluating_a_checkpoint_without_detection_heads_is_an_error_naming_it(
+    demo_catalogue: Path, eclip_export: Path
+) -> None:
+    # A pretraining export would load with new, random heads and default labels: a meaningless mAP.
+    with pytest.raises(ValueError, match=r"has no detection heads .*finetune_detection\.py"):
+        evaluate_checkpoint(eclip_export, demo_catalogue, "test")
+
+
+@pytest.mark.parametrize("batch_size", ["0", "-2"])
+def test_the_map_command_refuses_a_batch_size_below_one(tmp_path: Path, batch_size: str) -> None:
+    directory = _saved_detector(tmp_path / "detector", ["cookware"])
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        evaluate_main(["--model", str(directory), "--data", str(tmp_path), "--batch_size", batch_size])
+
+
+def test_the_map_command_names_a_data_folder_without_the_split(tmp_path: Path, demo_catalogue: Path) -> None:
+    directory = _saved_detector(tmp_path / "detector", ["cookware"])
+    with pytest.raises(FileNotFoundError, match=r"--data .* has no 'validation' split .*--split"):
+        evaluate_main(["--model", str(directory), "--data", str(demo_catalogue), "--split", "validation"])
+    with pytest.raises(FileNotFoundError, match=r"--data .* has no 'test' split"):
+        evaluate_main(["--model", str(directory), "--data", str(directory)])  # a model folder, not a catalogue
