@@ -203,6 +203,18 @@ def test_bad_images_and_rows_are_skipped_counted_and_named(tmp_path: Path, caplo
     assert batch["pixel_values"].shape[0] == 2
 
 
+def test_a_position_saved_on_other_training_images_is_refused(tmp_path: Path) -> None:
+    # An image that became unreadable (or a changed catalogue) between the runs would silently change every batch.
+    data = write_catalogue(tmp_path, _bad_rows())
+    samples, _ = load_detection_samples(data, "train", category_labels(data))
+    saved = DetectionBatches(samples, _image_processor(), 2, batch_size=1, seed=0)
+    state = saved.state_dict()
+    DetectionBatches(samples, _image_processor(), 2, batch_size=1, seed=0).load_state_dict(state)
+    changed = DetectionBatches(samples[:1], _image_processor(), 2, batch_size=1, seed=0)
+    with pytest.raises(ValueError, match="other training images .*2 images.*1 now"):
+        changed.load_state_dict(state)
+
+
 def test_a_category_unseen_in_training_is_skipped_and_counted_at_evaluation(tmp_path: Path) -> None:
     data = write_catalogue(
         tmp_path, [_product("p0", "cookware", [_image(_png())]), _product("p1", "toys", [_image(_png())])]

@@ -16,6 +16,7 @@ collator runs it on every batch, and labels built elsewhere should go through it
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -287,14 +288,37 @@ class DetectionBatches:
         self.world_size = world_size
         self.epoch = 0
         self.position = 0  # batches taken from this epoch
+        self._fingerprint: str | None = None
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "num_samples": len(self.samples),
+            "samples": self.fingerprint(),
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["seed"] != self.seed:
             raise ValueError(f"the checkpoint's data order has seed {state['seed']}, this run {self.seed}")
+        # A position in another list of images (one became unreadable, the catalogue changed) would silently give
+        # other batches. Checkpoints written before the fingerprint existed lack the keys and are taken as they are.
+        if state.get("samples", self.fingerprint()) != self.fingerprint():
+            raise ValueError(
+                f"the checkpoint's data position is in other training images ({state['num_samples']} images, "
+                f"{len(self.samples)} now): restore the catalogue it was trained on, or start a new run"
+            )
         self.epoch, self.position = state["epoch"], state["position"]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the samples' names, boxes and labels, in order: what the data order is a permutation of."""
+        if self._fingerprint is None:  # once: the samples do not change, and every checkpoint asks
+            digest = hashlib.sha256()
+            for sample in self.samples:
+                digest.update(repr((sample.name, sample.boxes, sample.labels)).encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def _epoch_indices(self) -> list[int]:
         order = list(range(len(self.samples)))
