@@ -433,3 +433,22 @@ def test_the_map_command_names_a_data_folder_without_the_split(tmp_path: Path, d
         evaluate_main(["--model", str(directory), "--data", str(demo_catalogue), "--split", "validation"])
     with pytest.raises(FileNotFoundError, match=r"--data .* has no 'test' split"):
         evaluate_main(["--model", str(directory), "--data", str(directory)])  # a model folder, not a catalogue
+
+
+# ------------------------------------------------------------------------------------------- examples/detect.py
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--threshold", "1.5"], "--threshold"),
+        (["--threshold", "nan"], "--threshold"),
+        (["--output", "drawn.unknown"], "--output"),
+    ],
+    ids=["threshold_above_one", "threshold_nan", "unknown_output_format"],
+)
+def test_the_detect_example_refuses_bad_flags_before_loading_anything(
+    load_example, capsys: pytest.CaptureFixture, flags: list[str], named: str
+) -> None:
+    detect = load_example("detect")
+    with pytest.raises(SystemExit):
+        detect.main(["photo.png", "--model", "no-such-model", *flags])
+    assert named in capsys.readouterr().err
