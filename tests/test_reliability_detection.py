@@ -6,6 +6,7 @@ object-detection pipeline decoding as the package decodes."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import json
 import logging
@@ -299,6 +300,18 @@ def test_a_missing_eval_split_fails_before_the_model_is_built(
     monkeypatch.setattr(detection_finetune.EclipForObjectDetection, "from_pretrained", _never_built)
     with pytest.raises(FileNotFoundError, match=r"eval_split 'test'.*no such split.*--evaluate_at_end false"):
         finetune(parse_detection_arguments(run_arguments(eclip_export, data, tmp_path / "run")))
+
+
+def test_an_evaluation_without_pycocotools_fails_before_the_model_is_built(
+    demo_catalogue: Path, eclip_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "pycocotools" else real_find_spec(name, *args)
+    )
+    monkeypatch.setattr(detection_finetune.EclipForObjectDetection, "from_pretrained", _never_built)
+    with pytest.raises(ImportError, match=r"pycocotools.*\[eval\].*--evaluate_at_end false"):
+        finetune(parse_detection_arguments(run_arguments(eclip_export, demo_catalogue, tmp_path / "run")))
 
 
 def test_an_eval_split_with_no_usable_image_fails_before_the_model_is_built(

@@ -16,6 +16,7 @@ evaluation that fails loses no trained model (as in pretraining).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import time
@@ -132,6 +133,11 @@ def check_detection_arguments(args: DetectionArguments) -> list[str]:
     if not list_shards(args.data_dir, args.train_split):
         CatalogueSource(args.data_dir)  # names an old-format or missing folder
         raise FileNotFoundError(f"data_dir {args.data_dir} has no {args.train_split} split (data/{args.train_split}-*)")
+    if args.evaluate_at_end and importlib.util.find_spec("pycocotools") is None:
+        raise ImportError(
+            "the end-of-training mAP needs pycocotools (pip install -e '.[eval]'), which is not installed; install it "
+            "or pass --evaluate_at_end false"
+        )
     if args.evaluate_at_end and not list_shards(args.data_dir, args.eval_split):
         # Checked before training: an evaluation that cannot run would otherwise fail after all the compute.
         raise FileNotFoundError(
