@@ -293,34 +293,39 @@ def _never_built(*args, **kwargs) -> None:
     pytest.fail("the model was built before the data was checked")
 
 
-def test_a_missing_eval_split_fails_before_the_model_is_built(
-    demo_catalogue: Path, eclip_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("test_split", "pycocotools", "error", "message"),
+    [
+        ("missing", True, FileNotFoundError, r"eval_split 'test'.*no such split.*--evaluate_at_end false"),
+        (
+            "unreadable",
+            True,
+            ValueError,
+            r"split 'test' of .* no usable boxed image \(skipped: unreadable_image \d+\).*--evaluate_at_end false",
+        ),
+        ("demo", False, ImportError, r"pycocotools.*\[eval\].*--evaluate_at_end false"),
+    ],
+    ids=["no_eval_split", "no_usable_eval_image", "no_pycocotools"],
+)
+def test_an_evaluation_that_cannot_run_is_refused_before_the_model_is_built(
+    demo_catalogue: Path,
+    eclip_export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    test_split: str,
+    pycocotools: bool,
+    error: type[Exception],
+    message: str,
 ) -> None:
-    data = _copy_catalogue(demo_catalogue, tmp_path / "catalogue", None)
+    test_rows = {"missing": None, "unreadable": _unreadable_test_rows(demo_catalogue)}.get(test_split)
+    data = demo_catalogue if test_split == "demo" else _copy_catalogue(demo_catalogue, tmp_path / "data", test_rows)
+    if not pycocotools:
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name == "pycocotools" else find_spec(name, *a)
+        )
     monkeypatch.setattr(detection_finetune.EclipForObjectDetection, "from_pretrained", _never_built)
-    with pytest.raises(FileNotFoundError, match=r"eval_split 'test'.*no such split.*--evaluate_at_end false"):
-        finetune(parse_detection_arguments(run_arguments(eclip_export, data, tmp_path / "run")))
-
-
-def test_an_evaluation_without_pycocotools_fails_before_the_model_is_built(
-    demo_catalogue: Path, eclip_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *args: None if name == "pycocotools" else real_find_spec(name, *args)
-    )
-    monkeypatch.setattr(detection_finetune.EclipForObjectDetection, "from_pretrained", _never_built)
-    with pytest.raises(ImportError, match=r"pycocotools.*\[eval\].*--evaluate_at_end false"):
-        finetune(parse_detection_arguments(run_arguments(eclip_export, demo_catalogue, tmp_path / "run")))
-
-
-def test_an_eval_split_with_no_usable_image_fails_before_the_model_is_built(
-    demo_catalogue: Path, eclip_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data = _copy_catalogue(demo_catalogue, tmp_path / "catalogue", _unreadable_test_rows(demo_catalogue))
-    monkeypatch.setattr(detection_finetune.EclipForObjectDetection, "from_pretrained", _never_built)
-    refused = r"split 'test' of .* no usable boxed image \(skipped: unreadable_image \d+\).*--evaluate_at_end false"
-    with pytest.raises(ValueError, match=refused):
+    with pytest.raises(error, match=message):
         finetune(parse_detection_arguments(run_arguments(eclip_export, data, tmp_path / "run")))
 
 
