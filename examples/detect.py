@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 from transformers import pipeline
@@ -42,8 +43,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threshold", type=float, default=0.5, help="Lowest score drawn.")
     parser.add_argument("--output", default="detections.png", help="Where the drawing is written.")
     args = parser.parse_args(argv)
+    # Before any loading: a score above 1 (or NaN) would silently draw nothing, an unknown format fail at the end.
+    if not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold is a score in [0, 1], got {args.threshold}")
+    if Path(args.output).suffix.lower() not in Image.registered_extensions():
+        parser.error(f"--output {args.output}: no image format for its extension; name a .png or .jpg file")
     image = to_rgb_image(args.image)
-    # The export carries its code; with this package imported the registered classes are used either way.
+    # The export names its own pipeline in config.json (the package's image decoder, not transformers' load_image),
+    # which transformers builds only with trust_remote_code=True; it carries the code, so no install is needed.
     detector = pipeline("object-detection", model=args.model, trust_remote_code=True)
     detections = detector(image, threshold=args.threshold)
     draw_detections(image, detections).save(args.output)

@@ -9,7 +9,7 @@ and say so in the docstring.
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +40,7 @@ from .loss_eclip import (
     mean_over_processes,
     slot_token_entropy,
 )
+from .pipeline_eclip import OBJECT_DETECTION_PIPELINE, OBJECT_DETECTION_TASK
 
 TEXT_PROMPT = 0
 IMAGE_PROMPT = 1
@@ -1481,6 +1482,16 @@ class EclipForObjectDetection(EclipPreTrainedModel):
         self.bbox_predictor = DetrMLPPredictionHead(input_dim=dim, hidden_dim=dim, output_dim=4, num_layers=3)
         self.post_init()
 
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """As `PreTrainedModel.save_pretrained`. With remote code registered, `config.json` also names the package's
+        object-detection pipeline (`custom_pipelines`, its code copied with the model's), so `pipeline(
+        "object-detection", model=save_directory, trust_remote_code=True)` decodes images with the package's decoder,
+        as training and evaluation do, rather than with transformers' `load_image`. Only that entry: a pretraining
+        checkpoint's zero-shot pipeline needs the tokenizer a detection checkpoint leaves out."""
+        if self._auto_class is not None:
+            self.config.custom_pipelines = {OBJECT_DETECTION_TASK: dict(OBJECT_DETECTION_PIPELINE)}
+        super().save_pretrained(save_directory, *args, **kwargs)
+
     def text_parameters(self) -> list[nn.Parameter]:
         """The parameters detection never uses (text tower, g_T, temperature, the "ema" negatives are a buffer)."""
         eclip = self.eclip
@@ -1510,7 +1521,8 @@ class EclipForObjectDetection(EclipPreTrainedModel):
         labels (`list[dict]`, *optional*):
             One dict per image, DETR's format: `class_labels` (`torch.LongTensor` `(num_boxes,)`, in
             `[0, num_labels)`) and `boxes` (`torch.FloatTensor` `(num_boxes, 4)`, center_x, center_y, width, height
-            normalised to [0, 1]). An image may have no boxes (every slot is then "no object"). Labels of another
+            normalised to [0, 1]). An image may have no boxes (every slot is then "no object"). Entries that are
+            not tensors (lists, say) are a `TypeError` naming them, as DETR takes tensors only; labels of another
             shape or dtype are a `ValueError`; their values (a box outside the image, one with no width or height, a
             non-finite value, an unknown label) are checked by the detection collator (`check_detection_labels` in
             `modeling_eclip.detection.data`), not here.
@@ -1577,24 +1589,33 @@ class EclipForObjectDetection(EclipPreTrainedModel):
 
 
 def _check_detection_label_shapes(labels: list[dict[str, torch.Tensor]], batch_size: int) -> None:
-    """Raises a `ValueError` naming the image for labels not in DETR's format: one dict per image with integer
-    `class_labels` `(num_boxes,)` and `boxes` `(num_boxes, 4)`. Shapes and dtypes only; the values (classes in range,
-    boxes finite and inside the image) are checked by the detection collator,
+    """Raises for labels not in DETR's format: one mapping per image (a dict, or the `BatchFeature` DETR's image
+    processor makes) with `class_labels` an integer `torch.Tensor` `(num_boxes,)` and `boxes` a floating-point
+    `torch.Tensor` `(num_boxes, 4)`. A list or other non-tensor is a `TypeError` naming the entry, as in
+    transformers' DETR, which takes tensors only; a wrong shape or dtype a `ValueError`. Structure, shapes and dtypes
+    only; the values (classes in range, boxes finite and inside the image) are checked by the detection collator,
     `modeling_eclip.detection.data.check_detection_labels`."""
     if not isinstance(labels, (list, tuple)) or len(labels) != batch_size:
         raise ValueError(f"labels must be a list of one dict per image ({batch_size}), got {type(labels).__name__}")
     for index, target in enumerate(labels):
         where = f"labels[{index}]"
-        if not isinstance(target, dict) or "class_labels" not in target or "boxes" not in target:
+        if not isinstance(target, Mapping) or "class_labels" not in target or "boxes" not in target:
             raise ValueError(f"{where} must be a dict with 'class_labels' and 'boxes' (DETR's format)")
+        for key, example in (("class_labels", "torch.tensor([2, 0])"), ("boxes", "torch.tensor([[cx, cy, w, h]])")):
+            if not isinstance(target[key], torch.Tensor):
+                raise TypeError(
+                    f'{where}["{key}"] must be a torch.Tensor (e.g. {example}), got {type(target[key]).__name__}'
+                )
         classes, boxes = target["class_labels"], target["boxes"]
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or classes.shape != boxes.shape[:1]:
             raise ValueError(
                 f"{where}: boxes must be (num_boxes, 4) with one class label each, got boxes {tuple(boxes.shape)} "
                 f"and class_labels {tuple(classes.shape)}"
             )
-        if classes.dtype.is_floating_point or classes.dtype == torch.bool:
+        if classes.dtype.is_floating_point or classes.dtype.is_complex or classes.dtype == torch.bool:
             raise ValueError(f"{where}: class_labels must be integers, got dtype {classes.dtype}")
+        if not boxes.dtype.is_floating_point:
+            raise ValueError(f"{where}: boxes must be floating point (normalised to [0, 1]), got dtype {boxes.dtype}")
 
 
 def _first_occurrences(ids: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,13 @@
 # Copyright 2026 The ECLIP for transformers authors. Licensed under the Apache License, Version 2.0.
-"""`pipeline("zero-shot-product-classification")`: zero-shot product categories from ECLIP instance embeddings.
+"""`pipeline("zero-shot-product-classification")`: zero-shot product categories from ECLIP instance embeddings; and
+`pipeline("object-detection")` on a detection checkpoint, with the package's image decoder.
 
-Registered with transformers' pipeline registry when `modeling_eclip` is imported, and saved next to a checkpoint by
-`save_pretrained_with_pipeline`, so `pipeline(model=checkpoint_dir, trust_remote_code=True)` works where this
-package is not installed. Remote-code safe: imports only torch, transformers and sibling modules.
+The zero-shot pipeline is registered with transformers' pipeline registry when `modeling_eclip` is imported, and saved
+next to a checkpoint by `save_pretrained_with_pipeline`, so `pipeline(model=checkpoint_dir, trust_remote_code=True)`
+works where this package is not installed. The object-detection one is named in the `custom_pipelines` of every
+`EclipForObjectDetection` checkpoint (`EclipForObjectDetection.save_pretrained`), never in the registry: it would
+replace transformers' pipeline for every other model. Remote-code safe: imports only torch, transformers and sibling
+modules.
 """
 
 import os
@@ -15,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from transformers import Pipeline, PreTrainedModel, ProcessorMixin
+from transformers import ObjectDetectionPipeline, Pipeline, PreTrainedModel, ProcessorMixin
 
 from .processing_eclip import EclipProcessor, check_model_inputs, check_texts, to_rgb_image
 
@@ -270,6 +274,47 @@ def _product_items(images: Any, titles: str | Sequence[str] | None) -> dict[str,
     return items[0] if single else items
 
 
+class EclipObjectDetectionPipeline(ObjectDetectionPipeline):
+    r"""
+    transformers' object-detection pipeline for [`EclipForObjectDetection`], decoding images as training and
+    evaluation decode them (`processing_eclip.to_rgb_image`: EXIF orientation, transparency on white, 16-bit images
+    scaled, bytes and arrays taken, errors naming the image) instead of `transformers.image_utils.load_image`, which
+    puts transparency on black and clips 16-bit images to almost white, so the detections of a file would differ from
+    those of the same image decoded by the package. URLs are read by that decoder, with its own timeout
+    (`processing_eclip.DEFAULT_URL_TIMEOUT`); the `timeout=` argument of the stock pipeline is not used.
+
+    A detection checkpoint names it in `config.json` (`custom_pipelines`), so `pipeline("object-detection",
+    model=checkpoint_dir, trust_remote_code=True)` builds it, with the package installed or not; without
+    `trust_remote_code=True` transformers refuses the checkpoint and says so. For a model in memory pass
+    `pipeline_class=EclipObjectDetectionPipeline`.
+    """
+
+    # ECLIP detection reads no text: with a tokenizer the parent class would take the model for a LayoutLM-style
+    # token classifier.
+    _load_tokenizer = False
+
+    def check_model_type(self, supported_models: Any) -> None:
+        # transformers' list names its own detectors only; this pipeline is ECLIP's, so no "not supported" error log.
+        if getattr(self.model.config, "model_type", None) != "eclip":
+            super().check_model_type(supported_models)
+
+    def preprocess(self, image: Any, timeout: float | None = None) -> dict[str, Any]:
+        image = to_rgb_image(image)
+        inputs = self.image_processor(images=[image], return_tensors="pt").to(self.dtype)
+        inputs["target_size"] = torch.IntTensor([[image.height, image.width]])  # the decoded, upright image's
+        return inputs
+
+
+OBJECT_DETECTION_TASK = "object-detection"
+# The `custom_pipelines` entry of a detection checkpoint's config.json, as `Pipeline.save_pretrained` writes one.
+OBJECT_DETECTION_PIPELINE = {
+    "impl": f"{EclipObjectDetectionPipeline.__module__.rsplit('.', 1)[-1]}.{EclipObjectDetectionPipeline.__name__}",
+    "pt": ["AutoModelForObjectDetection"],
+    "tf": [],
+    "type": "image",
+}
+
+
 def save_pretrained_with_pipeline(
     model: PreTrainedModel, processor: ProcessorMixin, save_directory: str | os.PathLike
 ) -> None:
@@ -303,7 +348,10 @@ def save_pretrained_with_pipeline(
 
 __all__ = [
     "DEFAULT_HYPOTHESIS_TEMPLATE",
+    "OBJECT_DETECTION_PIPELINE",
+    "OBJECT_DETECTION_TASK",
     "PIPELINE_TASK",
+    "EclipObjectDetectionPipeline",
     "ZeroShotProductClassificationPipeline",
     "save_pretrained_with_pipeline",
 ]

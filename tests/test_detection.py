@@ -3,13 +3,11 @@
 remote code, `post_process_object_detection` and transformers' object-detection pipeline, the catalogue's detection
 data and its bad boxes, COCO mAP, and the fine-tuning script with resume, export and the Table 4 (right) command."""
 
-import io
 import json
 import math
 import textwrap
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 import transformers
@@ -19,7 +17,6 @@ from helpers import tiny_pixel_values as pixels
 from PIL import Image
 
 from modeling_eclip import EclipForObjectDetection, EclipImageProcessor, EclipModel
-from modeling_eclip.data.shard_format import CATALOGUE_FEATURES, IMAGE_KINDS
 from modeling_eclip.detection import (
     DetectionBatches,
     category_labels,
@@ -210,7 +207,9 @@ def test_post_processing_gives_boxes_on_the_original_non_square_image(tmp_path):
 
 def test_object_detection_pipeline_returns_boxes_in_the_original_pixels(tmp_path):
     save_detector(tmp_path)
-    detections = transformers.pipeline("object-detection", model=str(tmp_path))(wide_image(), threshold=0.5)
+    detections = transformers.pipeline("object-detection", model=str(tmp_path), trust_remote_code=True)(
+        wide_image(), threshold=0.5
+    )
     assert len(detections) == TINY_NUM_QUERIES
     for detection in detections:
         assert set(detection) == {"score", "label", "box"} and detection["label"] == "shoes"
@@ -240,9 +239,13 @@ REMOTE_DETECTION_SCRIPT = textwrap.dedent(
     torch.testing.assert_close(output.pred_boxes, expected["pred_boxes"], rtol=0, atol=1e-6)
     image = Image.new("RGB", (200, 100), "white")
     detector = transformers.pipeline("object-detection", model=directory, trust_remote_code=True)
+    assert type(detector).__name__ == "EclipObjectDetectionPipeline", type(detector)
     detections = detector(image, threshold=0.5)
     assert detections and detections[0]["label"] == "shoes", detections
     assert abs(detections[0]["box"]["xmax"] - 75) <= 1, detections
+    # The package's decoder, from the checkpoint's own code: transparency on white.
+    transparent = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+    assert detector(transparent, threshold=0.0) == detector(image, threshold=0.0)
     """
 )
 
@@ -278,54 +281,6 @@ def test_bad_pixel_boxes_are_errors_naming_their_reason(name):
 def test_an_unknown_label_is_an_error():
     with pytest.raises(ValueError, match="num_labels=3"):
         detection_target([[1, 1, 5, 5]], [7], 32, 24, num_labels=3)
-
-
-def _png(size) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, "white").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def test_catalogue_conversion_skips_and_counts_every_bad_image(tmp_path):
-    width, height = BAD_BOXES_IMAGE_SIZE
-    good = [[2.0, 2.0, 12.0, 10.0]]
-
-    def image(boxes, ids, kind="customer"):
-        return {"image": _png((width, height)), "source": "s", "kind": kind, "boxes": boxes, "box_product_ids": ids}
-
-    rows = [
-        {
-            "product_id": "p0",
-            "title": "pan",
-            "category": "cookware",
-            "split": "train",
-            "images": [
-                image(good, ["p0"], kind="catalog"),  # not a detection kind: left out, not counted
-                image(good + [[14.0, 2.0, 30.0, 20.0]], ["p0", "p1"]),
-                image(good + [[14.0, 2.0, 30.0, 20.0]], ["p0", "unlisted"], kind="ad"),
-                *[image(boxes, ["p0"] * len(boxes)) for boxes, _ in BAD_PIXEL_BOXES.values()],
-            ],
-        },
-        {"product_id": "p1", "title": "shoe", "category": "shoes", "split": "train", "images": [image(good, ["p1"])]},
-    ]
-    # Bad boxes (one of 3 numbers too) do not fit our typed format: written as a foreign catalogue may hold them, with
-    # boxes as lists of any length.
-    features = CATALOGUE_FEATURES.copy()
-    features["images"].feature["boxes"] = datasets.List(datasets.List(datasets.Value("float32")))
-    for row in rows:
-        del row["split"]
-        for im in row["images"]:
-            im.update(image={"bytes": im["image"], "path": None}, kind=IMAGE_KINDS.index(im["kind"]))
-    (tmp_path / "data").mkdir()
-    datasets.Dataset.from_list(rows, features=features).to_parquet(tmp_path / "data" / "train-00000-of-00001.parquet")
-    labels = category_labels(tmp_path)
-    assert labels == ["cookware", "shoes"]
-    samples, skipped = load_detection_samples(tmp_path, "train", labels)
-    assert [s.labels for s in samples] == [[0, 1], [1]]
-    expected = {"unknown_product": 1}
-    for _, reason in BAD_PIXEL_BOXES.values():
-        expected[reason] = expected.get(reason, 0) + 1
-    assert dict(skipped) == expected
 
 
 def test_batches_resume_exactly_where_they_stopped(demo_catalogue):
@@ -452,7 +407,9 @@ def test_finetuning_checkpoints_resumes_exports_and_the_map_command_reads_the_ex
     )
     assert rows["run"]["map@0.5"] == pytest.approx(results["metrics"]["map@0.5"])
     assert json.loads((tmp_path / "t.json").read_text())["run"]["num_objects"] == results["metrics"]["num_objects"]
-    detections = transformers.pipeline("object-detection", model=str(export))(wide_image(), threshold=0.0)
+    detections = transformers.pipeline("object-detection", model=str(export), trust_remote_code=True)(
+        wide_image(), threshold=0.0
+    )
     assert detections and {"score", "label", "box"} == set(detections[0])
 
     # --overwrite_output_dir starts over: the earlier run's checkpoints, metrics and export go, other files stay.

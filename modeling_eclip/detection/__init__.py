@@ -2,12 +2,14 @@
 """Object-detection transfer of ECLIP (Sec. 4.2.5, Table 4 right): tools, not remote code (the model,
 `EclipForObjectDetection`, and `EclipImageProcessor.post_process_object_detection` live in the flat files).
 
-- `data.py`: the boxed images of a catalogue as DETR targets (labels = product categories), bad boxes skipped and
-  counted, the training batches with a restorable position;
+- `data.py`: the boxed images of a catalogue as DETR targets (labels = product categories), decoded by the package's
+  decoder; unreadable images and images whose boxes cannot be labelled skipped, counted and the first few named (as
+  pretraining skips bad images); the training batches with a restorable position;
 - `metrics.py`: mAP@0.3, mAP@0.5 and mAP@[.5:.95] with pycocotools' COCOeval;
 - `evaluate.py`: predictions, checkpoint evaluation and the Table 4 (right) command
   (`python -m modeling_eclip.detection`);
-- `finetune.py`: fine-tuning with Accelerate (recipe, checkpoints, resume, trackers, export with model card).
+- `finetune.py`: fine-tuning with Accelerate (recipe, checkpoints, resume, trackers, export with model card, written
+  before the evaluation).
 """
 
 from .data import DetectionBatches, DetectionSample, category_labels, detection_target, load_detection_samples

@@ -16,10 +16,15 @@ from typing import Any
 
 import torch
 
+from ..data.shard_format import list_shards
+from ..evaluation.embedding import check_positive_int
 from ..modeling_eclip import EclipForObjectDetection
 from ..processing_eclip import EclipImageProcessor
-from .data import DETECTION_KINDS, DetectionSample, load_detection_samples, sample_image
+from .data import DETECTION_KINDS, DetectionSample, load_detection_samples, require_samples, sample_image
 from .metrics import ANY_CLASS_METRIC_NAMES, METRIC_NAMES, coco_map
+
+# The parameters fine-tuning adds to an ECLIP checkpoint.
+DETECTION_HEADS = ("class_labels_classifier.", "bbox_predictor.")
 
 
 @torch.no_grad()
@@ -30,6 +35,7 @@ def predict(
     batch_size: int = 32,
 ) -> list[dict[str, Any]]:
     """Every slot's best class and box on each sample's own pixels (no score threshold: mAP ranks them all)."""
+    check_positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -61,11 +67,20 @@ def evaluate_checkpoint(
     model_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str = "test", batch_size: int = 32
 ) -> dict[str, Any]:
     """Loads a fine-tuned checkpoint (model and image processor) and evaluates it on a split's boxed images, with the
-    checkpoint's own labels."""
-    model = EclipForObjectDetection.from_pretrained(model_dir, dtype=torch.float32)
+    checkpoint's own labels. Images that cannot be read or labelled (a category the checkpoint was not trained on,
+    say) are skipped and counted in `skipped_images`; a split with none left is a `ValueError` naming it."""
+    model, loading = EclipForObjectDetection.from_pretrained(model_dir, dtype=torch.float32, output_loading_info=True)
+    if any(key.startswith(DETECTION_HEADS) for key in loading["missing_keys"]):
+        # Loading made them up: random heads and default labels would give a meaningless mAP.
+        raise ValueError(
+            f"{model_dir} has no detection heads (it is not a fine-tuned EclipForObjectDetection); fine-tune it "
+            "first with examples/finetune_detection.py and evaluate that export"
+        )
     image_processor = EclipImageProcessor.from_pretrained(model_dir)
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     samples, skipped = load_detection_samples(data_dir, split, label_names, DETECTION_KINDS)
+    remedy = "evaluate on a split whose customer and ad images are readable and boxed with the checkpoint's labels"
+    require_samples(samples, skipped, split, data_dir, remedy)
     return {**evaluate_detection(model, image_processor, samples, batch_size), "skipped_images": dict(skipped)}
 
 
@@ -97,6 +112,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--output", default=None, help="Write the metrics as JSON here.")
     args = parser.parse_args(argv)
+    check_positive_int("batch_size", args.batch_size)
+    if Path(args.data).is_dir() and not list_shards(args.data, args.split):
+        raise FileNotFoundError(
+            f"--data {args.data} has no {args.split!r} split (data/{args.split}-*.parquet): pass a catalogue in the "
+            "shard format and one of its splits with --split"
+        )
     rows = {}
     for model_dir in [args.model, *args.compare]:
         if not (Path(model_dir) / "config.json").is_file():

@@ -7,11 +7,16 @@ products' images and an export with its model card.
 The model starts from any ECLIP checkpoint (`EclipForObjectDetection.from_pretrained`: towers, projections and decoder
 load, the heads are new); the text tower is frozen, detection never runs it. The image tower trains at
 `backbone_learning_rate`, the rest at `learning_rate`, as DETR trains its backbone.
+
+Every image of both splits is read (and bad ones skipped and counted) before the model is built, so a missing or
+unusable evaluation split stops the run before any compute; the export is written before the evaluation, so an
+evaluation that fails loses no trained model (as in pretraining).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import time
@@ -36,7 +41,15 @@ from ..training.fields import NON_NEGATIVE, POSITIVE, check_ranges, clear_none_s
 from ..training.results import NonFiniteLossError, PretrainingResult
 from ..training.schedule import check_lr_scheduler, make_lr_scheduler
 from ..training.tracking import check_report_to, log_scalars, parse_report_to, tracker_init_kwargs
-from .data import DETECTION_KINDS, DetectionBatches, category_labels, load_detection_samples
+from .data import (
+    DETECTION_KINDS,
+    DetectionBatches,
+    DetectionSample,
+    category_labels,
+    describe_skips,
+    load_detection_samples,
+    require_samples,
+)
 from .evaluate import evaluate_detection
 from .metrics import METRIC_NAMES
 
@@ -120,6 +133,17 @@ def check_detection_arguments(args: DetectionArguments) -> list[str]:
     if not list_shards(args.data_dir, args.train_split):
         CatalogueSource(args.data_dir)  # names an old-format or missing folder
         raise FileNotFoundError(f"data_dir {args.data_dir} has no {args.train_split} split (data/{args.train_split}-*)")
+    if args.evaluate_at_end and importlib.util.find_spec("pycocotools") is None:
+        raise ImportError(
+            "the end-of-training mAP needs pycocotools (pip install -e '.[eval]'), which is not installed; install it "
+            "or pass --evaluate_at_end false"
+        )
+    if args.evaluate_at_end and not list_shards(args.data_dir, args.eval_split):
+        # Checked before training: an evaluation that cannot run would otherwise fail after all the compute.
+        raise FileNotFoundError(
+            f"eval_split {args.eval_split!r}: data_dir {args.data_dir} has no such split (data/{args.eval_split}-*); "
+            "name another split with --eval_split, or pass --evaluate_at_end false"
+        )
     trackers = parse_report_to(args.report_to)
     check_report_to(trackers)
     return trackers
@@ -133,9 +157,6 @@ def finetune(args: DetectionArguments) -> DetectionResult:
     """Runs (or resumes) one fine-tuning; returns the final step, the export folder, the mAP and the run summary."""
     trackers = check_detection_arguments(args)
     output_dir = Path(args.output_dir)
-    if args.overwrite_output_dir and args.resume is None:  # as pretraining: the earlier run's files, nothing else
-        remove_run_files(output_dir, (METRICS_FILE, RESULTS_FILE, EXPORT_DIR))
-    output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(
         cpu=not torch.accelerator.is_available(),
         mixed_precision=args.mixed_precision,
@@ -144,6 +165,12 @@ def finetune(args: DetectionArguments) -> DetectionResult:
     )
     set_seed(args.seed)
     label_names = category_labels(args.data_dir)
+    train_samples, skipped, eval_samples, eval_skipped = load_run_samples(args, label_names, accelerator.num_processes)
+    # Only once the data is known to be usable: a run refused for its data leaves the earlier run's files in place.
+    if args.overwrite_output_dir and args.resume is None and accelerator.is_main_process:
+        remove_run_files(output_dir, (METRICS_FILE, RESULTS_FILE, EXPORT_DIR))  # the earlier run's, nothing else
+    accelerator.wait_for_everyone()
+    output_dir.mkdir(parents=True, exist_ok=True)
     model = EclipForObjectDetection.from_pretrained(
         args.model_name_or_path,
         num_labels=len(label_names),
@@ -155,9 +182,6 @@ def finetune(args: DetectionArguments) -> DetectionResult:
     for parameter in model.text_parameters():
         parameter.requires_grad_(False)
     image_processor = EclipImageProcessor.from_pretrained(args.model_name_or_path)
-    train_samples, skipped = load_detection_samples(args.data_dir, args.train_split, label_names, args.image_kinds)
-    if skipped:
-        accelerator.print(f"skipped {sum(skipped.values())} training images: {dict(skipped)}")
     batches = DetectionBatches(
         train_samples,
         image_processor,
@@ -250,19 +274,9 @@ def finetune(args: DetectionArguments) -> DetectionResult:
             state["train_seconds"] = time.perf_counter() - started
             checkpoints.save(state["step"], batches, scheduler, state)
     state["train_seconds"] = time.perf_counter() - started
-    checkpoints.save(state["step"], batches, scheduler, state)
+    last_checkpoint = checkpoints.save(state["step"], batches, scheduler, state)
 
     unwrapped = accelerator.unwrap_model(model)
-    metrics: dict[str, float] = {}
-    eval_skipped: Counter = Counter()
-    if args.evaluate_at_end and accelerator.is_main_process:
-        eval_samples, eval_skipped = load_detection_samples(
-            args.data_dir, args.eval_split, label_names, args.image_kinds
-        )
-        evaluation_started = time.perf_counter()
-        metrics = evaluate_detection(unwrapped, image_processor, eval_samples, args.eval_batch_size)
-        metrics["eval_seconds"] = time.perf_counter() - evaluation_started
-        log_scalars(accelerator.trackers, {f"eval/{k}": metrics[k] for k in METRIC_NAMES}, state["step"])
     summary = {
         "step": state["step"],
         "global_batch_size": args.per_device_train_batch_size * accelerator.num_processes,
@@ -275,13 +289,54 @@ def finetune(args: DetectionArguments) -> DetectionResult:
         "skipped_eval_images": dict(eval_skipped),
         "labels": label_names,
     }
-    export_dir = None
+    metrics: dict[str, float] = {}
+    export_dir, evaluation_error = None, None
     if accelerator.is_main_process:
+        # The export first: an evaluation that fails (a full disk, say) must not lose the trained model.
         export_dir = export_detection(unwrapped, image_processor, output_dir / EXPORT_DIR, args, metrics, summary)
+        if args.evaluate_at_end:
+            try:
+                evaluation_started = time.perf_counter()
+                metrics = evaluate_detection(unwrapped, image_processor, eval_samples, args.eval_batch_size)
+                metrics["eval_seconds"] = time.perf_counter() - evaluation_started
+                log_scalars(accelerator.trackers, {f"eval/{k}": metrics[k] for k in METRIC_NAMES}, state["step"])
+            except Exception as error:  # reported below, after the results are written
+                evaluation_error = error
+                summary["evaluation_error"] = f"{type(error).__name__}: {error}"
+        (export_dir / "README.md").write_text(render_detection_card(args, unwrapped, metrics, summary))
         write_json(output_dir / RESULTS_FILE, {"metrics": metrics, "summary": summary})
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if evaluation_error is not None:
+        raise RuntimeError(
+            f"the end-of-training evaluation on split {args.eval_split!r} failed ({summary['evaluation_error']}); "
+            f"the model was exported to {export_dir} and the last checkpoint is {last_checkpoint}"
+        ) from evaluation_error
     return DetectionResult(state["step"], export_dir, metrics, summary)
+
+
+def load_run_samples(
+    args: DetectionArguments, label_names: list[str], world_size: int
+) -> tuple[list[DetectionSample], Counter, list[DetectionSample], Counter]:
+    """The training and (with `evaluate_at_end`) evaluation images with their skip counts, read before the model is
+    built: a split with no usable image, or too few for one global batch, is a `ValueError` naming it."""
+    train, skipped = load_detection_samples(args.data_dir, args.train_split, label_names, args.image_kinds)
+    require_samples(train, skipped, args.train_split, args.data_dir, "fine-tuning needs boxed images to train on")
+    needed = args.per_device_train_batch_size * world_size
+    if len(train) < needed:
+        raise ValueError(
+            f"split {args.train_split!r} of {args.data_dir} has {len(train)} usable boxed images (skipped: "
+            f"{describe_skips(skipped) or 'none'}); one global batch needs {needed} "
+            f"({args.per_device_train_batch_size} per process x {world_size} process(es)): lower "
+            "per_device_train_batch_size or add images"
+        )
+    evaluation: list[DetectionSample] = []
+    eval_skipped: Counter = Counter()
+    if args.evaluate_at_end:
+        evaluation, eval_skipped = load_detection_samples(args.data_dir, args.eval_split, label_names, args.image_kinds)
+        remedy = "name another split with --eval_split, or pass --evaluate_at_end false"
+        require_samples(evaluation, eval_skipped, args.eval_split, args.data_dir, remedy)
+    return train, skipped, evaluation, eval_skipped
 
 
 def export_detection(
@@ -341,6 +396,15 @@ def render_detection_card(
             f"{metrics['num_objects']} objects), pycocotools' COCOeval, all sizes, 100 detections per image:\n\n"
             f"| metric | % |\n|---|---:|\n{rows}"
         )
+        if summary.get("skipped_eval_images"):
+            evaluation += f"\n\nSkipped images (by reason): {summary['skipped_eval_images']}."
+    elif summary.get("evaluation_error"):
+        evaluation = (
+            f"The evaluation failed ({summary['evaluation_error']}); evaluate this export with `python -m "
+            f"modeling_eclip.detection --model <this folder> --data {args.data_dir} --split {args.eval_split}`."
+        )
+    elif args.evaluate_at_end:
+        evaluation = "Not evaluated yet: the run evaluates after writing the export."
     else:
         evaluation = "Not evaluated in this run (`evaluate_at_end` was off)."
     recipe = yaml.safe_dump(dataclasses.asdict(args), sort_keys=True).strip()
