@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.files import file_sha256
 from ..data.source import CatalogueSource, image_input
 from ..processing_eclip import check_texts, to_rgb_images
 from .search_index import (
@@ -33,7 +34,6 @@ from .search_index import (
     check_model_probe,
     check_ready_index,
     checked_queries,
-    file_sha256,
     id_map,
     probe_image,
     product_ids_sha256,

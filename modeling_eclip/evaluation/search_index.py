@@ -22,6 +22,8 @@ import datasets
 import faiss
 import numpy as np
 
+from ..data.files import read_json_object
+
 logger = logging.getLogger(__name__)
 
 # Format 2 adds the fingerprints; format 1 (none) still loads, unchecked, with a warning.
@@ -43,15 +45,6 @@ def product_ids_sha256(catalogue: datasets.Dataset) -> str | None:
     for batch in catalogue.select_columns(["product_id"]).iter(batch_size=_ID_BATCH):
         # One JSON value a line: unambiguous whatever the ids hold, and independent of the batch size.
         digest.update("".join(json.dumps(value, default=str) + "\n" for value in batch["product_id"]).encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read a MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
@@ -132,12 +125,7 @@ def check_model_probe(info: dict[str, Any], embed_probe: Callable[[], dict[str, 
 
 def read_index_info(info_file: Path) -> dict[str, Any]:
     """`search_index.json`, checked: errors name the file and the key, and say to save the index again."""
-    try:
-        info = json.loads(info_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{info_file} is not valid JSON ({error}); save the index again.") from None
-    if not isinstance(info, dict):
-        raise ValueError(f"{info_file} holds a {type(info).__name__}, not a JSON object; save the index again.")
+    info = read_json_object(info_file, "save the index again")
     version = info.get("format_version")
     if version not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
@@ -165,7 +153,6 @@ __all__ = [
     "check_model_probe",
     "check_ready_index",
     "checked_queries",
-    "file_sha256",
     "id_map",
     "probe_image",
     "product_ids_sha256",

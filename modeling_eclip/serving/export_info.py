@@ -6,11 +6,12 @@ a bare `JSONDecodeError` or `KeyError`.
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from ..data.files import read_json_object
 
 EXPORT_INFO_FILE = "export_info.json"
 EXPORT_FORMAT = "eclip-onnx-embeddings"
@@ -28,12 +29,7 @@ def read_export_info(info_file: pathlib.Path, known_graphs: Mapping[str, Sequenc
     def bad(problem: str) -> ValueError:
         return ValueError(f"{info_file} {problem}; export the model again (examples/export_onnx.py).")
 
-    try:
-        info = json.loads(info_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise bad(f"is not valid JSON ({error})") from None
-    if not isinstance(info, dict):
-        raise bad(f"holds a {type(info).__name__}, not a JSON object")
+    info = read_json_object(info_file, "export the model again (examples/export_onnx.py)")
     for key in ("format", "projection_dim", "image_size", "logit_scale", "graphs"):
         if key not in info:
             raise bad(f"has no {key!r}")

@@ -22,7 +22,6 @@ What a checkpoint holds, and how each part is read back (nothing in it can run c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -33,6 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from ..data.files import file_sha256
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_CHECKPOINT_PREFIX = "tmp-checkpoint-"
@@ -233,7 +234,7 @@ def verify_checkpoint(path: Path) -> str | None:
         size = file.stat().st_size
         if size != expected.get("bytes"):
             return f"{name} has {size} bytes, {expected.get('bytes')} were saved"
-        if _sha256(file) != expected.get("sha256"):
+        if file_sha256(file) != expected.get("sha256"):
             return f"{name} differs from what was saved (SHA-256)"
     return None
 
@@ -349,21 +350,13 @@ def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checkpoint_files(root: Path) -> set[str]:
     """The paths, relative to `root`, of every file under it (links included, as what they point to is read)."""
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _fsync_tree(root: Path) -> None:
