@@ -27,7 +27,7 @@ from modeling_eclip.training import loop as training_loop
 from modeling_eclip.training import parse_arguments, pretrain
 from modeling_eclip.training import run as training_run
 from modeling_eclip.training.image_tower import ImageTowerArguments
-from modeling_eclip.training.image_tower_data import drop_unreadable_images
+from modeling_eclip.training.image_tower_data import drop_unreadable_images, image_source, load_tower_data
 
 MAX_STEPS = 4
 
@@ -160,6 +160,34 @@ def test_image_tower_skips_and_counts_unreadable_images() -> None:
     data, unreadable = drop_unreadable_images(datasets.DatasetDict({"train": split, "validation": split.select([1])}))
     assert unreadable == {"train": 2, "validation": 0}
     assert data["train"]["label"] == [1]
+
+
+def test_image_tower_reads_relative_image_paths_from_the_data_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tower dataset storing paths (no bytes) relative to its data files reads them from there, as every dataset
+    path is read (`resolve_image_path`); a same-named file in the working directory is never used."""
+    dataset = tmp_path / "tower"
+    (dataset / "data" / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(dataset / "data" / "images" / "a.png")
+    features = datasets.Features(
+        {"image": datasets.Image(decode=False), "label": datasets.ClassLabel(names=["a", "b"])}
+    )
+    Image.new("RGB", (8, 8)).save(dataset / "data" / "images" / "missing.png")  # removed once the split is written
+    monkeypatch.chdir(dataset / "data")  # datasets sizes the files while writing; the paths stay relative
+    for split, paths in (("train", ["images/a.png", "images/missing.png"]), ("validation", ["images/a.png"])):
+        rows = {"image": [{"bytes": None, "path": path} for path in paths], "label": [0] * len(paths)}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(dataset / "data" / f"{split}.parquet"))
+    (dataset / "data" / "images" / "missing.png").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(elsewhere / "images" / "missing.png")  # would be read from the working directory
+    monkeypatch.chdir(elsewhere)
+    tower = load_tower_data(str(dataset))
+    assert tower.image_folders["train"] == str(dataset / "data")
+    assert tower.unreadable == {"train": 1, "validation": 0}
+    image = tower.data["train"][0]["image"]
+    assert to_rgb_image(image_source(image, tower.image_folders["train"])).getpixel((0, 0)) == (10, 20, 30)
 
 
 # ----------------------------------------------------------------------------------------------- numeric arguments

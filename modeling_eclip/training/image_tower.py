@@ -153,7 +153,7 @@ def _train_tower(args: ImageTowerArguments, tower_data: TowerData, staging: Path
 
     def transform(batch: dict[str, list], split: str) -> dict[str, Any]:
         rng = np.random.default_rng()
-        images = [to_rgb_image(image_source(image)) for image in batch["image"]]
+        images = [to_rgb_image(image_source(image, tower_data.image_folders[split])) for image in batch["image"]]
         if split == "train" and args.augment:
             images = [augment_image(image, rng) for image in images]
         labels = [tower_data.label_maps[split][label] for label in batch["label"]]  # the train split's class ids

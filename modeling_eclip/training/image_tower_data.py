@@ -19,10 +19,14 @@ decode.
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.preflight import is_remote
+from ..data.source import resolve_image_path
 from ..processing_eclip import to_rgb_image
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ class TowerData:
     label_maps: dict[str, list[int]]  # per split: its label id -> the id of the same class name in `names`
     unlabelled: dict[str, int]  # per split: rows skipped with label -1
     unreadable: dict[str, int]  # per split: rows skipped whose image does not decode
+    image_folders: dict[str, str | None]  # per split: what a relative image path is read against (`image_source`)
 
 
 def load_tower_data(dataset: str) -> TowerData:
@@ -56,13 +61,15 @@ def load_tower_data(dataset: str) -> TowerData:
         for column, kind in (("image", datasets.Image), ("label", datasets.ClassLabel)):
             if not isinstance(data[split].features.get(column), kind):
                 raise ValueError(f"dataset {dataset} needs a {kind.__name__} column {column!r} in split {split}")
-    split_names = stored_label_names(dataset, data)
+    data_files = _data_files(dataset)
+    split_names = stored_label_names(dataset, data, data_files)
+    image_folders = {split: _common_folder(data_files.get(split, [])) for split in SPLITS}
     unlabelled = {}
     for split in SPLITS:
         data[split], unlabelled[split] = drop_unlabelled(data[split], split_names[split], f"{dataset} split {split}")
     names = split_names["train"]
     label_maps = {split: label_map(split_names[split], names, f"{dataset} split {split}") for split in SPLITS}
-    data, unreadable = drop_unreadable_images(data)
+    data, unreadable = drop_unreadable_images(data, image_folders)
     for split in SPLITS:
         if len(data[split]) == 0:
             raise ValueError(
@@ -70,20 +77,32 @@ def load_tower_data(dataset: str) -> TowerData:
                 f"{unreadable[split]} image(s) do not decode, {unlabelled[split]} example(s) have no label (-1). "
                 "Replace the images, label the examples, or add examples to the split"
             )
-    return TowerData(data, names, label_maps, unlabelled, unreadable)
+    return TowerData(data, names, label_maps, unlabelled, unreadable, image_folders)
 
 
-def stored_label_names(dataset: str, data: Any) -> dict[str, list[str]]:
-    """The class names of each split's labels: those its own parquet or arrow files store (`datasets` reads every
-    file with one file's names), else those `datasets` reports."""
+def _data_files(dataset: str) -> dict[str, list[str]]:
+    """Each split's data files as `datasets` resolves them ({} when it cannot list them, e.g. offline)."""
     import datasets
 
-    found = {split: data[split].features["label"].names for split in SPLITS}
     try:
         data_files = datasets.load_dataset_builder(dataset).config.data_files or {}
-    except Exception as error:  # a dataset `load_dataset` read; only the files' own names are not known then
-        logger.warning("image tower: cannot list the files of %s (%s); using the names it loads with", dataset, error)
-        return found
+    except Exception as error:  # a dataset `load_dataset` read; only what its files hold is not known then
+        logger.warning("image tower: cannot list the files of %s (%s); using what it loads with", dataset, error)
+        return {}
+    return {split: [str(file) for file in files] for split, files in data_files.items()}
+
+
+def _common_folder(files: list[str]) -> str | None:
+    """The one folder a split's data files sit in (a relative image path in them is read from there), else None:
+    rows do not carry their file once loaded, so a split spread over folders reads only absolute paths and bytes."""
+    folders = {posixpath.dirname(file) if is_remote(file) else os.path.dirname(os.path.abspath(file)) for file in files}
+    return folders.pop() if len(folders) == 1 else None
+
+
+def stored_label_names(dataset: str, data: Any, data_files: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The class names of each split's labels: those its own parquet or arrow files store (`datasets` reads every
+    file with one file's names), else those `datasets` reports."""
+    found = {split: data[split].features["label"].names for split in SPLITS}
     for split in SPLITS:
         per_file = {}
         for file in data_files.get(split, []):
@@ -152,15 +171,15 @@ def label_map(names: list[str], classes: list[str], where: str) -> list[int]:
     return [classes.index(name) for name in names]
 
 
-def drop_unreadable_images(data: Any) -> tuple[Any, dict[str, int]]:
+def drop_unreadable_images(data: Any, image_folders: dict[str, str | None] | None = None) -> tuple[Any, dict[str, int]]:
     """The dataset with its `image` column left undecoded (`to_rgb_image` decodes it in the transform, as the
     pretraining stream does: EXIF orientation, transparency on white) and without the rows whose image does not
     decode; returns the count dropped per split (logged, and kept in tower_info.json)."""
     import datasets
 
-    def readable(example: dict[str, Any]) -> bool:
+    def readable(example: dict[str, Any], folder: str | None) -> bool:
         try:
-            to_rgb_image(image_source(example["image"]))
+            to_rgb_image(image_source(example["image"], folder))
         except ValueError:
             return False
         return True
@@ -169,13 +188,16 @@ def drop_unreadable_images(data: Any) -> tuple[Any, dict[str, int]]:
     unreadable = {}
     for split in list(data):
         before = len(data[split])
-        data[split] = data[split].filter(readable)
+        folder = (image_folders or {}).get(split)
+        data[split] = data[split].filter(readable, fn_kwargs={"folder": folder})
         unreadable[split] = before - len(data[split])
         if unreadable[split]:
             logger.warning("image tower: skipped %d unreadable image(s) of split %s", unreadable[split], split)
     return data, unreadable
 
 
-def image_source(image: Mapping[str, Any]) -> Any:
-    """What `to_rgb_image` decodes for an undecoded `datasets.Image` value: its bytes, else its path."""
-    return image["bytes"] if image.get("bytes") is not None else image["path"]
+def image_source(image: Mapping[str, Any], folder: str | None) -> Any:
+    """What `to_rgb_image` decodes for an undecoded `datasets.Image` value: its bytes, else its path read as every
+    dataset path is (`resolve_image_path`: relative to `folder`, the split's data-file folder, never the working
+    directory)."""
+    return image["bytes"] if image.get("bytes") is not None else resolve_image_path(image["path"], folder)
