@@ -78,7 +78,7 @@ def to_rgb_image(
             image = _read_url_or_base64(image, max_file_bytes)
         if isinstance(image, (str, os.PathLike)):
             source = os.fspath(image)
-            with _open_image_file(image, max_file_bytes) as file, Image.open(file) as opened:
+            with open_image_file(image, max_file_bytes) as file, Image.open(file) as opened:
                 image = _decode(opened, min_size)
         elif isinstance(image, (bytes, bytearray)):
             with Image.open(io.BytesIO(image)) as opened:
@@ -120,24 +120,35 @@ def _is_url_or_base64(text: str) -> bool:
     return True
 
 
-def _over_cap(size: int, max_file_bytes: int) -> ValueError:
-    return ValueError(
+class NotARegularFileError(ValueError):
+    """A path to a folder, FIFO, socket or device, given as an image file (never read)."""
+
+
+class ImageFileTooLargeError(ValueError):
+    """An image file or download over the cap (`MAX_IMAGE_FILE_BYTES`, or `max_file_bytes`)."""
+
+
+def _over_cap(size: int, max_file_bytes: int) -> ImageFileTooLargeError:
+    return ImageFileTooLargeError(
         f"{size} bytes, over the cap of {max_file_bytes} bytes for an image file (processing_eclip."
         "MAX_IMAGE_FILE_BYTES, or max_file_bytes); shrink the image, or raise the cap if such files are expected"
     )
 
 
-def _open_image_file(path: str | os.PathLike, max_file_bytes: int) -> io.BufferedReader:
-    """The file at `path` opened for reading, once its size is known to be within the cap. Opened without blocking
-    and checked on the open descriptor, so a FIFO or a device can never hang the reader (and no race swaps the file
-    between the check and the read)."""
+def open_image_file(path: str | os.PathLike, max_file_bytes: int | None = None) -> io.BufferedReader:
+    """The file at `path` opened for reading, once its size is known to be within the cap (None:
+    `MAX_IMAGE_FILE_BYTES`, read at each call). Opened without blocking and checked on the open descriptor, so a FIFO
+    or a device can never hang the reader (and no race swaps the file between the check and the read). Raises
+    `NotARegularFileError` (a folder, FIFO, socket or device), `ImageFileTooLargeError`, or a ValueError for an empty
+    file; the reader of every image file: `to_rgb_image` and the catalogue converter."""
+    max_file_bytes = MAX_IMAGE_FILE_BYTES if max_file_bytes is None else max_file_bytes
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         info = os.fstat(descriptor)
         if stat.S_ISDIR(info.st_mode):
-            raise ValueError("it is a folder, not an image file")
+            raise NotARegularFileError("it is a folder, not an image file")
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file (a FIFO, socket or device is never read)")
+            raise NotARegularFileError("not a regular file (a FIFO, socket or device is never read)")
         if info.st_size == 0:
             raise ValueError("the file is empty (0 bytes)")
         if info.st_size > max_file_bytes:

@@ -38,7 +38,6 @@ import io
 import itertools
 import json
 import os
-import stat
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -49,8 +48,13 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
-from .. import processing_eclip
-from ..processing_eclip import is_blank_text, to_rgb_image
+from ..processing_eclip import (
+    ImageFileTooLargeError,
+    NotARegularFileError,
+    is_blank_text,
+    open_image_file,
+    to_rgb_image,
+)
 from .hub import add_push_arguments, check_repo_id, run_build_command
 from .output_folder import check_output_folder, replacing_output_folder
 from .shard_format import (
@@ -189,25 +193,19 @@ def _text(row: dict[str, Any], key: str, where: str) -> str:
     return str(value).strip()
 
 
-class ImageFileTooLargeError(ValueError):
-    """An image file over ``processing_eclip.MAX_IMAGE_FILE_BYTES``, the cap every reader of images applies."""
-
-
 def read_regular_file(path: Path) -> bytes | None:
-    """The bytes of ``path``, or ``None`` when it is not a regular file (a device, a FIFO, a folder). Opened without
-    blocking and checked on the open descriptor, so ``/dev/zero`` or a FIFO can never hang the reader; a file over
-    ``MAX_IMAGE_FILE_BYTES`` (read at each call) raises :class:`ImageFileTooLargeError` before it is read."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    """The bytes of ``path``, or ``None`` when it is not a regular file (a device, a FIFO, a folder), read through the
+    decoder's ``open_image_file``: never blocking, and a file over ``MAX_IMAGE_FILE_BYTES`` raises
+    ``ImageFileTooLargeError`` before it is read. An empty file gives ``b""`` (the decoder then rejects it)."""
     try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        if info.st_size > processing_eclip.MAX_IMAGE_FILE_BYTES:
-            raise ImageFileTooLargeError(f"{path}: {info.st_size} bytes, over {processing_eclip.MAX_IMAGE_FILE_BYTES}")
-        with os.fdopen(descriptor, "rb", closefd=False) as file:
+        with open_image_file(path) as file:
             return file.read()
-    finally:
-        os.close(descriptor)
+    except NotARegularFileError:
+        return None
+    except ImageFileTooLargeError:
+        raise
+    except ValueError:  # empty: left to the decoder, as before, so the row is counted where it always was
+        return b""
 
 
 def _image_input(value: Any, root: Path, where: str, allow_outside_paths: bool) -> tuple[Any, str | None]:
