@@ -420,11 +420,16 @@ def resolve_image_path(value: str | None, folder: str | None) -> str | None:
     return value if not os.path.lexists(path) and _is_url_or_base64(value) else path
 
 
+def data_file_folder(file: str) -> str:
+    """The folder of a data file (a URL's for remote files), what a relative image path in it is read against."""
+    return posixpath.dirname(file) if is_remote(file) else os.path.dirname(os.path.abspath(file))
+
+
 def _shard_folders(files: Sequence[str], n_shards: int, root: Path | None) -> tuple[str | None, ...]:
     """The folder of each shard's data file (shard i is data file i for the file formats ``datasets`` packages);
     the dataset's folder (or None) when the shards are not the files."""
     if len(files) == n_shards:
-        return tuple(posixpath.dirname(f) if is_remote(f) else os.path.dirname(os.path.abspath(f)) for f in files)
+        return tuple(data_file_folder(file) for file in files)
     return (None if root is None else str(root),) * n_shards
 
 

@@ -19,14 +19,11 @@ decode.
 from __future__ import annotations
 
 import logging
-import os
-import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.preflight import is_remote
-from ..data.source import resolve_image_path
+from ..data.source import data_file_folder, resolve_image_path
 from ..processing_eclip import to_rgb_image
 
 logger = logging.getLogger(__name__)
@@ -95,7 +92,7 @@ def _data_files(dataset: str) -> dict[str, list[str]]:
 def _common_folder(files: list[str]) -> str | None:
     """The one folder a split's data files sit in (a relative image path in them is read from there), else None:
     rows do not carry their file once loaded, so a split spread over folders reads only absolute paths and bytes."""
-    folders = {posixpath.dirname(file) if is_remote(file) else os.path.dirname(os.path.abspath(file)) for file in files}
+    folders = {data_file_folder(file) for file in files}
     return folders.pop() if len(folders) == 1 else None
 
 
